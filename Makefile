@@ -1,0 +1,46 @@
+# The README's two commands are `make demo` and `make test`; everything else is a helper they call.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+UV     := $(VENV)/bin/uv
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup system-deps test demo bench schema clients lint clean
+
+setup: system-deps $(STAMP)
+
+system-deps:
+	@bash scripts/install-system-deps.sh
+
+# One hash-pinned set (requirements/*.txt, compiled by `make pins`) for the image and for the tests.
+# --no-deps: the compiled files are complete; see requirements/overrides.txt for why pip's resolver is skipped.
+$(STAMP): requirements/worker.txt requirements/dev.txt clients/python/pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check uv==0.13.9
+	$(UV) pip install -q --python $(PY) --require-hashes --no-deps -r requirements/worker.txt -r requirements/dev.txt
+	$(UV) pip install -q --python $(PY) --no-deps -e clients/python
+	touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: setup
+	$(PY) -m devstack demo --out out/hello.wav
+
+bench: setup
+	$(PY) -m bench
+
+# Regenerate the contract's JSON Schema and the client SDK generated from it.
+clients: setup
+	$(PY) -m worker.schema --write clients/schema/contract.json
+	$(PY) -m clients.codegen
+
+pins:
+	cd requirements && uv pip compile worker.in --override overrides.txt --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 -o worker.txt
+	cd requirements && uv pip compile dev.in --override overrides.txt --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 -o dev.txt
+
+lint: setup
+	$(PY) -m ruff check .
+
+clean:
+	rm -rf $(VENV) out .devstack

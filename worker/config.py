@@ -1,0 +1,119 @@
+"""Worker configuration: every setting comes from an environment variable, read once per process.
+
+The README's "Configuration" table is generated from the field descriptions here
+(`python -m worker.config --markdown`), so a new setting is documented where it is declared.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# RunPod refuses a job result larger than this for /runsync and /status (its documented payload limit).
+RUNPOD_RESULT_LIMIT_BYTES = 20 * 1024 * 1024
+
+
+def _default_data_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "f5tts-worker"
+
+
+class ModelSettings(BaseSettings):
+    """Which F5-TTS model to load, and how."""
+
+    model_config = SettingsConfigDict(env_prefix="F5TTS_", extra="ignore", protected_namespaces=())
+
+    model: str = Field("F5TTS_v1_Base", description="Model name: picks `f5_tts/configs/<model>.yaml` and the published checkpoint.")
+    model_cfg: Path | None = Field(
+        None, description="Model YAML (f5-tts config format); default: the one shipped with f5-tts for `F5TTS_MODEL`."
+    )
+    ckpt_file: str | None = Field(
+        None,
+        description="Checkpoint (.safetensors/.pt), local path or `hf://owner/repo/file`; default: the published "
+        "checkpoint of `F5TTS_MODEL` from the Hugging Face cache (baked into the image by `python -m worker.prefetch`).",
+    )
+    vocab_file: str | None = Field(None, description="Vocabulary file; default: the one next to the checkpoint, else f5-tts's.")
+    vocoder_dir: Path | None = Field(
+        None, description="Local Vocos directory (config.yaml + pytorch_model.bin); default: charactr/vocos-mel-24khz from the HF cache."
+    )
+    device: str = Field("auto", description="`auto` (cuda if available, else cpu), `cuda`, `cuda:N` or `cpu`.")
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
+        "auto", description="Weights dtype; `auto` is float16 on CUDA and float32 on CPU."
+    )
+    attn_backend: Literal["torch", "flash_attn"] = Field(
+        "torch", description="DiT attention: torch SDPA or flash-attn (the image sets `flash_attn`)."
+    )
+    warmup: bool = Field(True, description="Run one short synthesis before taking the first job.")
+    auto_transcribe: bool = Field(
+        False, description="Transcribe references that come without a transcript (F5's Whisper path; downloads Whisper)."
+    )
+
+
+class StorageSettings(BaseSettings):
+    """The S3-compatible bucket (Backblaze B2 in production). Names follow RunPod's own `BUCKET_*` convention."""
+
+    model_config = SettingsConfigDict(env_prefix="BUCKET_", extra="ignore")
+
+    endpoint_url: str | None = Field(None, description="S3 endpoint, e.g. `https://s3.us-west-004.backblazeb2.com`. Unset: no bucket.")
+    name: str | None = Field(None, description="Bucket name. Unset: no bucket (base64 delivery, voices on local disk).")
+    region: str | None = Field(None, description="Region; default: taken from a B2 endpoint URL, else `us-east-1`.")
+    access_key_id: SecretStr | None = Field(None, description="Key id (B2 application key id).")
+    secret_access_key: SecretStr | None = Field(None, description="Secret key (B2 application key).")
+    url_expiry_s: int = Field(3600, ge=60, le=7 * 24 * 3600, description="Lifetime of presigned audio URLs, seconds.")
+    prefix: str = Field("", description="Key prefix inside the bucket (lets several deployments share one bucket).")
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.endpoint_url and self.name)
+
+
+class WorkerSettings(BaseSettings):
+    """Limits and local paths of the worker process."""
+
+    model_config = SettingsConfigDict(env_prefix="F5TTS_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=_default_data_dir, description="Local voices (no bucket) and the voice cache.")
+    max_audio_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="Largest reference audio accepted (decoded bytes).")
+    max_output_bytes: int = Field(
+        RUNPOD_RESULT_LIMIT_BYTES, ge=1024, description="Largest base64 result returned inline (RunPod's limit is 20 MB)."
+    )
+    fetch_timeout_s: float = Field(15.0, gt=0, le=300, description="Timeout for fetching reference audio by URL.")
+    allow_private_urls: bool = Field(
+        False, description="Allow reference URLs on loopback/private/link-local addresses (devstack and tests only)."
+    )
+    concurrency: int = Field(1, ge=1, le=16, description="Jobs one worker runs at once (RunPod concurrency_modifier).")
+    log_level: str = Field("INFO", description="Python logging level.")
+
+
+class Settings:
+    """All settings, grouped; built once per process by `get_settings()`."""
+
+    def __init__(self) -> None:
+        self.model = ModelSettings()
+        self.storage = StorageSettings()
+        self.worker = WorkerSettings()
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def settings_markdown() -> str:
+    """A Markdown table of every environment variable, for the README."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for cls in (ModelSettings, StorageSettings, WorkerSettings):
+        prefix = cls.model_config["env_prefix"]
+        for name, field in cls.model_fields.items():
+            default = "(computed)" if field.default_factory else field.default
+            default = "unset" if default is None else f"`{str(default).lower() if isinstance(default, bool) else default}`"
+            rows.append(f"| `{prefix}{name.upper()}` | {default} | {field.description} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(settings_markdown())

@@ -1,0 +1,300 @@
+"""The job contract: every job input and output of the worker, and its error codes, as pydantic models.
+
+This module is the single source of truth. The worker validates with it; `python -m worker.schema --write
+clients/schema/contract.json` exports it as JSON Schema, from which the client SDK is generated. It imports
+nothing but pydantic so that exporting the schema never pays for torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+CONTRACT_VERSION = "1.0"
+
+# Voice names become object keys (`voices/<name>/`): a strict alphabet keeps them from escaping their prefix.
+VOICE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+MAX_TEXT_CHARS = 5000
+MAX_REF_TEXT_CHARS = 1000
+MAX_REFERENCE_SECONDS = 12.0
+BUILTIN_VOICE = "default"
+
+AudioFormat = Literal["wav", "flac", "mp3", "ogg"]
+Delivery = Literal["url", "base64"]
+
+
+class ErrorCode(str, Enum):
+    """Machine-readable error codes; clients map each to a typed exception."""
+
+    invalid_input = "invalid_input"
+    voice_not_found = "voice_not_found"
+    voice_exists = "voice_exists"
+    audio_unreadable = "audio_unreadable"
+    audio_too_large = "audio_too_large"
+    reference_too_long = "reference_too_long"
+    fetch_failed = "fetch_failed"
+    storage_error = "storage_error"
+    output_too_large = "output_too_large"
+    model_unavailable = "model_unavailable"
+    internal = "internal"
+
+
+class ErrorBody(BaseModel):
+    """What the `error` string of a failed job decodes to (RunPod requires the error itself to be a string)."""
+
+    code: ErrorCode
+    message: str
+    field: str | None = Field(None, description="The input field at fault, dotted (`ref_audio.url`), if any.")
+
+
+class _Strict(BaseModel):
+    # Unknown fields are refused so that a typo (`sped`, `fromat`) is an error, not a silent default.
+    model_config = ConfigDict(extra="forbid")
+
+
+class AudioSource(_Strict):
+    """Audio given by the caller: exactly one of a public http(s) URL or base64-encoded file bytes."""
+
+    url: str | None = Field(None, max_length=2048, description="http(s) URL of an audio file.")
+    base64: str | None = Field(None, description="The audio file's bytes, base64-encoded (size-capped).")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> AudioSource:
+        if (self.url is None) == (self.base64 is None):
+            raise ValueError("give exactly one of 'url' or 'base64'")
+        return self
+
+
+VoiceName = Annotated[str, Field(pattern=VOICE_NAME_PATTERN, description="Lowercase letters, digits, '-' and '_'; 1-64 chars.")]
+
+
+class SynthesizeInput(_Strict):
+    """Speak `text` in a stored voice or in a reference given with the job."""
+
+    action: Literal["synthesize"] = "synthesize"
+    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS, description="Text to speak.")
+    voice: VoiceName | None = Field(None, description=f"Stored voice; default `{BUILTIN_VOICE}` when no ref_audio is given.")
+    ref_audio: AudioSource | None = Field(None, description="One-off reference clip instead of a stored voice.")
+    ref_text: str | None = Field(None, max_length=MAX_REF_TEXT_CHARS, description="Transcript of ref_audio.")
+    speed: float = Field(1.0, ge=0.3, le=3.0, description="Speaking rate multiplier.")
+    nfe_step: int = Field(32, ge=4, le=64, description="Flow-matching steps: quality vs speed.")
+    cfg_strength: float = Field(2.0, ge=0.0, le=10.0, description="Classifier-free guidance strength.")
+    sway_sampling_coef: float = Field(-1.0, ge=-1.0, le=1.0, description="Sway sampling coefficient.")
+    cross_fade_duration: float = Field(0.15, ge=0.0, le=1.0, description="Cross-fade between text chunks, seconds.")
+    seed: int | None = Field(None, ge=0, le=2**31 - 1, description="Random seed; echoed back, random if absent.")
+    remove_silence: bool = Field(False, description="Strip long silences from the output.")
+    format: AudioFormat = Field("wav", description="Output container: wav (PCM16), flac, mp3 or ogg (Opus).")
+    delivery: Delivery | None = Field(None, description="`url` (presigned, needs a bucket) or `base64`; default url when a bucket is configured.")
+    stream: bool = Field(False, description="Yield each text chunk's audio as soon as it is generated.")
+
+    @model_validator(mode="after")
+    def _one_reference(self) -> SynthesizeInput:
+        if not self.text.strip():
+            raise ValueError("text is empty")
+        if self.voice is not None and self.ref_audio is not None:
+            raise ValueError("give either 'voice' or 'ref_audio', not both")
+        if self.ref_text is not None and self.ref_audio is None:
+            raise ValueError("'ref_text' only goes with 'ref_audio'")
+        return self
+
+
+class UploadVoiceInput(_Strict):
+    """Store a reference clip and its transcript under a name."""
+
+    action: Literal["upload_voice"]
+    name: VoiceName
+    audio: AudioSource
+    text: str | None = Field(None, min_length=1, max_length=MAX_REF_TEXT_CHARS, description="Transcript of the audio.")
+    overwrite: bool = Field(False, description="Replace an existing voice of that name.")
+
+
+class ListVoicesInput(_Strict):
+    action: Literal["list_voices"]
+
+
+class DeleteVoiceInput(_Strict):
+    action: Literal["delete_voice"]
+    name: VoiceName
+
+
+class HealthInput(_Strict):
+    action: Literal["health"]
+
+
+JobInput = Annotated[
+    Union[SynthesizeInput, UploadVoiceInput, ListVoicesInput, DeleteVoiceInput, HealthInput],
+    Field(discriminator="action"),
+]
+ACTIONS = ("synthesize", "upload_voice", "list_voices", "delete_voice", "health")
+
+
+class Timings(BaseModel):
+    total_s: float = Field(description="Wall time of the job inside the worker.")
+    inference_s: float = Field(description="Time spent in F5-TTS (model + vocoder).")
+    rtf: float = Field(description="Real-time factor: inference_s / audio duration.")
+
+
+class SynthesizeOutput(BaseModel):
+    audio_url: str | None = Field(None, description="Presigned GET URL (delivery=url).")
+    expires_at: str | None = Field(None, description="When audio_url stops working (ISO 8601, UTC).")
+    key: str | None = Field(None, description="Object key of the audio in the bucket.")
+    audio_base64: str | None = Field(None, description="The encoded audio (delivery=base64).")
+    format: AudioFormat
+    sample_rate: int
+    duration: float = Field(description="Audio duration, seconds.")
+    seed: int
+    voice: str = Field(description="The stored voice used, or `inline` for ref_audio.")
+    chunks: int = Field(description="Number of text chunks synthesized.")
+    timings: Timings
+
+
+class StreamChunk(BaseModel):
+    """One item of a streaming job (`stream: true`): audio of one text chunk, encoded on its own."""
+
+    type: Literal["chunk"] = "chunk"
+    index: int
+    text: str
+    audio_base64: str
+    format: AudioFormat
+    sample_rate: int
+    duration: float
+
+
+class StreamEnd(BaseModel):
+    """The last item of a streaming job: a summary (no audio)."""
+
+    type: Literal["end"] = "end"
+    format: AudioFormat
+    sample_rate: int
+    duration: float
+    seed: int
+    voice: str
+    chunks: int
+    timings: Timings
+
+
+class VoiceInfo(BaseModel):
+    name: str
+    text: str = Field(description="Transcript of the stored reference.")
+    duration: float = Field(description="Reference duration after normalisation, seconds.")
+    sample_rate: int
+    builtin: bool = False
+    created_at: str | None = None
+
+
+class UploadVoiceOutput(VoiceInfo):
+    clipped: bool = Field(False, description="The upload was longer than 12 s and was clipped at a silence.")
+    original_duration: float
+
+
+class ListVoicesOutput(BaseModel):
+    voices: list[VoiceInfo]
+
+
+class DeleteVoiceOutput(BaseModel):
+    name: str
+    deleted: bool
+
+
+class HealthOutput(BaseModel):
+    status: Literal["ok"]
+    contract_version: str
+    model: str
+    device: str
+    dtype: str
+    attn_backend: str
+    storage: Literal["s3", "local"]
+    sample_rate: int
+
+
+ACTION_MODELS: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
+    "synthesize": (SynthesizeInput, SynthesizeOutput),
+    "upload_voice": (UploadVoiceInput, UploadVoiceOutput),
+    "list_voices": (ListVoicesInput, ListVoicesOutput),
+    "delete_voice": (DeleteVoiceInput, DeleteVoiceOutput),
+    "health": (HealthInput, HealthOutput),
+}
+
+_job_adapter: TypeAdapter[Any] = TypeAdapter(JobInput)
+
+
+class ContractError(Exception):
+    """A failure the caller should see: carries the error code, a message and the field at fault."""
+
+    def __init__(self, code: ErrorCode, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.body = ErrorBody(code=code, message=message, field=field)
+
+    @property
+    def code(self) -> ErrorCode:
+        return self.body.code
+
+    def to_error_string(self) -> str:
+        """The string RunPod carries in `{"error": ...}`: JSON of ErrorBody."""
+        return self.body.model_dump_json()
+
+
+def parse_job_input(raw: Any) -> BaseModel:
+    """Validate a job's `input`; `action` defaults to synthesize. Raises ContractError(invalid_input)."""
+    if not isinstance(raw, dict):
+        raise ContractError(ErrorCode.invalid_input, "job input must be a JSON object")
+    data = {"action": "synthesize", **raw}
+    if data["action"] not in ACTIONS:
+        raise ContractError(
+            ErrorCode.invalid_input, f"unknown action {data['action']!r}; expected one of {', '.join(ACTIONS)}", "action"
+        )
+    try:
+        return _job_adapter.validate_python(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        # The discriminator adds the action name as the first location element; drop it.
+        loc = [str(p) for p in first["loc"] if str(p) != data["action"]]
+        field = ".".join(loc) or None
+        message = first["msg"].removeprefix("Value error, ")
+        raise ContractError(ErrorCode.invalid_input, f"{field}: {message}" if field else message, field) from None
+
+
+def contract_schema() -> dict[str, Any]:
+    """The whole contract as one JSON document: inputs and outputs per action, stream items and error codes."""
+    models: list[type[BaseModel]] = [m for pair in ACTION_MODELS.values() for m in pair]
+    models += [StreamChunk, StreamEnd, ErrorBody]
+    defs: dict[str, Any] = {}
+    for model in models:
+        schema = model.model_json_schema(ref_template="#/$defs/{model}")
+        defs.update(schema.pop("$defs", {}))
+        defs[model.__name__] = schema
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "F5-TTS worker job contract",
+        "version": CONTRACT_VERSION,
+        "actions": {name: {"input": i.__name__, "output": o.__name__} for name, (i, o) in ACTION_MODELS.items()},
+        "stream": {"chunk": "StreamChunk", "end": "StreamEnd"},
+        "error_codes": [c.value for c in ErrorCode],
+        "$defs": dict(sorted(defs.items())),
+    }
+
+
+def contract_json() -> str:
+    return json.dumps(contract_schema(), indent=2, sort_keys=False) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Export the job contract as JSON Schema.")
+    parser.add_argument("--write", type=Path, help="write to this file instead of stdout")
+    args = parser.parse_args(argv)
+    if args.write:
+        args.write.parent.mkdir(parents=True, exist_ok=True)
+        args.write.write_text(contract_json())
+    else:
+        sys.stdout.write(contract_json())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
