@@ -1,0 +1,297 @@
+"""One job end to end: validate the input, run the action, turn every failure into a coded error.
+
+`WorkerService.run(raw_input)` is a generator of result items, because streaming synthesis yields one item per
+text chunk; every other action yields exactly one item. A failure is yielded as `{"error": "<ErrorBody JSON>"}`,
+which is RunPod's convention for a failed job; the traceback goes to the log, never to the caller.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from worker import audio
+from worker.config import Settings
+from worker.fetch import read_audio_source
+from worker.schema import (
+    BUILTIN_VOICE,
+    CONTRACT_VERSION,
+    MAX_REFERENCE_SECONDS,
+    ContractError,
+    DeleteVoiceInput,
+    ErrorCode,
+    HealthInput,
+    HealthOutput,
+    ListVoicesInput,
+    ListVoicesOutput,
+    StreamChunk,
+    StreamEnd,
+    SynthesizeInput,
+    SynthesizeOutput,
+    Timings,
+    UploadVoiceInput,
+    parse_job_input,
+)
+from worker.storage import ObjectStore, open_store
+from worker.voices import VoiceLibrary
+
+if TYPE_CHECKING:
+    from worker.engine import Engine
+
+log = logging.getLogger("worker")
+
+
+@dataclass
+class Reference:
+    """The voice a synthesis speaks in: normalised samples and their transcript."""
+
+    name: str
+    samples: np.ndarray
+    sample_rate: int
+    text: str
+
+
+class WorkerService:
+    """Holds the per-process state (engine, store, voices) and runs jobs against it.
+
+    The engine is built by `engine_factory` once, in `start()`. If that fails, the exception is kept and every
+    job gets `model_unavailable` with its message: the worker keeps answering instead of crash-looping, which
+    on RunPod would burn GPU time and hide the cause.
+    """
+
+    def __init__(self, settings: Settings, engine_factory: Callable[[], Engine]) -> None:
+        self.settings = settings
+        self._engine_factory = engine_factory
+        self.engine: Engine | None = None
+        self.startup_error: str | None = None
+        data_dir = settings.worker.data_dir
+        self.store: ObjectStore = open_store(settings.storage, local_root=Path(data_dir) / "store")
+        self.voices = VoiceLibrary(self.store, cache_dir=Path(data_dir) / "voice-cache")
+        # Inference is serialised: seeding torch's global RNG and the GPU itself are not shareable between jobs,
+        # while fetching, encoding and uploading of concurrent jobs still overlap.
+        self._inference_lock = threading.Lock()
+
+    # ----------------------------------------------------------------------------------------------- start-up
+    def start(self) -> None:
+        try:
+            self.engine = self._engine_factory()
+            if self.settings.model.warmup:
+                t0 = time.perf_counter()
+                self.engine.warmup()
+                log.info("warm-up synthesis took %.2f s", time.perf_counter() - t0)
+        except Exception as exc:  # noqa: BLE001 - any load failure is reported to every job, not raised
+            log.exception("model failed to load; every job will get model_unavailable")
+            self.engine = None
+            self.startup_error = f"model failed to load: {type(exc).__name__}: {exc}"
+
+    # ----------------------------------------------------------------------------------------------- jobs
+    def run(self, raw_input: Any) -> Iterator[dict[str, Any]]:
+        """Run one job; yields result items (dicts), or a single `{"error": ...}` item."""
+        started = time.perf_counter()
+        try:
+            job = parse_job_input(raw_input)
+            if self.engine is None:
+                raise ContractError(ErrorCode.model_unavailable, self.startup_error or "model is not loaded")
+            if isinstance(job, SynthesizeInput):
+                yield from self._synthesize(job, started)
+            elif isinstance(job, UploadVoiceInput):
+                yield self._upload_voice(job).model_dump()
+            elif isinstance(job, ListVoicesInput):
+                yield ListVoicesOutput(voices=self.voices.list()).model_dump()
+            elif isinstance(job, DeleteVoiceInput):
+                yield self.voices.delete(job.name).model_dump()
+            elif isinstance(job, HealthInput):
+                yield self._health().model_dump()
+        except ContractError as exc:
+            log.info("job refused: %s", exc.to_error_string())
+            yield {"error": exc.to_error_string()}
+        except Exception:  # noqa: BLE001 - the caller gets a code, the log gets the traceback
+            log.exception("job failed")
+            yield {"error": ContractError(ErrorCode.internal, "internal error; see the worker log").to_error_string()}
+
+    # ----------------------------------------------------------------------------------------------- synthesize
+    def _synthesize(self, job: SynthesizeInput, started: float) -> Iterator[dict[str, Any]]:
+        delivery = job.delivery or ("url" if self.store.supports_urls else "base64")
+        if delivery == "url" and not self.store.supports_urls:
+            raise ContractError(ErrorCode.invalid_input, "delivery 'url' needs a bucket; this worker has none", "delivery")
+        reference = self._resolve_reference(job)
+        seed = job.seed if job.seed is not None else secrets.randbelow(2**31)
+        chunks = self._generate(reference, job, seed)
+        if job.stream:
+            yield from self._stream(job, chunks, reference, seed, started)
+            return
+
+        from worker.engine import cross_fade  # noqa: PLC0415 - keeps this module importable without torch
+
+        sample_rate = self.engine.sample_rate
+        generated = list(chunks)
+        wave = cross_fade([c.samples for c in generated], sample_rate, job.cross_fade_duration)
+        if job.remove_silence:
+            wave = audio.remove_silences(wave, sample_rate)
+        duration = len(wave) / sample_rate
+        data = audio.encode_audio(wave, sample_rate, job.format)
+        result: dict[str, Any] = dict(
+            format=job.format,
+            sample_rate=sample_rate,
+            duration=round(duration, 3),
+            seed=seed,
+            voice=reference.name,
+            chunks=len(generated),
+        )
+        if delivery == "base64":
+            encoded = base64.b64encode(data).decode("ascii")
+            self._check_inline_size(len(encoded))
+            result["audio_base64"] = encoded
+        else:
+            result.update(self._publish(data, job.format))
+        result["timings"] = self._timings(started, sum(c.inference_s for c in generated), duration)
+        yield SynthesizeOutput(**result).model_dump(exclude_none=True)
+
+    def _stream(
+        self, job: SynthesizeInput, chunks: Iterator[Any], reference: Reference, seed: int, started: float
+    ) -> Iterator[dict[str, Any]]:
+        """Each text chunk's audio, encoded on its own, as soon as it exists; then a summary item."""
+        sample_rate = self.engine.sample_rate
+        inline_bytes = 0
+        duration = inference_s = 0.0
+        count = 0
+        for count, chunk in enumerate(chunks, start=1):
+            samples = audio.remove_silences(chunk.samples, sample_rate) if job.remove_silence else chunk.samples
+            encoded = base64.b64encode(audio.encode_audio(samples, sample_rate, job.format)).decode("ascii")
+            # RunPod aggregates a stream's items into one result for /runsync and /status: cap their sum.
+            inline_bytes += len(encoded)
+            self._check_inline_size(inline_bytes)
+            chunk_duration = len(samples) / sample_rate
+            duration += chunk_duration
+            inference_s += chunk.inference_s
+            yield StreamChunk(
+                index=count - 1,
+                text=chunk.text,
+                audio_base64=encoded,
+                format=job.format,
+                sample_rate=sample_rate,
+                duration=round(chunk_duration, 3),
+            ).model_dump()
+        yield StreamEnd(
+            format=job.format,
+            sample_rate=sample_rate,
+            duration=round(duration, 3),
+            seed=seed,
+            voice=reference.name,
+            chunks=count,
+            timings=self._timings(started, inference_s, duration),
+        ).model_dump()
+
+    def _generate(self, reference: Reference, job: SynthesizeInput, seed: int) -> Iterator[Any]:
+        """Engine chunks, one at a time, holding the inference lock only while a chunk is computed."""
+        chunks = self.engine.generate(
+            reference.samples,
+            reference.sample_rate,
+            reference.text,
+            job.text,
+            speed=job.speed,
+            nfe_step=job.nfe_step,
+            cfg_strength=job.cfg_strength,
+            sway_sampling_coef=job.sway_sampling_coef,
+            seed=seed,
+        )
+        while True:
+            with self._inference_lock:
+                chunk = next(chunks, None)
+            if chunk is None:
+                return
+            yield chunk
+
+    def _resolve_reference(self, job: SynthesizeInput) -> Reference:
+        if job.ref_audio is None:
+            voice = self.voices.get(job.voice or BUILTIN_VOICE)
+            return Reference(voice.info.name, voice.samples, voice.sample_rate, voice.info.text)
+        if job.ref_text is None and not self.settings.model.auto_transcribe:
+            raise ContractError(
+                ErrorCode.invalid_input, "ref_text is required with ref_audio (automatic transcription is off)", "ref_text"
+            )
+        data = read_audio_source(job.ref_audio, self.settings.worker, "ref_audio")
+        prepared = audio.prepare_reference(data, job.ref_text, max_seconds=MAX_REFERENCE_SECONDS)
+        text = prepared.text or self._transcribe(prepared.samples, prepared.sample_rate)
+        return Reference("inline", prepared.samples, prepared.sample_rate, text)
+
+    def _transcribe(self, samples: np.ndarray, sample_rate: int) -> str:
+        with self._inference_lock:
+            text = self.engine.transcribe(samples, sample_rate).strip()
+        if not text:
+            raise ContractError(ErrorCode.audio_unreadable, "no speech was recognised in the reference audio", "audio")
+        return text
+
+    def _check_inline_size(self, size: int) -> None:
+        limit = self.settings.worker.max_output_bytes
+        if size > limit:
+            raise ContractError(
+                ErrorCode.output_too_large,
+                f"the result is {size / 1e6:.1f} MB, over the {limit / 1e6:.0f} MB inline limit; "
+                "use delivery 'url' (needs a bucket), a compressed format (mp3, ogg) or shorter text",
+                "delivery",
+            )
+
+    def _publish(self, data: bytes, fmt: str) -> dict[str, Any]:
+        """Upload the audio under generated/ and return its key with a presigned URL."""
+        now = datetime.now(timezone.utc)
+        key = f"generated/{now:%Y/%m/%d}/{uuid.uuid4().hex}.{fmt}"
+        self.store.put(key, data, audio.CONTENT_TYPES[fmt])
+        expiry = self.settings.storage.url_expiry_s
+        return dict(
+            key=key,
+            audio_url=self.store.presign(key, expiry),
+            expires_at=(now + timedelta(seconds=expiry)).isoformat(timespec="seconds"),
+        )
+
+    @staticmethod
+    def _timings(started: float, inference_s: float, duration: float) -> Timings:
+        return Timings(
+            total_s=round(time.perf_counter() - started, 4),
+            inference_s=round(inference_s, 4),
+            rtf=round(inference_s / duration, 4) if duration > 0 else 0.0,
+        )
+
+    # ----------------------------------------------------------------------------------------------- voices
+    def _upload_voice(self, job: UploadVoiceInput) -> Any:
+        if job.text is None and not self.settings.model.auto_transcribe:
+            raise ContractError(ErrorCode.invalid_input, "text (the transcript) is required: automatic transcription is off", "text")
+        if job.name == BUILTIN_VOICE or (not job.overwrite and self.voices.exists(job.name)):
+            # Checked before fetching so a doomed upload costs nothing.
+            raise ContractError(ErrorCode.voice_exists, f"voice {job.name!r} already exists; pass overwrite=true to replace it", "name")
+        data = read_audio_source(job.audio, self.settings.worker, "audio")
+        prepared = audio.prepare_reference(data, job.text, max_seconds=MAX_REFERENCE_SECONDS)
+        text = prepared.text or self._transcribe(prepared.samples, prepared.sample_rate)
+        return self.voices.save(
+            job.name,
+            prepared.samples,
+            prepared.sample_rate,
+            text,
+            overwrite=job.overwrite,
+            original_duration=prepared.original_duration,
+            clipped=prepared.clipped,
+        )
+
+    def _health(self) -> HealthOutput:
+        engine = self.engine
+        return HealthOutput(
+            status="ok",
+            contract_version=CONTRACT_VERSION,
+            model=engine.model_name,
+            device=str(engine.device),
+            dtype=str(engine.dtype),
+            attn_backend=engine.attn_backend,
+            storage=self.store.kind,
+            sample_rate=engine.sample_rate,
+        )
