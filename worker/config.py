@@ -92,10 +92,15 @@ class WorkerSettings(BaseSettings):
 class Settings:
     """All settings, grouped; built once per process by `get_settings()`."""
 
-    def __init__(self) -> None:
-        self.model = ModelSettings()
-        self.storage = StorageSettings()
-        self.worker = WorkerSettings()
+    def __init__(
+        self,
+        model: ModelSettings | None = None,
+        storage: StorageSettings | None = None,
+        worker: WorkerSettings | None = None,
+    ) -> None:
+        self.model = model or ModelSettings()
+        self.storage = storage or StorageSettings()
+        self.worker = worker or WorkerSettings()
 
 
 @functools.lru_cache(maxsize=1)
