@@ -1,0 +1,423 @@
+"""Object storage: an S3-compatible bucket (Backblaze B2 in production) or a local directory, behind one interface.
+
+Every failure of the backend (botocore, the network, the file system) becomes `ContractError(storage_error)`
+whose message never contains a credential; a missing object is `ObjectNotFound` (a `KeyError`) from `get` and
+`None` from `head`. Keys are relative to the store's prefix (`StorageSettings.prefix`), so several deployments
+can share one bucket without seeing each other's objects.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from worker.config import StorageSettings
+from worker.schema import ContractError, ErrorCode
+
+log = logging.getLogger(__name__)
+
+# S3's own limit on key length, in UTF-8 bytes.
+MAX_KEY_BYTES = 1024
+# SigV4 presigned URLs cannot outlive a week.
+MAX_PRESIGN_SECONDS = 7 * 24 * 3600
+DEFAULT_REGION = "us-east-1"
+_B2_ENDPOINT = re.compile(r"^s3\.([a-z0-9-]+)\.backblazeb2\.com$")
+_AWS_ENDPOINT = re.compile(r"^s3[.-]([a-z0-9-]+)\.amazonaws\.com$")
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+# LocalStore writes into `.tmp-*.part` next to the target; listings skip them.
+_TEMP_PREFIX, _TEMP_SUFFIX = ".tmp-", ".part"
+
+
+class ObjectNotFound(KeyError):
+    """The object does not exist (raised by `get`)."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str
+    last_modified: datetime
+
+
+def validate_key(key: str) -> str:
+    """Refuse keys that could escape the store's prefix or root: absolute, `.`/`..` segments, control characters."""
+    if not isinstance(key, str) or not key:
+        raise ContractError(ErrorCode.invalid_input, "object key is empty")
+    problem = None
+    if key.startswith("/") or "\\" in key:
+        problem = "must be relative and use '/' separators"
+    elif _CONTROL_CHARS.search(key):
+        problem = "contains control characters"
+    elif any(part in ("", ".", "..") for part in key.split("/")):
+        problem = "has an empty, '.' or '..' segment"
+    elif len(key.encode("utf-8")) > MAX_KEY_BYTES:
+        problem = f"is longer than {MAX_KEY_BYTES} bytes"
+    if problem:
+        raise ContractError(ErrorCode.invalid_input, f"invalid object key {key[:80]!r}: {problem}")
+    return key
+
+
+def _normalise_prefix(prefix: str) -> str:
+    """`"a/b"`, `"/a/b/"` → `"a/b/"`; `""` stays empty."""
+    prefix = prefix.strip("/")
+    return validate_key(prefix) + "/" if prefix else ""
+
+
+def _validate_list_prefix(prefix: str) -> str:
+    # A listing prefix may be empty or end in '/', otherwise it obeys the key rules.
+    stripped = prefix.rstrip("/")
+    if stripped:
+        validate_key(stripped)
+    elif prefix:
+        raise ContractError(ErrorCode.invalid_input, f"invalid listing prefix {prefix!r}")
+    return prefix
+
+
+def region_for(endpoint_url: str | None) -> str:
+    """The signing region an endpoint implies: `s3.us-west-004.backblazeb2.com` → `us-west-004`."""
+    host = (urlsplit(endpoint_url).hostname or "") if endpoint_url else ""
+    match = _B2_ENDPOINT.match(host) or _AWS_ENDPOINT.match(host)
+    return match.group(1) if match else DEFAULT_REGION
+
+
+class ObjectStore(abc.ABC):
+    """Bytes under string keys. Implementations: `S3Store`, `LocalStore`."""
+
+    kind: Literal["s3", "local"]
+    bucket: str | None
+    supports_urls: bool
+
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = _normalise_prefix(prefix)
+
+    def _full_key(self, key: str) -> str:
+        return self.prefix + validate_key(key)
+
+    def _relative_key(self, full_key: str) -> str:
+        return full_key[len(self.prefix) :]
+
+    @abc.abstractmethod
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
+
+    @abc.abstractmethod
+    def get(self, key: str) -> bytes:
+        """The object's bytes; `ObjectNotFound` if it does not exist."""
+
+    @abc.abstractmethod
+    def head(self, key: str) -> ObjectInfo | None:
+        """Size, etag and modification time, or None if the object does not exist."""
+
+    @abc.abstractmethod
+    def list(self, prefix: str = "") -> list[str]:
+        """Every key starting with `prefix`, sorted."""
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the object; deleting a missing object is not an error."""
+
+    @abc.abstractmethod
+    def presign(self, key: str, expires_s: int) -> str:
+        """A URL that GETs the object without credentials until it expires."""
+
+
+class S3Store(ObjectStore):
+    """An S3-compatible bucket reached with boto3 (SigV4, bounded retries, short timeouts)."""
+
+    kind = "s3"
+    supports_urls = True
+    # Keys per ListObjectsV2 page; None: the server's default (1000).
+    list_page_size: int | None = None
+
+    def __init__(
+        self,
+        *,
+        endpoint_url: str,
+        bucket: str,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        region: str | None = None,
+        prefix: str = "",
+        connect_timeout_s: float = 3.0,
+        read_timeout_s: float = 20.0,
+        max_attempts: int = 3,
+    ) -> None:
+        super().__init__(prefix)
+        self.bucket = bucket
+        self.endpoint_url = endpoint_url
+        self.region = region or region_for(endpoint_url)
+        # Kept only to scrub them from error messages; boto3 holds its own copy for signing.
+        self._secrets = [s for s in (access_key_id, secret_access_key) if s]
+        host = urlsplit(endpoint_url).hostname or ""
+        config = Config(
+            signature_version="s3v4",
+            region_name=self.region,
+            # AWS serves virtual-hosted buckets; other S3-compatible endpoints (B2, MinIO, moto on 127.0.0.1)
+            # all accept path-style, and an IP or a bare host name cannot carry a bucket subdomain at all.
+            s3={"addressing_style": "virtual" if host.endswith(".amazonaws.com") else "path"},
+            # Bounded retries with backoff, and timeouts short enough that an unreachable bucket fails a job
+            # in seconds instead of hanging it for minutes.
+            retries={"mode": "standard", "total_max_attempts": max_attempts},
+            connect_timeout=connect_timeout_s,
+            read_timeout=read_timeout_s,
+            # boto3 >= 1.36 adds CRC checksum headers to every upload; not every S3-compatible service accepts
+            # them, so send checksums only where the API requires one.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        try:
+            self._client = boto3.session.Session().client(
+                "s3",
+                endpoint_url=endpoint_url,
+                aws_access_key_id=access_key_id,
+                aws_secret_access_key=secret_access_key,
+                region_name=self.region,
+                config=config,
+            )
+        except (BotoCoreError, ValueError) as exc:
+            raise self._error("configure the client", None, exc) from None
+
+    @classmethod
+    def from_settings(cls, settings: StorageSettings, **kwargs) -> S3Store:
+        secret = settings.secret_access_key
+        key_id = settings.access_key_id
+        return cls(
+            endpoint_url=settings.endpoint_url,
+            bucket=settings.name,
+            access_key_id=key_id.get_secret_value() if key_id else None,
+            secret_access_key=secret.get_secret_value() if secret else None,
+            region=settings.region,
+            prefix=settings.prefix,
+            **kwargs,
+        )
+
+    def __repr__(self) -> str:
+        return f"S3Store(endpoint_url={self.endpoint_url!r}, bucket={self.bucket!r}, prefix={self.prefix!r})"
+
+    # -------------------------------------------------------------------------------------------- errors
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def _error(self, operation: str, key: str | None, exc: Exception) -> ContractError:
+        """A storage_error describing `exc` by its S3 error code or botocore class, never by its credentials."""
+        target = f" {key!r}" if key else ""
+        if isinstance(exc, ClientError):
+            error = exc.response.get("Error", {})
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            # Only the code and status: an S3 error's other fields may echo the key id or the string to sign.
+            detail = f"{error.get('Code', 'error')} (HTTP {status})"
+        else:
+            detail = f"{type(exc).__name__}: {exc}"
+        message = self._scrub(f"storage failed to {operation}{target}: {detail}")
+        log.warning("%s", message)
+        return ContractError(ErrorCode.storage_error, message)
+
+    @staticmethod
+    def _is_missing(exc: ClientError) -> bool:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return code in ("404", "NoSuchKey", "NotFound") or status == 404 and code != "NoSuchBucket"
+
+    # -------------------------------------------------------------------------------------------- operations
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        full = self._full_key(key)
+        try:
+            self._client.put_object(Bucket=self.bucket, Key=full, Body=data, ContentType=content_type)
+        except (BotoCoreError, ClientError) as exc:
+            raise self._error("put", key, exc) from None
+
+    def get(self, key: str) -> bytes:
+        full = self._full_key(key)
+        try:
+            response = self._client.get_object(Bucket=self.bucket, Key=full)
+            with response["Body"] as body:
+                return body.read()
+        except ClientError as exc:
+            if self._is_missing(exc):
+                raise ObjectNotFound(key) from None
+            raise self._error("get", key, exc) from None
+        except BotoCoreError as exc:
+            raise self._error("get", key, exc) from None
+
+    def head(self, key: str) -> ObjectInfo | None:
+        full = self._full_key(key)
+        try:
+            response = self._client.head_object(Bucket=self.bucket, Key=full)
+        except ClientError as exc:
+            if self._is_missing(exc):
+                return None
+            raise self._error("head", key, exc) from None
+        except BotoCoreError as exc:
+            raise self._error("head", key, exc) from None
+        return ObjectInfo(
+            key=key,
+            size=int(response["ContentLength"]),
+            etag=str(response.get("ETag", "")).strip('"'),
+            last_modified=response["LastModified"],
+        )
+
+    def list(self, prefix: str = "") -> list[str]:
+        full_prefix = self.prefix + _validate_list_prefix(prefix)
+        keys: list[str] = []
+        try:
+            for page in self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=full_prefix, PaginationConfig={"PageSize": self.list_page_size}
+            ):
+                keys.extend(self._relative_key(item["Key"]) for item in page.get("Contents", []))
+        except (BotoCoreError, ClientError) as exc:
+            raise self._error("list", prefix or "/", exc) from None
+        return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        full = self._full_key(key)
+        try:
+            self._client.delete_object(Bucket=self.bucket, Key=full)
+        except ClientError as exc:
+            if not self._is_missing(exc):
+                raise self._error("delete", key, exc) from None
+        except BotoCoreError as exc:
+            raise self._error("delete", key, exc) from None
+
+    def presign(self, key: str, expires_s: int) -> str:
+        if not 1 <= int(expires_s) <= MAX_PRESIGN_SECONDS:
+            raise ContractError(
+                ErrorCode.invalid_input, f"URL lifetime must be 1..{MAX_PRESIGN_SECONDS} s, not {expires_s}"
+            )
+        full = self._full_key(key)
+        try:
+            return self._client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": full}, ExpiresIn=int(expires_s)
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise self._error("presign", key, exc) from None
+
+
+class LocalStore(ObjectStore):
+    """A directory as a bucket, for workers without one. Writes are atomic: readers never see a partial file."""
+
+    kind = "local"
+    bucket = None
+    supports_urls = False
+
+    def __init__(self, root: Path, prefix: str = "") -> None:
+        super().__init__(prefix)
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"LocalStore(root={str(self.root)!r}, prefix={self.prefix!r})"
+
+    def _path(self, key: str) -> Path:
+        # validate_key already refuses '..' and absolute keys; the resolved-path check is defence in depth
+        # against symlinks planted inside the root.
+        path = self.root / self._full_key(key)
+        root = self.root.resolve()
+        if root not in path.resolve().parents:
+            raise ContractError(ErrorCode.invalid_input, f"invalid object key {key[:80]!r}: escapes the store")
+        return path
+
+    @staticmethod
+    def _error(operation: str, key: str, exc: OSError) -> ContractError:
+        # strerror only: the message goes to callers, who need not learn the worker's directory layout.
+        message = f"local storage failed to {operation} {key!r}: {exc.strerror or type(exc).__name__}"
+        log.warning("%s (%s)", message, exc)
+        return ContractError(ErrorCode.storage_error, message)
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        path = self._path(key)
+        temp_name = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(
+                dir=path.parent, prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX, delete=False
+            ) as handle:
+                temp_name = handle.name
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp_name, path)
+            temp_name = None
+        except OSError as exc:
+            raise self._error("put", key, exc) from None
+        finally:
+            if temp_name is not None:
+                Path(temp_name).unlink(missing_ok=True)
+
+    def get(self, key: str) -> bytes:
+        path = self._path(key)
+        try:
+            return path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise ObjectNotFound(key) from None
+        except OSError as exc:
+            raise self._error("get", key, exc) from None
+
+    def head(self, key: str) -> ObjectInfo | None:
+        path = self._path(key)
+        try:
+            stat = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise self._error("head", key, exc) from None
+        if not path.is_file():
+            return None
+        return ObjectInfo(
+            key=key,
+            size=stat.st_size,
+            # Opaque, like S3's: every put is a new file (os.replace), so a new inode and mtime.
+            etag=f"{stat.st_ino:x}-{stat.st_mtime_ns:x}-{stat.st_size:x}",
+            last_modified=datetime.fromtimestamp(stat.st_mtime, tz=UTC),
+        )
+
+    def list(self, prefix: str = "") -> list[str]:
+        full_prefix = self.prefix + _validate_list_prefix(prefix)
+        # Walk only the deepest directory the prefix names, then filter by the full prefix string.
+        base = self.root / full_prefix.rpartition("/")[0]
+        root = self.root.resolve()
+        if base.resolve() != root and root not in base.resolve().parents:
+            return []  # a symlink out of the root: nothing of this store lies there
+        keys = []
+        try:
+            for dirpath, _dirs, files in os.walk(base):
+                for name in files:
+                    if name.startswith(_TEMP_PREFIX) and name.endswith(_TEMP_SUFFIX):
+                        continue
+                    full = Path(dirpath, name).relative_to(self.root).as_posix()
+                    if full.startswith(full_prefix):
+                        keys.append(self._relative_key(full))
+        except OSError as exc:
+            raise self._error("list", prefix or "/", exc) from None
+        return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise self._error("delete", key, exc) from None
+
+    def presign(self, key: str, expires_s: int) -> str:
+        raise ContractError(ErrorCode.storage_error, "local storage cannot make download URLs; configure a bucket")
+
+
+def open_store(settings: StorageSettings, local_root: Path) -> ObjectStore:
+    """The bucket when one is configured (endpoint and name), else a directory under `local_root`."""
+    if settings.configured:
+        return S3Store.from_settings(settings)
+    if settings.endpoint_url or settings.name:
+        log.warning("BUCKET_ENDPOINT_URL and BUCKET_NAME must both be set to use a bucket; using local storage")
+    return LocalStore(local_root, prefix=settings.prefix)
