@@ -1,0 +1,228 @@
+"""worker.engine and worker.tiny: f5-tts's real loaders and inference on the tiny random-weight checkpoint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from importlib.resources import files
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from safetensors.torch import load_file
+
+from worker import engine as engine_module
+from worker.engine import Engine, EngineLoadError, cross_fade, read_model_config
+from worker.schema import ContractError
+from worker.tiny import build_tiny_checkpoint
+
+pytestmark = pytest.mark.timeout(300)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+REF_TEXT = "Some call me nature, others call me mother nature."
+LONG_TEXT = (
+    "I don't really care what you call me. I've been a silent spectator, watching species evolve, empires rise "
+    "and fall. But always remember, I am mighty and enduring. Respect me and I'll nurture you; ignore me and you "
+    "shall face the consequences. The rivers carve the valleys, the winds shape the mountains, and the seasons "
+    "turn without asking anyone for permission."
+)
+FAST = {"nfe_step": 4}  # flow-matching steps: few suffice to exercise the path
+
+
+@pytest.fixture(scope="module")
+def reference() -> tuple[np.ndarray, int]:
+    """f5-tts's example reference clip (24 kHz mono, ~5.3 s); its transcript is REF_TEXT."""
+    samples, rate = sf.read(str(files("f5_tts").joinpath("infer/examples/basic/basic_ref_en.wav")), dtype="float32")
+    return samples, rate
+
+
+def test_loads_the_tiny_checkpoint_through_f5_loaders(engine: Engine, tiny_model_env: dict[str, str]) -> None:
+    from f5_tts.model import CFM, DiT
+    from vocos import Vocos
+
+    assert isinstance(engine.model, CFM) and isinstance(engine.model.transformer, DiT)
+    assert isinstance(engine.vocoder, Vocos)
+    assert (engine.sample_rate, engine.device, engine.dtype) == (24000, "cpu", "float32")
+    assert (engine.model_name, engine.attn_backend) == ("F5TTS_tiny", "torch")
+    assert len(engine.model.transformer.transformer_blocks) == 2 and engine.model.transformer.dim == 64
+    # load_checkpoint took the EMA weights (`ema_model.` prefix stripped) from the safetensors file.
+    stored = load_file(tiny_model_env["F5TTS_CKPT_FILE"])
+    assert torch.equal(engine.model.transformer.proj_out.weight, stored["ema_model.transformer.proj_out.weight"])
+
+
+def test_long_text_is_generated_in_several_chunks(engine: Engine, reference: tuple[np.ndarray, int]) -> None:
+    samples, rate = reference
+    chunks = list(engine.generate(samples, rate, REF_TEXT, LONG_TEXT, seed=1, **FAST))
+    assert len(chunks) > 1
+    assert " ".join(c.text for c in chunks).split() == LONG_TEXT.split()  # f5-tts's chunk_text: no word lost
+    for chunk in chunks:
+        assert chunk.samples.dtype == np.float32 and chunk.samples.ndim == 1 and chunk.samples.size > 0
+        assert np.isfinite(chunk.samples).all() and chunk.inference_s > 0
+    # f5-tts sizes the audio by the reference's speaking rate: more text, more audio.
+    assert chunks[0].samples.size > chunks[-1].samples.size * len(chunks[-1].text) / len(chunks[0].text) / 2
+
+
+def test_generation_is_lazy_one_chunk_per_step(engine: Engine, reference: tuple[np.ndarray, int]) -> None:
+    samples, rate = reference
+    stream = engine.generate(samples, rate, REF_TEXT, LONG_TEXT, seed=1, **FAST)
+    first = next(stream)
+    assert first.text and first.samples.size > 0
+    stream.close()
+
+
+def test_very_short_text_gives_audio(engine: Engine, reference: tuple[np.ndarray, int]) -> None:
+    samples, rate = reference
+    (chunk,) = engine.generate(samples, rate, REF_TEXT, "Hi.", seed=0)
+    assert chunk.text == "Hi." and chunk.samples.size > 0.1 * engine.sample_rate
+
+
+def test_same_seed_same_audio_other_seed_other_audio(engine: Engine, reference: tuple[np.ndarray, int]) -> None:
+    samples, rate = reference
+
+    def waves(seed: int) -> list[np.ndarray]:
+        return [c.samples for c in engine.generate(samples, rate, REF_TEXT, LONG_TEXT, seed=seed, **FAST)]
+
+    first, again, other = waves(42), waves(42), waves(43)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not np.array_equal(first[0], other[0])
+
+
+def test_seeded_output_survives_interleaved_jobs(engine: Engine, reference: tuple[np.ndarray, int]) -> None:
+    samples, rate = reference
+    alone = [c.samples for c in engine.generate(samples, rate, REF_TEXT, LONG_TEXT, seed=7, **FAST)]
+    job = engine.generate(samples, rate, REF_TEXT, LONG_TEXT, seed=7, **FAST)
+    interleaved = []
+    for chunk in job:  # another job runs between every two chunks, as with worker concurrency > 1
+        interleaved.append(chunk.samples)
+        list(engine.generate(samples, rate, REF_TEXT, "Something else entirely.", seed=99, **FAST))
+    assert all(np.array_equal(a, b) for a, b in zip(alone, interleaved, strict=True))
+
+
+def test_a_resampled_reference_works(engine: Engine, reference: tuple[np.ndarray, int]) -> None:
+    samples, rate = reference
+    import soxr
+
+    (chunk,) = engine.generate(soxr.resample(samples, rate, 16000), 16000, REF_TEXT, "Hello there.", seed=0, **FAST)
+    assert chunk.samples.size > 0
+
+
+def test_empty_inputs_are_refused(engine: Engine, reference: tuple[np.ndarray, int]) -> None:
+    samples, rate = reference
+    with pytest.raises(ContractError):
+        engine.generate(samples, rate, "  ", "Hello.", seed=0)
+    with pytest.raises(ContractError):
+        engine.generate(samples[:0], rate, REF_TEXT, "Hello.", seed=0)
+
+
+def test_warmup_runs(engine: Engine) -> None:
+    engine.warmup()
+
+
+def test_cross_fade_matches_f5() -> None:
+    a, b = np.ones(1000, dtype=np.float32), np.zeros(800, dtype=np.float32)
+    assert np.array_equal(cross_fade([a], 1000, 0.15), a)
+    joined = cross_fade([a, b], 1000, 0.1)  # 100 samples of overlap
+    assert joined.size == 1700 and joined.dtype == np.float32
+    assert np.allclose(joined[900:1000], np.linspace(1, 0, 100))
+    assert cross_fade([a, b], 1000, 0.0).size == 1800
+    assert cross_fade([a, b[:10]], 1000, 0.5).size == 1000  # overlap capped by the shorter wave
+    assert cross_fade([], 24000, 0.15).size == 0
+
+
+def test_flash_attn_setting_reaches_the_model(make_model_settings, tiny_model_env: dict[str, str]) -> None:
+    _, arch = read_model_config(Path(tiny_model_env["F5TTS_MODEL_CFG"]), "flash_attn")
+    assert arch["attn_backend"] == "flash_attn"
+    settings = make_model_settings(attn_backend="flash_attn")
+    try:
+        import flash_attn  # noqa: F401
+    except ImportError:
+        # f5-tts's attention refuses the backend while building the model: the setting got there.
+        with pytest.raises(EngineLoadError, match="flash-attn"):
+            Engine.load(settings)
+    else:  # a machine with flash-attn: build it, but do not run it on the CPU
+        loaded = Engine.load(settings)
+        assert loaded.attn_backend == "flash_attn"
+        assert loaded.model.transformer.transformer_blocks[0].attn.processor.attn_backend == "flash_attn"
+
+
+def test_dtype_setting_is_applied(make_model_settings, reference: tuple[np.ndarray, int]) -> None:
+    loaded = Engine.load(make_model_settings(dtype="bfloat16"))
+    assert loaded.dtype == "bfloat16"
+    assert {p.dtype for p in loaded.model.parameters()} == {torch.bfloat16}
+    samples, rate = reference
+    (chunk,) = loaded.generate(samples, rate, REF_TEXT, "Hi.", seed=0, **FAST)
+    assert chunk.samples.dtype == np.float32 and chunk.samples.size > 0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"ckpt_file": "no/such/model.safetensors"}, "checkpoint not found"),
+        ({"model": "NoSuchModel", "model_cfg": None, "ckpt_file": None}, "model config not found"),
+        ({"ckpt_file": "hf://owner-only"}, "hf://owner/repo/path"),
+        ({"device": "tpu"}, "F5TTS_DEVICE"),
+    ],
+)
+def test_load_failures_are_clear(make_model_settings, overrides: dict, message: str) -> None:
+    with pytest.raises(EngineLoadError, match=message):
+        Engine.load(make_model_settings(**overrides))
+
+
+def test_hub_file_offline_and_not_cached_fails_without_download(monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(EngineLoadError, match="HF_HUB_OFFLINE=1"):
+        engine_module.resolve_file("hf://example-owner/not-a-repo/model.safetensors", "checkpoint")
+
+
+def test_importing_the_engine_skips_training_asr_and_plotting_stacks() -> None:
+    # A fresh interpreter: what `import worker.engine` + loading f5-tts's inference module pulls in.
+    code = (
+        "import sys, json\n"
+        "import worker.engine as e\n"
+        "f5 = e.import_f5_infer()\n"
+        "heavy = ('transformers', 'f5_tts.model.trainer', 'wandb', 'datasets', 'accelerate', 'gradio', 'matplotlib',"
+        " 'librosa', 'pandas')\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in heavy or m == 'f5_tts.model.trainer')\n"
+        "ok = callable(f5.load_model) and callable(f5.infer_batch_process) and callable(f5.pipeline)\n"
+        "import matplotlib\n"  # stand-ins are gone: a later import gets the real module
+        "print(json.dumps({'loaded': loaded, 'ok': ok, 'real_after': hasattr(matplotlib, 'rcParams')}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=240, check=True
+    )
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report == {"loaded": [], "ok": True, "real_after": True}
+
+
+def test_tiny_checkpoint_is_reused_and_deterministic(tiny_model_env: dict[str, str], tmp_path: Path) -> None:
+    ckpt = Path(tiny_model_env["F5TTS_CKPT_FILE"])
+    before = ckpt.stat().st_mtime_ns
+    assert build_tiny_checkpoint(ckpt.parent) == tiny_model_env
+    assert ckpt.stat().st_mtime_ns == before  # reused, not rebuilt
+
+    # The command line builds the same weights elsewhere and prints the environment.
+    result = subprocess.run(
+        [sys.executable, "-m", "worker.tiny", str(tmp_path / "again")],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=True,
+    )
+    printed = dict(line.split("=", 1) for line in result.stdout.strip().splitlines())
+    assert set(printed) == set(tiny_model_env) and printed["F5TTS_DEVICE"] == "cpu"
+
+    def digest(path: str) -> str:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+    assert digest(printed["F5TTS_CKPT_FILE"]) == digest(tiny_model_env["F5TTS_CKPT_FILE"])
+    for name in ("config.yaml", "pytorch_model.bin"):
+        fresh, first = Path(printed["F5TTS_VOCODER_DIR"]) / name, Path(tiny_model_env["F5TTS_VOCODER_DIR"]) / name
+        if name.endswith(".bin"):
+            assert all(torch.equal(v, torch.load(first)[k]) for k, v in torch.load(fresh).items())
+        else:
+            assert fresh.read_bytes() == first.read_bytes()

@@ -1,0 +1,466 @@
+"""F5-TTS inside the worker: loaded once through f5-tts's own loaders, then chunked generation.
+
+Everything model-related goes through `f5_tts.infer.utils_infer` (`load_model`, `load_vocoder`, `chunk_text`,
+`infer_batch_process`), so the worker synthesizes exactly what f5-tts's own CLI would; this module only picks
+the files, the device and the dtype, seeds the RNGs and cuts the work into per-chunk steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import logging
+import os
+import random
+import sys
+import threading
+import time
+import types
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from worker.config import ModelSettings
+from worker.schema import ContractError, ErrorCode
+
+log = logging.getLogger("worker.engine")
+
+SAMPLE_RATE = 24000  # f5-tts's load_model hard-codes 24 kHz, 100 mels, hop 256; configs must agree
+_MEL_SETTINGS = {"target_sample_rate": 24000, "n_mel_channels": 100, "hop_length": 256}
+TARGET_RMS = 0.1  # f5-tts's default reference loudness
+
+# The published checkpoints, as f5-tts's infer_cli names them; the vocabulary sits next to each.
+DEFAULT_CHECKPOINTS = {
+    "F5TTS_v1_Base": "hf://SWivid/F5-TTS/F5TTS_v1_Base/model_1250000.safetensors",
+    "F5TTS_Base": "hf://SWivid/F5-TTS/F5TTS_Base/model_1200000.safetensors",
+    "E2TTS_Base": "hf://SWivid/E2-TTS/E2TTS_Base/model_1200000.safetensors",
+}
+VOCOS_REPO = "charactr/vocos-mel-24khz"
+
+# f5-tts's example reference and its transcript: the warm-up needs no stored voice.
+WARMUP_REF_AUDIO = "infer/examples/basic/basic_ref_en.wav"
+WARMUP_REF_TEXT = "Some call me nature, others call me mother nature."
+
+
+class EngineLoadError(RuntimeError):
+    """The model could not be loaded; the message says which file or setting is at fault."""
+
+
+@dataclass(frozen=True)
+class GeneratedChunk:
+    text: str
+    samples: np.ndarray  # float32 mono at Engine.sample_rate
+    inference_s: float
+
+
+# ------------------------------------------------------------------------------------------------ lean import
+class _StandIn(types.ModuleType):
+    """A placeholder module, in sys.modules only while f5-tts's inference module is imported.
+
+    Attributes set on it serve the `from x import y` statements that run at import time; any other attribute
+    resolves, on first use, to the real module's (imported then, since the stand-in is gone by that time).
+    """
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__") or sys.modules.get(self.__name__) is self:
+            raise AttributeError(attr)
+        return getattr(importlib.import_module(self.__name__), attr)
+
+
+def _deferred(module: str, name: str) -> Callable[..., Any]:
+    """A callable that imports `module` when first called and forwards the call to its `name`."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = f"{module}.{name}, imported on first call."
+    return call
+
+
+def _stand_ins() -> dict[str, types.ModuleType]:
+    # f5_tts/model/__init__ imports the Trainer: accelerate, wandb, datasets, pandas (~2 s). Never used here.
+    trainer = _StandIn("f5_tts.model.trainer")
+    trainer.Trainer = _deferred("f5_tts.model.trainer", "Trainer")
+    # utils_infer does `from transformers import pipeline` for its Whisper path (~3.5 s of transformers
+    # modules). Whisper runs only when a caller asks for transcription; the deferred call imports it then.
+    transformers = _StandIn("transformers")
+    transformers.pipeline = _deferred("transformers", "pipeline")
+    # utils_infer imports matplotlib.pylab (~0.5 s) for its spectrogram plots. `use("Agg")` is dropped: the
+    # real matplotlib picks Agg by itself on a headless worker, if a plot is ever drawn.
+    matplotlib = _StandIn("matplotlib")
+    matplotlib.use = lambda *args, **kwargs: None
+    matplotlib.pylab = _StandIn("matplotlib.pylab")
+    # f5_tts.model.modules takes librosa's mel filterbank for the BigVGAN mel only (~1.5 s: librosa pulls in
+    # scipy.signal, numba and pooch). The Vocos mel the worker uses is computed by torchaudio.
+    librosa_filters = _StandIn("librosa.filters")
+    librosa_filters.mel = _deferred("librosa.filters", "mel")
+    return {m.__name__: m for m in (trainer, transformers, matplotlib, matplotlib.pylab, librosa_filters)}
+
+
+_import_lock = threading.Lock()
+
+
+def import_f5_infer() -> types.ModuleType:
+    """`f5_tts.infer.utils_infer`, imported without the training, ASR and plotting stacks it drags in.
+
+    Importing it as-is costs ~11 s on a cold process, most of it for code inference never runs. For the
+    import, modules that were not imported yet get a stand-in (`_stand_ins`); they are removed right after,
+    so anything imported later (Whisper for transcription, a plot) loads the real module on first use.
+    A module that is already imported is used as it is.
+    """
+    with _import_lock:
+        if (module := sys.modules.get("f5_tts.infer.utils_infer")) is not None:
+            return module
+        stand_ins = _stand_ins()
+        installed = [name for name in stand_ins if name not in sys.modules]
+        for name in installed:
+            sys.modules[name] = stand_ins[name]
+        try:
+            return importlib.import_module("f5_tts.infer.utils_infer")
+        finally:
+            for name in installed:
+                if sys.modules.get(name) is stand_ins[name]:
+                    del sys.modules[name]
+
+
+# ------------------------------------------------------------------------------------------------ files
+@dataclass(frozen=True)
+class ModelFiles:
+    """Everything `Engine.load` reads, resolved to local paths."""
+
+    model_cfg: Path
+    ckpt_file: Path
+    vocab_file: Path
+    vocoder_dir: Path
+
+
+def _hf_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def resolve_file(location: str, what: str) -> Path:
+    """A local path, or `hf://owner/repo/path/in/repo` through the Hugging Face cache (cache only when
+    HF_HUB_OFFLINE=1; otherwise it downloads, which is what `worker.prefetch` relies on at image build)."""
+    if location.startswith("hf://"):
+        owner, _, rest = location.removeprefix("hf://").partition("/")
+        repo, _, filename = rest.partition("/")
+        if not (owner and repo and filename):
+            raise EngineLoadError(f"{what}: {location!r} is not of the form hf://owner/repo/path")
+        from huggingface_hub import hf_hub_download
+
+        try:
+            return Path(hf_hub_download(repo_id=f"{owner}/{repo}", filename=filename, local_files_only=_hf_offline()))
+        except Exception as exc:
+            hint = " (HF_HUB_OFFLINE=1: only the local cache was searched)" if _hf_offline() else ""
+            raise EngineLoadError(f"{what} {location} is not available{hint}: {type(exc).__name__}: {exc}") from exc
+    path = Path(location).expanduser()
+    if not path.is_file():
+        raise EngineLoadError(f"{what} not found: {path}")
+    return path
+
+
+def resolve_model_files(settings: ModelSettings) -> ModelFiles:
+    """Where the config, checkpoint, vocabulary and vocoder of `settings` are (downloading when allowed)."""
+    model_cfg = settings.model_cfg or Path(str(files("f5_tts").joinpath(f"configs/{settings.model}.yaml")))
+    if not model_cfg.is_file():
+        raise EngineLoadError(f"model config not found: {model_cfg} (set F5TTS_MODEL_CFG for model {settings.model!r})")
+
+    ckpt_location = settings.ckpt_file or DEFAULT_CHECKPOINTS.get(settings.model)
+    if ckpt_location is None:
+        known = ", ".join(DEFAULT_CHECKPOINTS)
+        raise EngineLoadError(
+            f"no published checkpoint for model {settings.model!r} (known: {known}); set F5TTS_CKPT_FILE"
+        )
+    ckpt_file = resolve_file(ckpt_location, "checkpoint")
+
+    if settings.vocab_file:
+        vocab_file = resolve_file(settings.vocab_file, "vocabulary")
+    else:
+        vocab_file = _default_vocab(ckpt_location, ckpt_file)
+
+    if settings.vocoder_dir is not None:
+        vocoder_dir = settings.vocoder_dir
+    else:
+        vocoder_dir = resolve_file(f"hf://{VOCOS_REPO}/config.yaml", "vocoder config").parent
+        resolve_file(f"hf://{VOCOS_REPO}/pytorch_model.bin", "vocoder weights")  # same snapshot folder
+    for name in ("config.yaml", "pytorch_model.bin"):
+        if not (vocoder_dir / name).is_file():
+            raise EngineLoadError(f"vocoder directory {vocoder_dir} lacks {name}")
+    return ModelFiles(model_cfg, ckpt_file, vocab_file, vocoder_dir)
+
+
+def _default_vocab(ckpt_location: str, ckpt_file: Path) -> Path:
+    """The vocab.txt next to the checkpoint (in its hub folder, or its local directory), else f5-tts's own."""
+    try:
+        if ckpt_location.startswith("hf://"):
+            return resolve_file(ckpt_location.rsplit("/", 1)[0] + "/vocab.txt", "vocabulary")
+        if (sibling := ckpt_file.with_name("vocab.txt")).is_file():
+            return sibling
+    except EngineLoadError as exc:
+        log.warning("%s; using f5-tts's bundled vocabulary", exc)
+    return Path(str(files("f5_tts").joinpath("infer/examples/vocab.txt")))
+
+
+def read_model_config(path: Path, attn_backend: str) -> tuple[str, dict[str, Any]]:
+    """(backbone class name, architecture kwargs) from an f5-tts model YAML, attention backend overridden."""
+    try:
+        model = yaml.safe_load(path.read_text())["model"]
+        backbone, arch, mel = model["backbone"], dict(model["arch"]), model["mel_spec"]
+    except Exception as exc:
+        raise EngineLoadError(
+            f"model config {path} is not an f5-tts model config: {type(exc).__name__}: {exc}"
+        ) from exc
+    if mel.get("mel_spec_type", "vocos") != "vocos":
+        raise EngineLoadError(f"model config {path}: only the Vocos vocoder is supported, not {mel['mel_spec_type']!r}")
+    wrong = {k: mel.get(k) for k, v in _MEL_SETTINGS.items() if mel.get(k, v) != v}
+    if wrong:
+        raise EngineLoadError(
+            f"model config {path}: f5-tts's inference needs mel settings {_MEL_SETTINGS}, got {wrong}"
+        )
+    arch["attn_backend"] = attn_backend
+    return backbone, arch
+
+
+# ------------------------------------------------------------------------------------------------ engine
+def resolve_device(setting: str) -> str:
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(setting)
+    except RuntimeError as exc:
+        raise EngineLoadError(f"F5TTS_DEVICE={setting!r} is not a device (auto, cpu, cuda or cuda:N)") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise EngineLoadError(f"F5TTS_DEVICE={setting!r} but no CUDA device is available")
+    if device.type not in ("cpu", "cuda"):
+        raise EngineLoadError(f"F5TTS_DEVICE={setting!r}: only cpu and cuda are supported")
+    return str(device)
+
+
+def resolve_dtype(setting: str, device: str) -> torch.dtype:
+    if setting == "auto":
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    return getattr(torch, setting)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed every RNG inference may touch (torch also seeds all CUDA devices)."""
+    seed %= 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def cross_fade(waves: list[np.ndarray], sample_rate: int, seconds: float) -> np.ndarray:
+    """Join chunk waves as f5-tts's infer_batch_process does: linear cross-fade over `seconds` (capped by the
+    shorter wave), plain concatenation when `seconds` <= 0. A single wave passes through."""
+    if not waves:
+        return np.zeros(0, dtype=np.float32)
+    if seconds <= 0:
+        return np.concatenate(waves).astype(np.float32, copy=False)
+    final = waves[0]
+    for wave in waves[1:]:
+        overlap = min(int(seconds * sample_rate), len(final), len(wave))
+        if overlap <= 0:
+            final = np.concatenate([final, wave])
+            continue
+        faded = final[-overlap:] * np.linspace(1, 0, overlap) + wave[:overlap] * np.linspace(0, 1, overlap)
+        final = np.concatenate([final[:-overlap], faded, wave[overlap:]])
+    return np.asarray(final, dtype=np.float32)
+
+
+def _terminated(ref_text: str) -> str:
+    """The reference transcript as f5-tts's preprocess_ref_audio_text leaves it: ending in '. ' (or '。'), so
+    the generated text starts as a new sentence."""
+    if ref_text.endswith((". ", "。")):
+        return ref_text
+    return ref_text + " " if ref_text.endswith(".") else ref_text + ". "
+
+
+class Engine:
+    """One loaded F5-TTS model and vocoder; build it once per process with `Engine.load`."""
+
+    sample_rate = SAMPLE_RATE
+
+    def __init__(
+        self,
+        *,
+        f5: types.ModuleType,
+        model: torch.nn.Module,
+        vocoder: torch.nn.Module,
+        device: str,
+        dtype: torch.dtype,
+        model_name: str,
+        attn_backend: str,
+        model_files: ModelFiles,
+    ) -> None:
+        self._f5 = f5
+        self.model = model
+        self.vocoder = vocoder
+        self.device = device
+        self.torch_dtype = dtype
+        self.dtype = str(dtype).removeprefix("torch.")
+        self.model_name = model_name
+        self.attn_backend = attn_backend
+        self.files = model_files
+        self._asr_lock = threading.Lock()
+
+    @classmethod
+    def load(cls, settings: ModelSettings) -> Engine:
+        """Load model and vocoder with f5-tts's `load_model` / `load_vocoder`. Raises EngineLoadError."""
+        started = time.perf_counter()
+        device = resolve_device(settings.device)
+        dtype = resolve_dtype(settings.dtype, device)
+        model_files = resolve_model_files(settings)
+        backbone, arch = read_model_config(model_files.model_cfg, settings.attn_backend)
+        f5 = import_f5_infer()
+        model_cls = getattr(importlib.import_module("f5_tts.model"), backbone, None)
+        if model_cls is None:
+            raise EngineLoadError(f"model config {model_files.model_cfg}: unknown backbone {backbone!r}")
+        output = io.StringIO()  # f5-tts's loaders print; their output goes to the log instead
+        try:
+            with contextlib.redirect_stdout(output):
+                # Loaded on the CPU in float32 (f5-tts picks the dtype by device), then cast once to the
+                # configured dtype on the target device: no double rounding through float16 for bfloat16.
+                model = f5.load_model(
+                    model_cls,
+                    arch,
+                    str(model_files.ckpt_file),
+                    mel_spec_type="vocos",
+                    vocab_file=str(model_files.vocab_file),
+                    device="cpu",
+                ).to(device=device, dtype=dtype)
+                vocoder = f5.load_vocoder(
+                    vocoder_name="vocos", is_local=True, local_path=str(model_files.vocoder_dir), device=device
+                )
+        except Exception as exc:
+            raise EngineLoadError(
+                f"loading {settings.model} from {model_files.ckpt_file} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        finally:
+            log.debug("f5-tts loaders said:\n%s", output.getvalue())
+        log.info(
+            "loaded %s (%s, attention %s) on %s as %s in %.1f s",
+            settings.model,
+            model_files.ckpt_file.name,
+            settings.attn_backend,
+            device,
+            dtype,
+            time.perf_counter() - started,
+        )
+        return cls(
+            f5=f5,
+            model=model,
+            vocoder=vocoder,
+            device=device,
+            dtype=dtype,
+            model_name=settings.model,
+            attn_backend=settings.attn_backend,
+            model_files=model_files,
+        )
+
+    # ------------------------------------------------------------------------------------------- synthesis
+    def split_text(self, text: str, ref_text: str, ref_seconds: float, speed: float = 1.0) -> list[str]:
+        """Text chunks as f5-tts's infer_process makes them: chunk_text with a budget of characters that
+        scales with the reference's speaking rate, so each chunk plus the reference stays under ~22 s."""
+        max_chars = int(len(_terminated(ref_text).encode("utf-8")) / ref_seconds * (22 - ref_seconds) * speed)
+        return self._f5.chunk_text(text, max_chars=max_chars)
+
+    def generate(
+        self,
+        samples: np.ndarray,
+        sample_rate: int,
+        ref_text: str,
+        text: str,
+        *,
+        speed: float = 1.0,
+        nfe_step: int = 32,
+        cfg_strength: float = 2.0,
+        sway_sampling_coef: float = -1.0,
+        seed: int = 0,
+    ) -> Iterator[GeneratedChunk]:
+        """Speak `text` in the voice of the reference; one item per text chunk, computed when asked for.
+
+        Inputs are checked here, before the first chunk is asked for. Chunk i is generated with the RNGs
+        seeded from `seed + i`, so the result depends only on the seed and the input, even if other jobs run
+        between two chunks.
+        """
+        if not ref_text or not ref_text.strip():
+            raise ContractError(ErrorCode.invalid_input, "the reference transcript is empty", "ref_text")
+        reference = np.ascontiguousarray(samples, dtype=np.float32).reshape(-1)
+        if reference.size == 0 or sample_rate <= 0:
+            raise ContractError(ErrorCode.invalid_input, "the reference audio is empty", "ref_audio")
+        ref_text = _terminated(ref_text.strip())
+        chunks = self.split_text(text, ref_text, reference.size / sample_rate, speed)
+        if not chunks:
+            raise ContractError(ErrorCode.invalid_input, "the text has nothing to speak", "text")
+        return self._generate(
+            reference, sample_rate, ref_text, chunks, speed, nfe_step, cfg_strength, sway_sampling_coef, seed
+        )
+
+    def _generate(
+        self,
+        reference: np.ndarray,
+        sample_rate: int,
+        ref_text: str,
+        chunks: list[str],
+        speed: float,
+        nfe_step: int,
+        cfg_strength: float,
+        sway_sampling_coef: float,
+        seed: int,
+    ) -> Iterator[GeneratedChunk]:
+        # One f5-tts generator for all chunks: it prepares the reference tensor (mono, loudness, resampling
+        # to 24 kHz, transfer to the device) once. In streaming mode it yields each chunk's wave in pieces of
+        # `chunk_size` samples; with an unbounded chunk_size that is exactly one piece per text chunk (a wave
+        # is never empty: f5-tts generates at least one mel frame past the reference).
+        pieces = self._f5.infer_batch_process(
+            (torch.from_numpy(reference).unsqueeze(0), sample_rate),
+            ref_text,
+            chunks,
+            self.model,
+            self.vocoder,
+            mel_spec_type="vocos",
+            progress=None,
+            target_rms=TARGET_RMS,
+            cross_fade_duration=0.0,
+            nfe_step=nfe_step,
+            cfg_strength=cfg_strength,
+            sway_sampling_coef=sway_sampling_coef,
+            speed=speed,
+            fix_duration=None,
+            device=self.device,
+            streaming=True,
+            chunk_size=sys.maxsize,
+        )
+        for index, chunk in enumerate(chunks):
+            seed_everything(seed + index)
+            started = time.perf_counter()
+            wave, _ = next(pieces)
+            inference_s = time.perf_counter() - started  # the wave is on the CPU by now: the device is synced
+            yield GeneratedChunk(chunk, np.asarray(wave, dtype=np.float32).reshape(-1), inference_s)
+        pieces.close()
+
+    def warmup(self) -> None:
+        """One very short synthesis with f5-tts's example reference: the first real job then finds kernels
+        loaded and memory allocated."""
+        import soundfile as sf
+
+        samples, sample_rate = sf.read(str(files("f5_tts").joinpath(WARMUP_REF_AUDIO)), dtype="float32")
+        for _ in self.generate(samples, sample_rate, WARMUP_REF_TEXT, "Hello.", nfe_step=4, seed=0):
+            pass
+
+    def transcribe(self, samples: np.ndarray, sample_rate: int) -> str:
+        """F5's Whisper path (transformers' ASR pipeline, downloaded on first use); never called by default."""
+        with self._asr_lock:
+            if self._f5.asr_pipe is None:
+                self._f5.initialize_asr_pipeline(device=self.device)
+        audio = {"raw": np.asarray(samples, dtype=np.float32).reshape(-1), "sampling_rate": sample_rate}
+        return self._f5.transcribe(audio)

@@ -1,0 +1,175 @@
+"""A tiny random-weight F5-TTS checkpoint and Vocos vocoder, loadable through f5-tts's real loaders.
+
+Tests, the devstack demo and the benches run the whole worker with it on a CPU in well under a second per
+sentence: same file formats, same code paths, no download. It speaks noise, of course.
+
+    python -m worker.tiny DEST      # builds DEST (or reuses it) and prints the KEY=VALUE environment
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from importlib.resources import files
+from pathlib import Path
+
+import torch
+import yaml
+
+MODEL_NAME = "F5TTS_tiny"
+SEED = 1234
+# Bumped when what is built changes, so an old directory is rebuilt instead of reused.
+FORMAT_VERSION = 1
+
+TINY_ARCH = {
+    "dim": 64,
+    "depth": 2,
+    "heads": 2,
+    "dim_head": 32,
+    "ff_mult": 2,
+    "text_dim": 32,
+    "text_mask_padding": True,
+    "qk_norm": None,
+    "conv_layers": 1,
+    "pe_attn_head": None,
+    "attn_backend": "torch",
+    "attn_mask_enabled": False,
+    "checkpoint_activations": False,
+}
+# The layout of charactr/vocos-mel-24khz's config.yaml with a one-layer, 64-wide backbone.
+TINY_VOCOS = {
+    "feature_extractor": {
+        "class_path": "vocos.feature_extractors.MelSpectrogramFeatures",
+        "init_args": {"sample_rate": 24000, "n_fft": 1024, "hop_length": 256, "n_mels": 100, "padding": "center"},
+    },
+    "backbone": {
+        "class_path": "vocos.models.VocosBackbone",
+        "init_args": {"input_channels": 100, "dim": 64, "intermediate_dim": 128, "num_layers": 1},
+    },
+    "head": {
+        "class_path": "vocos.heads.ISTFTHead",
+        "init_args": {"dim": 64, "n_fft": 1024, "hop_length": 256, "padding": "same"},
+    },
+}
+
+MANIFEST = "tiny.json"  # written last: its presence (with the right version) means the directory is complete
+
+
+def _env(dest: Path) -> dict[str, str]:
+    return {
+        "F5TTS_MODEL": MODEL_NAME,
+        "F5TTS_MODEL_CFG": str(dest / f"{MODEL_NAME}.yaml"),
+        "F5TTS_CKPT_FILE": str(dest / "model.safetensors"),
+        "F5TTS_VOCAB_FILE": str(dest / "vocab.txt"),
+        "F5TTS_VOCODER_DIR": str(dest / "vocos"),
+        "F5TTS_DEVICE": "cpu",
+    }
+
+
+def build_tiny_checkpoint(dest: Path) -> dict[str, str]:
+    """Build the tiny model under `dest` (reused when already complete); returns the env vars selecting it."""
+    dest = Path(dest).resolve()
+    env = _env(dest)
+    manifest = dest / MANIFEST
+    if _complete(manifest, env):
+        return env
+    dest.mkdir(parents=True, exist_ok=True)
+    manifest.unlink(missing_ok=True)
+
+    shutil.copyfile(str(files("f5_tts").joinpath("infer/examples/vocab.txt")), env["F5TTS_VOCAB_FILE"])
+    _write_model_config(Path(env["F5TTS_MODEL_CFG"]))
+    # Forked RNG: building seeds torch without disturbing the caller's random state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SEED)
+        _write_checkpoint(Path(env["F5TTS_CKPT_FILE"]), Path(env["F5TTS_VOCAB_FILE"]))
+        _write_vocos(Path(env["F5TTS_VOCODER_DIR"]))
+    manifest.write_text(json.dumps({"version": FORMAT_VERSION, "model": MODEL_NAME, "seed": SEED}) + "\n")
+    return env
+
+
+def _complete(manifest: Path, env: dict[str, str]) -> bool:
+    if not manifest.is_file() or json.loads(manifest.read_text()).get("version") != FORMAT_VERSION:
+        return False
+    paths = ("F5TTS_MODEL_CFG", "F5TTS_CKPT_FILE", "F5TTS_VOCAB_FILE", "F5TTS_VOCODER_DIR")
+    return all(Path(env[key]).exists() for key in paths)
+
+
+def _write_model_config(path: Path) -> None:
+    """f5-tts's F5TTS_v1_Base.yaml (training sections included, so the file is a real f5-tts config) with the
+    tiny architecture."""
+    config = yaml.safe_load(files("f5_tts").joinpath("configs/F5TTS_v1_Base.yaml").read_text())
+    config["model"]["name"] = MODEL_NAME
+    config["model"]["arch"] = dict(TINY_ARCH)
+    _atomic_write(path, yaml.safe_dump(config, sort_keys=False).encode())
+
+
+def _write_checkpoint(path: Path, vocab_file: Path) -> None:
+    """Random weights in the layout of a published checkpoint: EMA keys (`ema_model.` prefix) plus EMA's
+    `initted` and `step` entries, which f5-tts's load_checkpoint strips."""
+    from safetensors.torch import save_file
+
+    from worker.engine import import_f5_infer
+
+    f5 = import_f5_infer()
+    from f5_tts.model import CFM, DiT
+
+    vocab_char_map, vocab_size = f5.get_tokenizer(str(vocab_file), "custom")
+    model = CFM(
+        transformer=DiT(**TINY_ARCH, text_num_embeds=vocab_size, mel_dim=f5.n_mel_channels),
+        mel_spec_kwargs={
+            "n_fft": f5.n_fft,
+            "hop_length": f5.hop_length,
+            "win_length": f5.win_length,
+            "n_mel_channels": f5.n_mel_channels,
+            "target_sample_rate": f5.target_sample_rate,
+            "mel_spec_type": "vocos",
+        },
+        vocab_char_map=vocab_char_map,
+    )
+    with torch.no_grad():
+        # DiT zero-initialises its adaptive-norm gates, which would make every block an identity. Small random
+        # values instead make the tiny model exercise each layer.
+        for param in model.parameters():
+            if not param.any():
+                param.normal_(0.0, 0.02)
+    tensors = {f"ema_model.{k}": v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    tensors["initted"] = torch.tensor(True)
+    tensors["step"] = torch.tensor(0)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp))
+    os.replace(tmp, path)
+
+
+def _write_vocos(directory: Path) -> None:
+    """config.yaml + pytorch_model.bin, as in the charactr/vocos-mel-24khz snapshot load_vocoder reads."""
+    from vocos import Vocos
+
+    directory.mkdir(parents=True, exist_ok=True)
+    config_path = directory / "config.yaml"
+    _atomic_write(config_path, yaml.safe_dump(TINY_VOCOS, sort_keys=False).encode())
+    vocoder = Vocos.from_hparams(str(config_path))
+    tmp = directory / "pytorch_model.bin.tmp"
+    torch.save(vocoder.state_dict(), tmp)
+    os.replace(tmp, directory / "pytorch_model.bin")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m worker.tiny DEST", file=sys.stderr)
+        return 2
+    for key, value in build_tiny_checkpoint(Path(args[0])).items():
+        print(f"{key}={value}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
