@@ -1,0 +1,96 @@
+"""A streaming synthesis: submit with `stream: true`, then poll `/stream/<id>` and hand out chunks as they come."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any, Self
+
+from f5tts_client._async._jobs import AsyncJob
+from f5tts_client._async._transport import AsyncTransport
+from f5tts_client._exceptions import F5TTSError, JobTimeout, UnexpectedResponse
+from f5tts_client._generated import models
+from f5tts_client._retry import Deadline
+from f5tts_client._types import AudioChunk, JobStatus
+
+
+class AsyncAudioStream:
+    """Chunks of one streaming synthesis, in order, each as soon as the worker produced it.
+
+    Iterate it once. `job_id` is known after the first chunk was asked for; `summary` (the contract's
+    `StreamEnd`: total duration, seed, timings) once iteration ended. As a context manager it cancels the job
+    when left before the end, so an abandoned stream does not keep a GPU busy.
+    """
+
+    def __init__(self, transport: AsyncTransport, job_input: dict[str, Any], timeout: float) -> None:
+        self._transport = transport
+        self._job_input = job_input
+        self._timeout = timeout
+        self._started = False
+        self.job_id: str | None = None
+        self.summary: models.StreamEnd | None = None
+        self.finished = False
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(job_id={self.job_id!r}, finished={self.finished})"
+
+    def __aiter__(self) -> AsyncIterator[AudioChunk]:
+        if self._started:
+            raise RuntimeError("a stream can be iterated only once")
+        self._started = True
+        return self._chunks()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Cancel the job if it is still running (no-op once the stream ended)."""
+        if self.job_id is not None and not self.finished:
+            self.finished = True
+            try:
+                await self._transport.cancel(self.job_id, Deadline(self._transport.settings.request_timeout))
+            except F5TTSError:
+                pass  # best effort: the job ends by itself anyway
+
+    async def _chunks(self) -> AsyncIterator[AudioChunk]:
+        settings = self._transport.settings
+        deadline = Deadline(self._timeout)
+        state = await self._transport.submit(self._job_input, deadline=deadline)
+        self.job_id = state.id
+        next_index = 0
+        interval = settings.poll_interval
+        while True:
+            answer = await self._transport.stream(self.job_id, deadline)
+            for item in answer.items:
+                kind = item.get("type") if isinstance(item, dict) else None
+                if kind == "chunk":
+                    chunk = AudioChunk.model_validate(item)
+                    if chunk.index < next_index:
+                        continue  # already handed out (a repeated answer)
+                    next_index = chunk.index + 1
+                    yield chunk
+                elif kind == "end":
+                    self.summary = models.StreamEnd.model_validate(item)
+                else:
+                    raise UnexpectedResponse(f"job {self.job_id}: unknown stream item {str(item)[:200]!r}")
+            if answer.status in JobStatus.TERMINAL:
+                break
+            if answer.items:
+                interval = settings.poll_interval
+            else:
+                await asyncio.sleep(deadline.cap(interval))
+                interval = min(interval * 1.5, settings.poll_interval_max)
+                if deadline.expired:
+                    raise JobTimeout(
+                        f"streaming job {self.job_id} did not finish within {deadline.seconds:g} s", job_id=self.job_id
+                    )
+        self.finished = True
+        if answer.status != JobStatus.COMPLETED:
+            # The error (or cancellation) is on the job's status, not in its stream.
+            final = await self._transport.status(self.job_id, deadline)
+            AsyncJob(self._transport, self.job_id, lambda output: output, final)._outcome(final)
+        if self.summary is None:
+            raise UnexpectedResponse(f"streaming job {self.job_id} ended without its summary item")

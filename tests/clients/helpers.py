@@ -1,0 +1,26 @@
+"""Helpers that let one test body drive the sync `Client` and the `AsyncClient` alike."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+# Fast retries and polls: the behaviour under test is the same, the waits are just shorter.
+FAST = {"backoff_base": 0.01, "backoff_max": 0.05, "poll_interval": 0.01, "poll_interval_max": 0.02}
+
+
+async def resolve(value: Any) -> Any:
+    """The value of a sync call, or the awaited value of an async one."""
+    return await value if inspect.isawaitable(value) else value
+
+
+async def collect(stream: Any, into: list[Any] | None = None) -> list[Any]:
+    """Every item of a sync or async iterable, appended to `into` one by one (so a failure keeps the earlier ones)."""
+    items = [] if into is None else into
+    if hasattr(stream, "__aiter__"):
+        async for item in stream:
+            items.append(item)
+    else:
+        for item in stream:
+            items.append(item)
+    return items

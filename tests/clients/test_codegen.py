@@ -1,0 +1,106 @@
+"""The generator: contract fields become client parameters (in both clients), the sync client is the async one's
+exact twin, and schema constructs it does not understand fail loudly instead of generating wrong code."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import json
+
+import f5tts_client as f5
+import pytest
+from f5tts_client._async._base import AsyncClientBase
+from f5tts_client._sync._base import ClientBase
+
+from clients.codegen import CONTRACT, generate
+from clients.codegen.contract import parse_type
+
+
+def _functions(source: str, cls: str) -> dict[str, ast.FunctionDef | ast.AsyncFunctionDef]:
+    tree = ast.parse(source)
+    node = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls)
+    return {f.name: f for f in node.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))}
+
+
+def test_a_new_contract_field_appears_in_both_clients_the_models_and_the_cli(tmp_path):
+    contract = json.loads(CONTRACT.read_text())
+    contract["$defs"]["SynthesizeInput"]["properties"]["pitch_shift"] = {
+        "default": 0.0, "description": "Pitch shift in semitones.", "maximum": 12.0, "minimum": -12.0,
+        "title": "Pitch Shift", "type": "number",
+    }
+    modified = tmp_path / "contract.json"
+    modified.write_text(json.dumps(contract))
+
+    files = generate(modified)
+    for path, cls in (("_async/_client.py", "AsyncClient"), ("_sync/_client.py", "Client")):
+        for method in ("synthesize", "synthesize_stream", "submit"):
+            fn = _functions(files[path], cls)[method]
+            names = [a.arg for a in fn.args.kwonlyargs]
+            assert "pitch_shift" in names, (cls, method)
+            default = fn.args.kw_defaults[names.index("pitch_shift")]
+            assert ast.literal_eval(default) == 0.0
+            doc = ast.get_docstring(fn)
+            assert "pitch_shift: Pitch shift in semitones. From -12.0 to 12.0. Default: `0.0`." in doc
+            assert "'pitch_shift': pitch_shift" in ast.unparse(fn)  # sent with the job
+    assert (
+        'pitch_shift: Annotated[float, Field(ge=-12.0, le=12.0)] = Field(0.0, description="Pitch shift in semitones.")'
+        in files["_generated/models.py"]
+    )
+    assert '"pitch_shift",' in files["_generated/params.py"]
+    # ... and nothing of it in the committed code, which follows the real contract.
+    assert "pitch_shift" not in inspect.getsource(f5.Client)
+
+
+PUBLIC_PAIRS = [(f5.Client, f5.AsyncClient), (ClientBase, AsyncClientBase), (f5.Voices, f5.AsyncVoices),
+                (f5.Job, f5.AsyncJob), (f5.AudioStream, f5.AsyncAudioStream), (f5.SynthesisResult, f5.AsyncSynthesisResult)]
+
+
+@pytest.mark.parametrize(("sync_cls", "async_cls"), PUBLIC_PAIRS, ids=lambda c: c.__name__)
+def test_the_sync_client_is_the_async_clients_twin(sync_cls, async_cls):
+    def public(cls):
+        return {n: m for n, m in vars(cls).items() if not n.startswith("_") and callable(m)}
+
+    sync_methods, async_methods = public(sync_cls), public(async_cls)
+    renamed = {"aclose": "close"}
+    assert set(sync_methods) == {renamed.get(n, n) for n in async_methods}
+    for name, async_method in async_methods.items():
+        sync_method = sync_methods[renamed.get(name, name)]
+        assert not inspect.iscoroutinefunction(sync_method), name
+        assert list(inspect.signature(sync_method).parameters) == list(inspect.signature(async_method).parameters), name
+        defaults = [p.default for p in inspect.signature(sync_method).parameters.values()]
+        assert defaults == [p.default for p in inspect.signature(async_method).parameters.values()], name
+        assert inspect.getdoc(sync_method) == inspect.getdoc(async_method), name
+
+
+def test_api_methods_are_keyword_only_after_their_required_arguments():
+    signature = inspect.signature(f5.Client.synthesize)
+    kinds = {name: p.kind for name, p in signature.parameters.items()}
+    assert kinds["text"] is inspect.Parameter.POSITIONAL_OR_KEYWORD
+    assert all(kind is inspect.Parameter.KEYWORD_ONLY for name, kind in kinds.items() if name not in ("self", "text"))
+    assert signature.parameters["format"].default == "wav" and signature.parameters["nfe_step"].default == 32
+    upload = inspect.signature(f5.Voices.upload).parameters
+    assert list(upload)[:4] == ["self", "name", "audio", "text"]
+
+
+ASYNC_ONLY = {"asyncio", "aclose", "aread", "aiter_bytes", "__aenter__", "__aexit__", "__aiter__", "__anext__", "AsyncIterator"}
+
+
+def test_the_sync_twin_has_no_async_left():
+    for rel, source in generate().items():
+        if rel.startswith("_sync/"):
+            tree = ast.parse(source)
+            assert not [n for n in ast.walk(tree) if isinstance(n, (ast.AsyncFunctionDef, ast.Await, ast.AsyncFor, ast.AsyncWith))], rel
+            names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} | {
+                n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)
+            } | {n.name for n in ast.walk(tree) if isinstance(n, (ast.ClassDef, ast.FunctionDef))}
+            assert not [n for n in names if n.startswith(("Async", "Sync", "_async")) or n in ASYNC_ONLY], rel
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [{"oneOf": [{"type": "string"}, {"type": "integer"}]}, {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+     {"$ref": "https://example.test/other.json"}, {"type": "object", "additionalProperties": {"type": "string"}}],
+)
+def test_unsupported_schema_constructs_fail_loudly(schema):
+    with pytest.raises(ValueError):
+        parse_type(schema)
