@@ -1,0 +1,132 @@
+"""worker.prefetch: `--check` against a Hugging Face cache laid out in tmp (offline, as the HEALTHCHECK runs it)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT
+from safetensors.numpy import save_file
+
+from worker import prefetch
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def _cache_file(hub: Path, repo_id: str, filename: str) -> Path:
+    """Place a file where huggingface_hub's cache layout puts it: models--owner--name/snapshots/<commit>/<file>."""
+    repo = hub / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(COMMIT)
+    path = repo / "snapshots" / COMMIT / filename
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def build_cache(hub: Path) -> dict[str, Path]:
+    paths = {}
+    for hub_file in prefetch.required_files("F5TTS_v1_Base"):
+        path = _cache_file(hub, hub_file.repo_id, hub_file.filename)
+        if path.suffix == ".safetensors":
+            save_file({"w": np.zeros((4, 4), dtype=np.float32)}, str(path))
+        else:
+            path.write_bytes(b"x" * 16)
+        paths[hub_file.filename] = path
+    return paths
+
+
+def run_prefetch(*args: str, hf_home: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(HF_HOME=str(hf_home), HF_HUB_OFFLINE="1")
+    return subprocess.run(
+        [sys.executable, "-m", "worker.prefetch", *args],
+        cwd=ROOT,
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_required_files_are_the_published_f5tts_v1_base_and_vocos():
+    assert [f.uri for f in prefetch.required_files("F5TTS_v1_Base")] == [
+        "hf://SWivid/F5-TTS/F5TTS_v1_Base/model_1250000.safetensors",
+        "hf://SWivid/F5-TTS/F5TTS_v1_Base/vocab.txt",
+        "hf://charactr/vocos-mel-24khz/config.yaml",
+        "hf://charactr/vocos-mel-24khz/pytorch_model.bin",
+    ]
+
+
+def test_check_passes_on_a_complete_cache(tmp_path):
+    build_cache(tmp_path / "hub")
+    result = run_prefetch("--check", hf_home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "cached" in result.stdout
+
+
+def test_check_fails_naming_what_is_missing_or_truncated(tmp_path):
+    paths = build_cache(tmp_path / "hub")
+    paths["pytorch_model.bin"].unlink()
+    checkpoint = paths["F5TTS_v1_Base/model_1250000.safetensors"]
+    checkpoint.write_bytes(checkpoint.read_bytes()[:-8])  # an interrupted download
+
+    result = run_prefetch("--check", hf_home=tmp_path)
+    assert result.returncode == 1
+    assert "vocos-mel-24khz/pytorch_model.bin: not in the Hugging Face cache" in result.stderr
+    assert "model_1250000.safetensors: truncated or corrupt" in result.stderr
+    assert "vocab.txt" not in result.stderr
+
+
+def test_check_of_an_empty_cache_and_an_unknown_model(tmp_path):
+    assert run_prefetch("--check", hf_home=tmp_path).returncode == 1
+    unknown = run_prefetch("--check", "--model", "E3TTS", hf_home=tmp_path)
+    assert unknown.returncode == 2 and "F5TTS_v1_Base" in unknown.stderr
+
+
+def test_prefetch_imports_neither_torch_nor_f5_tts(tmp_path):
+    build_cache(tmp_path / "hub")
+    code = (
+        "import sys; from worker import prefetch; "
+        f"assert prefetch.check('F5TTS_v1_Base', {str(tmp_path / 'hub')!r}) == []; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'f5_tts', 'torchaudio', 'vocos')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, check=False, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_download_fetches_each_file_into_the_given_cache(tmp_path, monkeypatch):
+    """The download path without a network: huggingface_hub's downloader replaced by one that fills the cache."""
+    import huggingface_hub
+
+    calls = []
+
+    def fake_download(repo_id, filename, cache_dir=None):
+        calls.append((repo_id, filename, cache_dir))
+        path = _cache_file(Path(cache_dir), repo_id, filename)
+        if filename.endswith(".safetensors"):
+            save_file({"w": np.ones(2, dtype=np.float32)}, str(path))
+        else:
+            path.write_text("ok")
+        return str(path)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    assert prefetch.main(["--cache-dir", str(tmp_path)]) == 0
+    assert [(r, f) for r, f, _ in calls] == [(f.repo_id, f.filename) for f in prefetch.required_files("F5TTS_v1_Base")]
+    assert {c for _, _, c in calls} == {str(tmp_path)}
+
+
+@pytest.mark.parametrize("cut", [0, 4, 12])
+def test_safetensors_check_catches_broken_headers(tmp_path, cut):
+    path = tmp_path / "m.safetensors"
+    save_file({"w": np.zeros(8, dtype=np.float32)}, str(path))
+    assert prefetch._safetensors_intact(path)
+    path.write_bytes(path.read_bytes()[:cut])
+    assert not prefetch._safetensors_intact(path)

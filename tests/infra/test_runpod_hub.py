@@ -1,0 +1,58 @@
+""".runpod/hub.json and .runpod/tests.json agree with the job contract, the worker's settings and the service."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import ROOT
+from f5tts_infra.service import SERVICE
+from f5tts_infra.worker_env import validate_worker_env, worker_env_fields
+
+from worker.schema import parse_job_input
+
+HUB = json.loads((ROOT / ".runpod" / "hub.json").read_text())
+TESTS = json.loads((ROOT / ".runpod" / "tests.json").read_text())
+
+
+@pytest.mark.parametrize("case", TESTS["tests"], ids=lambda c: c["name"])
+def test_hub_test_inputs_are_valid_jobs(case):
+    parse_job_input(case["input"])  # raises ContractError(invalid_input) otherwise
+    assert case["timeout"] > 0
+
+
+def test_hub_tests_cover_health_and_synthesis_with_a_valid_config():
+    actions = {parse_job_input(c["input"]).action for c in TESTS["tests"]}
+    assert {"health", "synthesize"} <= actions
+    assert len({c["name"] for c in TESTS["tests"]}) == len(TESTS["tests"])
+    validate_worker_env({e["key"]: e["value"] for e in TESTS["config"]["env"]})
+    assert TESTS["config"]["gpuCount"] == 1
+    assert set(TESTS["config"]["allowedCudaVersions"]) <= set(SERVICE.gpu.cuda_versions)
+
+
+def test_hub_env_entries_are_worker_settings_with_valid_defaults():
+    fields = worker_env_fields()
+    env = HUB["config"]["env"]
+    assert len({e["key"] for e in env}) == len(env)
+    for entry in env:
+        key, spec = entry["key"], entry["input"]
+        assert key in fields, f"{key} is not read by the worker (worker/config.py)"
+        cls, name = fields[key]
+        declared = cls.model_fields[name].default
+        if "default" in spec:
+            validate_worker_env({key: spec["default"]}, allow_bucket=True)
+            assert spec["default"] == declared, f"{key}: hub default {spec['default']!r} != worker default {declared!r}"
+        for option in spec.get("options", []):
+            validate_worker_env({key: option["value"]}, allow_bucket=True)
+        assert spec["type"] in {"string", "number", "boolean"}
+    preset_keys = {k for p in HUB["config"].get("presets", []) for k in p["defaults"]}
+    assert preset_keys <= {e["key"] for e in env}
+
+
+def test_hub_hardware_is_the_declared_service():
+    config = HUB["config"]
+    assert HUB["type"] == "serverless" and config["runsOn"] == "GPU"
+    assert config["gpuIds"].split(",") == SERVICE.gpu.pools
+    assert config["gpuCount"] == SERVICE.gpu.count
+    assert config["allowedCudaVersions"] == SERVICE.gpu.cuda_versions
+    assert config["containerDiskInGb"] == SERVICE.container_disk_gb

@@ -1,0 +1,103 @@
+"""The typed service declaration, its stack-config overrides, and the files that document them."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+from conftest import ROOT
+from f5tts_infra.service import SECRET_SETTINGS, SERVICE, STACK_SETTINGS, StackConfigError, apply_stack_config
+from f5tts_infra.worker_env import BUCKET_ENV, validate_worker_env, worker_env_fields
+
+REQUIRED = {"imageRepository": "acme/f5tts", "imageTag": "v1", "bucketName": "acme-audio-1"}
+
+
+def _default_at(path: tuple[str, ...]):
+    value = SERVICE.model_dump()
+    for part in path:
+        value = value[part]
+    return value
+
+
+def test_required_settings_are_named_when_missing():
+    with pytest.raises(StackConfigError) as excinfo:
+        apply_stack_config({})
+    assert all(key in str(excinfo.value) for key in ("imageRepository", "imageTag", "bucketName"))
+
+
+def test_overrides_apply_and_the_declaration_stays_untouched():
+    service = apply_stack_config({**REQUIRED, "gpuPools": ["AMPERE_80"], "workersMax": 9, "flashboot": False})
+    assert service.gpu.pools == ["AMPERE_80"]
+    assert service.scaling.workers_max == 9
+    assert service.scaling.flashboot is False
+    assert service.image.ref == "acme/f5tts:v1"
+    assert SERVICE.gpu.pools == ["ADA_24", "AMPERE_24", "AMPERE_16"]
+    assert SERVICE.image.repository is None
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ({"workersMin": 5, "workersMax": 2}, "f5tts:workersMin"),
+        ({"gpuPools": []}, "f5tts:gpuPools"),
+        ({"gpuPools": ["ADA_24", "ADA_24"]}, "f5tts:gpuPools"),
+        ({"allowedCudaVersions": ["12"]}, "f5tts:allowedCudaVersions"),
+        ({"idleTimeout": 0}, "f5tts:idleTimeout"),
+        ({"scalerType": "CPU"}, "f5tts:scalerType"),
+        ({"executionTimeout": 1}, "f5tts:executionTimeout"),
+        ({"bucketName": "b2-reserved"}, "f5tts:bucketName"),
+        ({"bucketName": "has_underscore"}, "f5tts:bucketName"),
+        ({"imageRepository": "acme/f5tts:latest"}, "f5tts:imageRepository"),
+        ({"imageTag": "bad tag"}, "f5tts:imageTag"),
+        ({"outputRetentionDays": 0}, "f5tts:outputRetentionDays"),
+        ({"workerEnv": {"F5TTS_DTYPE": "int4"}}, "F5TTS_DTYPE"),
+        ({"workerEnv": {"BUCKET_NAME": "other"}}, "BUCKET_NAME"),
+        ({"workerEnv": {"HF_TOKEN": "x"}}, "HF_TOKEN"),
+        ({"noSuchSetting": 1}, "noSuchSetting"),
+    ],
+)
+def test_invalid_overrides_are_refused_with_their_key(override, key):
+    with pytest.raises(StackConfigError, match=re.escape(key)):
+        apply_stack_config({**REQUIRED, **override})
+
+
+def test_worker_env_names_are_the_workers_own():
+    names = worker_env_fields()
+    assert {"F5TTS_MODEL", "F5TTS_ATTN_BACKEND", "BUCKET_URL_EXPIRY_S", *BUCKET_ENV} <= set(names)
+    assert validate_worker_env({"F5TTS_WARMUP": True, "BUCKET_URL_EXPIRY_S": 600}) == {
+        "BUCKET_URL_EXPIRY_S": "600",
+        "F5TTS_WARMUP": "true",
+    }
+    with pytest.raises(ValueError, match="BUCKET_URL_EXPIRY_S"):
+        validate_worker_env({"BUCKET_URL_EXPIRY_S": 5})  # below the worker's own minimum
+
+
+def test_example_stack_file_documents_every_setting_with_the_declared_defaults():
+    text = (ROOT / "Pulumi.example.yaml").read_text()
+    active = yaml.safe_load(text)["config"]
+    documented = set(re.findall(r"f5tts:(\w+)", text))
+    keys = {s.key for s in STACK_SETTINGS}
+    assert documented == keys, f"undocumented: {keys - documented}, unknown: {documented - keys}"
+    assert set(active) <= {f"f5tts:{k}" for k in keys}
+    for setting in STACK_SETTINGS:
+        value = active.get(f"f5tts:{setting.key}")
+        if setting.required:
+            assert value, f"{setting.key} is required and must have an example value"
+        elif value is not None and setting.kind != "object":
+            assert value == _default_at(setting.path), f"{setting.key}: example {value!r} != declared default"
+    # Secrets are documented as `pulumi config set ... --secret` commands, never given values.
+    for secret in SECRET_SETTINGS:
+        assert re.search(rf"pulumi config set {re.escape(secret)} .*--secret", text)
+        assert secret not in active
+    # The example with its placeholders is itself a valid stack configuration.
+    values = {k.split(":", 1)[1]: v for k, v in active.items()}
+    assert apply_stack_config(values).image.tag == "replace-with-a-pushed-tag"
+
+
+def test_pulumi_project_file():
+    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    assert project["name"] == "f5tts"  # the config namespace of STACK_SETTINGS
+    assert project["runtime"] == "python"
+    assert project["main"] == "infra/"
+    assert (ROOT / "infra" / "__main__.py").is_file()
