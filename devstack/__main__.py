@@ -1,0 +1,104 @@
+"""Command line of the local stack.
+
+python -m devstack up [--workers N] [--port P] [--model auto|real|tiny]
+    Starts local S3, the queue emulator and N workers (`python -m worker.handler`); prints one line
+    `ready <endpoint_url> <api_key>` on stdout once jobs are served; stops everything on Ctrl-C or SIGTERM.
+python -m devstack demo [--out out/hello.wav] [--text "..."]
+    Starts the stack, synthesizes one sentence through the client path, writes the WAV, stops the stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from devstack.demo import DEFAULT_TEXT, run_demo
+from devstack.model import ModelUnavailable, announce_model, choose_model
+from devstack.stack import Stack, StackError, print_ready
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m devstack", description="A local RunPod-compatible stack.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="run the stack until Ctrl-C or SIGTERM")
+    up.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    up.add_argument("--port", type=int, default=8000, help="emulator port on 127.0.0.1 (default 8000; 0: any free)")
+    up.add_argument("--model", choices=["auto", "real", "tiny", "none"], default="auto",
+                    help="real weights (configured or cached), the tiny noise model, auto (real if available), or "
+                         "none (for a --worker-cmd that loads no model)")  # fmt: skip
+    up.add_argument("--worker-cmd", help="run this worker command instead of `python -m worker.handler`")
+    up.add_argument("--api-key", help="the API key clients must send (default: a random one, printed)")
+    up.add_argument("--quiet", action="store_true", help="do not echo the workers' output")
+
+    demo = commands.add_parser("demo", help="synthesize one sentence end to end and write it to a file")
+    demo.add_argument("--out", type=Path, default=Path("out/hello.wav"))
+    demo.add_argument("--text", default=DEFAULT_TEXT)
+    demo.add_argument("--model", choices=["auto", "real", "tiny"], default="auto")
+    return parser
+
+
+def _up(args: argparse.Namespace) -> int:
+    stop = threading.Event()
+    stopping = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop.set()
+        if not stopping:
+            raise KeyboardInterrupt  # also interrupts a start-up in progress, which then cleans up after itself
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        model = None if args.model == "none" else choose_model(args.model)
+    except (ModelUnavailable, KeyboardInterrupt) as exc:
+        print(f"devstack: {exc or 'interrupted'}", file=sys.stderr)
+        return 1
+    if model is not None:
+        announce_model(model, sys.stderr)
+    stack = Stack(
+        workers=args.workers,
+        port=args.port,
+        model=model,
+        worker_cmd=shlex.split(args.worker_cmd) if args.worker_cmd else None,
+        api_key=args.api_key,
+        echo_logs=None if args.quiet else sys.stderr,
+    )
+    try:
+        stack.start()
+        print(f"bucket {stack.bucket} at {stack.s3_endpoint}; workers {stack.workers}", file=sys.stderr, flush=True)
+        print_ready(stack)
+        while not stop.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        pass
+    except StackError as exc:
+        print(f"devstack: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        stopping = True
+        print("stopping...", file=sys.stderr, flush=True)
+        stack.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.command == "up":
+        return _up(args)
+    try:
+        run_demo(args.out, args.text, args.model)
+    except Exception as exc:  # noqa: BLE001 - one readable line for `make demo`; the cause was logged above
+        print(f"demo failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,97 @@
+"""`make demo`: one sentence through the whole path — RunPod API → worker → S3 → presigned URL → download.
+
+Starts the stack with one worker, synthesizes through the client SDK (`f5tts_client`) when it is installed, else
+through plain HTTP calls of the same API, writes the WAV, checks that it decodes, and stops everything. Every wait
+is bounded, so a broken setup fails with a message instead of hanging.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+import soundfile
+
+from devstack.model import ModelMode, announce_model, choose_model
+from devstack.stack import Stack
+
+DEFAULT_TEXT = "Hello! This sentence was spoken by F5-TTS, through a local RunPod-compatible stack."
+JOB_TIMEOUT_S = 180.0
+
+
+class DemoError(RuntimeError):
+    pass
+
+
+def _synthesize_with_client(stack: Stack, text: str, out: Path) -> str:
+    from f5tts_client import Client
+
+    result = Client(api_key=stack.api_key, endpoint_url=stack.endpoint_url).synthesize(text, format="wav")
+    result.save(out)
+    return result.audio_url
+
+
+def _synthesize_with_http(stack: Stack, text: str, out: Path) -> str:
+    """The same calls the SDK makes: /runsync, /status polling while the job outlasts the wait, download."""
+    headers = {"Authorization": f"Bearer {stack.api_key}"}
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    with httpx.Client(base_url=stack.endpoint_url + "/", headers=headers, timeout=90) as api:
+        job: dict[str, Any] = api.post(
+            "runsync", params={"wait": 60_000}, json={"input": {"text": text, "format": "wav"}}
+        ).json()
+        while job.get("status") in ("IN_QUEUE", "IN_PROGRESS"):
+            if time.monotonic() > deadline:
+                api.post(f"cancel/{job['id']}")
+                raise DemoError(f"the job did not finish within {JOB_TIMEOUT_S:.0f} s")
+            time.sleep(0.5)
+            job = api.get(f"status/{job['id']}").json()
+    if job.get("status") != "COMPLETED":
+        raise DemoError(f"the job ended {job.get('status')}: {job.get('error') or job}")
+    audio_url = job["output"][0]["audio_url"]
+    response = httpx.get(audio_url, timeout=30)
+    response.raise_for_status()
+    out.write_bytes(response.content)
+    return audio_url
+
+
+def synthesize(stack: Stack, text: str, out: Path) -> tuple[str, str]:
+    """(audio URL, which client path was used)."""
+    try:
+        import f5tts_client  # noqa: F401
+    except ImportError:
+        return _synthesize_with_http(stack, text, out), "plain HTTP (f5tts_client is not installed)"
+    return _synthesize_with_client(stack, text, out), "f5tts_client"
+
+
+def run_demo(out: Path, text: str = DEFAULT_TEXT, model: ModelMode = "auto", log: IO[str] = sys.stderr) -> Path:
+    started = time.monotonic()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.unlink(missing_ok=True)
+    choice = choose_model(model)
+    announce_model(choice, log)
+    print("starting the local stack (S3, queue emulator, 1 worker)...", file=log, flush=True)
+    with Stack(workers=1, model=choice) as stack:
+        print(
+            f"endpoint {stack.endpoint_url} ready after {time.monotonic() - started:.1f} s; synthesizing...",
+            file=log,
+            flush=True,
+        )
+        t0 = time.monotonic()
+        try:
+            audio_url, path = synthesize(stack, text, out)
+        except Exception:
+            print(f"the demo failed; the worker's last lines:\n{stack.log_tails()}", file=log, flush=True)
+            raise
+        print(
+            f"synthesized via {path} in {time.monotonic() - t0:.1f} s; audio was at {audio_url.split('?')[0]}", file=log
+        )
+    info = soundfile.info(str(out))  # raises if what was downloaded is not audio
+    noise = " — NOISE: tiny random-weight model" if choice.is_noise else ""
+    print(
+        f"wrote {out}: {info.duration:.2f} s at {info.samplerate} Hz{noise} ({time.monotonic() - started:.1f} s in all)",
+        file=log,
+    )
+    return out

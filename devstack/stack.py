@@ -1,0 +1,310 @@
+"""The whole local stack, started and stopped together: local S3, queue emulator, worker processes.
+
+The emulator (uvicorn) runs on its own event loop in a background thread of this process, next to moto's S3
+server; workers are child processes. Every wait is bounded, and `stop()` leaves no process behind: workers get
+SIGTERM (runpod's graceful shutdown) and then their whole process group gets SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any, Self, TypeVar
+
+import uvicorn
+
+from devstack.emulator import EmulatorConfig, FaultInjector, create_app, worker_urls
+from devstack.jobs import JobQueue, QueueOptions
+from devstack.model import ModelChoice, ModelMode, choose_model
+from devstack.s3 import LocalS3
+from devstack.workers import REAL_WORKER_CMD, WorkerProcess, base_env, runpod_env
+
+log = logging.getLogger("devstack")
+T = TypeVar("T")
+
+
+class StackError(RuntimeError):
+    pass
+
+
+class Stack:
+    """A running local endpoint. Use as a context manager, or `start()` / `stop()`.
+
+    `model`: "auto" (real weights if configured or cached, else the tiny noise model), "real", "tiny", a
+    `ModelChoice` already made, or None for worker commands that load no model (the emulator tests' echo worker).
+    """
+
+    def __init__(
+        self,
+        workers: int = 1,
+        *,
+        port: int = 0,
+        worker_cmd: list[str] | None = None,
+        worker_env: dict[str, str] | None = None,
+        model: ModelMode | ModelChoice | None = "auto",
+        endpoint_id: str = "local",
+        api_key: str | None = None,
+        bucket: str | None = None,
+        respawn: bool = True,
+        ready_timeout_s: float = 240.0,
+        stop_grace_s: float = 5.0,
+        echo_logs: IO[str] | None = None,
+        queue_options: QueueOptions | None = None,
+        config: EmulatorConfig | None = None,
+    ) -> None:
+        self.worker_count = workers
+        self.worker_cmd = list(worker_cmd or REAL_WORKER_CMD)
+        self.extra_worker_env = dict(worker_env or {})
+        self.model_mode = model
+        self.model: ModelChoice | None = model if isinstance(model, ModelChoice) else None
+        self.respawn = respawn
+        self.ready_timeout_s = ready_timeout_s
+        self.stop_grace_s = stop_grace_s
+        self.echo_logs = echo_logs
+        self.config = config or EmulatorConfig(endpoint_id=endpoint_id)
+        if api_key is not None:
+            self.config.api_key = api_key
+        self.queue = JobQueue(queue_options)
+        self.faults = FaultInjector()
+        self.s3 = LocalS3(bucket=bucket) if bucket else LocalS3()
+        self._port = port
+        self._sock: socket.socket | None = None
+        self._server: uvicorn.Server | None = None
+        self._server_thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._workers: dict[int, WorkerProcess] = {}  # slot → its current process
+        self._generations: dict[int, int] = {}
+        self._monitor: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._stopped = False
+        self._run_dir = Path(tempfile.mkdtemp(prefix="devstack-"))
+
+    # ------------------------------------------------------------------------------------------- what callers use
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._port}"
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"{self.base_url}/v2/{self.config.endpoint_id}"
+
+    @property
+    def api_key(self) -> str:
+        return self.config.api_key
+
+    @property
+    def bucket(self) -> str:
+        return self.s3.bucket
+
+    @property
+    def s3_endpoint(self) -> str:
+        return self.s3.endpoint_url
+
+    @property
+    def s3_credentials(self) -> dict[str, str]:
+        return self.s3.credentials
+
+    def s3_client(self) -> Any:
+        return self.s3.client()
+
+    @property
+    def workers(self) -> dict[str, int]:
+        """Worker id (the `workerId` of a job) → pid of its process, for the workers running now."""
+        return {w.worker_id: w.pid for w in self._workers.values() if w.exit_code() is None}
+
+    @property
+    def worker_pids(self) -> list[int]:
+        return list(self.workers.values())
+
+    def inject_fault(self, path_suffix: str, status: int, count: int = 1, retry_after: float | None = None) -> None:
+        """Answer the next `count` public-API requests matching `path_suffix` with `status`, unprocessed."""
+        self.call(self.faults.add, path_suffix, status, count, retry_after)
+
+    def health(self) -> dict[str, Any]:
+        return self.call(self.queue.health)
+
+    def counters(self) -> dict[str, int]:
+        """Emulator-side counts: results accepted per outcome, late results dropped, jobs retried."""
+        return self.call(lambda: dict(self.queue.counters))
+
+    def log_tails(self, lines: int = 30) -> str:
+        """The last lines each worker wrote, for error messages."""
+        return "\n".join(f"--- {w.worker_id}\n{w.log_tail(lines)}" for w in self._workers.values())
+
+    def call(self, fn: Callable[..., T], *args: Any, timeout: float = 10.0) -> T:
+        """Run `fn(*args)` on the emulator's event loop (its state is not thread-safe) and return the result."""
+        if self._loop is None:
+            raise StackError("the emulator is not running")
+
+        async def run() -> T:
+            return fn(*args)
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout)
+
+    # ------------------------------------------------------------------------------------------- start
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> Self:
+        atexit.register(self.stop)
+        try:
+            if self.model is None and isinstance(self.model_mode, str):
+                self.model = choose_model(self.model_mode)
+            self.s3.start()
+            self._start_emulator()
+            for slot in range(1, self.worker_count + 1):
+                self._spawn(slot)
+            self._wait_ready()
+            self._monitor = threading.Thread(target=self._watch_workers, name="devstack-monitor", daemon=True)
+            self._monitor.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_emulator(self) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", self._port))
+        self._port = self._sock.getsockname()[1]
+        app = create_app(self.queue, self.config, self.faults)
+        self._server = uvicorn.Server(
+            uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=3)
+        )
+        self._server_thread = threading.Thread(target=self._serve, name="devstack-emulator", daemon=True)
+        self._server_thread.start()
+        deadline = time.monotonic() + 15
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._server_thread.is_alive():
+                raise StackError("the queue emulator did not start")
+            time.sleep(0.02)
+        log.info("queue emulator at %s", self.endpoint_url)
+
+    def _serve(self) -> None:
+        async def serve() -> None:
+            self._loop = asyncio.get_running_loop()
+            await self._server.serve(sockets=[self._sock])
+
+        asyncio.run(serve())
+
+    def _worker_env(self, worker_id: str, workdir: Path) -> dict[str, str]:
+        threads = max(1, (os.cpu_count() or 1) // max(1, self.worker_count))
+        env = base_env(workdir, threads)
+        env.update(self.s3.worker_env())
+        if self.model is not None:
+            env.update(self.model.env)
+        env.update(
+            runpod_env(
+                worker_urls(self.base_url, self.config.endpoint_id),
+                worker_id,
+                self.config.worker_key,
+                self.config.endpoint_id,
+            )
+        )
+        env.update(self.extra_worker_env)
+        return env
+
+    def _spawn(self, slot: int) -> WorkerProcess:
+        generation = self._generations.get(slot, 0)
+        self._generations[slot] = generation + 1
+        worker_id = f"local-worker-{slot}" + (f"-r{generation}" if generation else "")
+        workdir = self._run_dir / worker_id
+        worker = WorkerProcess(
+            worker_id, self.worker_cmd, self._worker_env(worker_id, workdir), workdir, echo=self.echo_logs
+        )
+        self.call(self.queue.expect_worker, worker_id)
+        worker.start()
+        self._workers[slot] = worker
+        return worker
+
+    def _wait_ready(self) -> None:
+        """Until every worker takes jobs (the real worker loads its model first), or a worker dies, or timeout."""
+        deadline = time.monotonic() + self.ready_timeout_s
+        while True:
+            for worker in self._workers.values():
+                code = worker.exit_code()
+                if code is not None:
+                    raise StackError(
+                        f"worker {worker.worker_id} exited with {code} while starting:\n{worker.log_tail()}"
+                    )
+            ready = self.call(self.queue.ready_workers)
+            if all(w.worker_id in ready for w in self._workers.values()):
+                return
+            if time.monotonic() > deadline:
+                raise StackError(f"workers not ready after {self.ready_timeout_s:.0f} s:\n{self.log_tails()}")
+            time.sleep(0.1)
+
+    def _watch_workers(self) -> None:
+        """A worker process that ends: its jobs are taken back at once, its group is cleaned, a new one starts."""
+        while not self._stopping.wait(0.2):
+            for slot, worker in list(self._workers.items()):
+                code = worker.exit_code()
+                if code is None or self._stopping.is_set():
+                    continue
+                log.warning("worker %s (pid %d) exited with %s", worker.worker_id, worker.pid, code)
+                worker.signal_group(signal.SIGKILL)  # its heartbeat process would linger
+                try:
+                    self.call(self.queue.worker_gone, worker.worker_id, f"worker {worker.worker_id} exited ({code})")
+                    if self.respawn:
+                        self._spawn(slot)
+                    else:
+                        del self._workers[slot]
+                except Exception:
+                    if not self._stopping.is_set():
+                        log.exception("could not replace worker %s", worker.worker_id)
+
+    # ------------------------------------------------------------------------------------------- stop
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self._stopping.set()
+        atexit.unregister(self.stop)
+        try:
+            if self._loop is not None:
+                self.call(self.queue.drain)
+        except Exception:
+            log.exception("could not drain the queue")
+        workers = list(self._workers.values())
+        for worker in workers:
+            if worker.exit_code() is None:
+                worker.signal_group(signal.SIGTERM)
+        for worker in workers:
+            worker.stop(self.stop_grace_s)
+        if self._monitor is not None:
+            self._monitor.join(timeout=5)
+        try:
+            if self._loop is not None:
+                self.call(self.queue.close)
+        except Exception:
+            log.exception("could not close the queue")
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._server_thread is not None:
+            self._server_thread.join(timeout=10)
+        if self._sock is not None:
+            self._sock.close()
+        self.s3.stop()
+        shutil.rmtree(self._run_dir, ignore_errors=True)
+
+
+def print_ready(stack: Stack, out: IO[str] = sys.stdout) -> None:
+    print(f"ready {stack.endpoint_url} {stack.api_key}", file=out, flush=True)

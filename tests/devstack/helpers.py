@@ -1,0 +1,61 @@
+"""Small helpers of the devstack tests: an API client for a stack, bounded waits."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from devstack.stack import Stack
+
+ECHO_WORKER = [sys.executable, str(Path(__file__).with_name("echo_worker.py"))]
+TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"}
+T = TypeVar("T")
+
+
+def api(stack: Stack, timeout: float = 60.0, key: str | None = None) -> httpx.Client:
+    """An HTTP client of the stack's public API, authorized (or with `key`; "" for no Authorization header)."""
+    key = stack.api_key if key is None else key
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.Client(base_url=stack.endpoint_url + "/", headers=headers, timeout=timeout)
+
+
+def wait_until(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05) -> T:
+    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def wait_status(client: httpx.Client, job_id: str, wanted: set[str] | str, timeout: float = 30.0) -> dict[str, Any]:
+    wanted = {wanted} if isinstance(wanted, str) else wanted
+    last: dict[str, Any] = {}
+
+    def check() -> dict[str, Any] | None:
+        nonlocal last
+        last = client.get(f"status/{job_id}").json()
+        return last if last.get("status") in wanted else None
+
+    try:
+        return wait_until(check, timeout, f"job {job_id} to be {'/'.join(sorted(wanted))}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last status {last}") from None
+
+
+def group_gone(pgid: int) -> bool:
+    """True when no process of the process group `pgid` is left (a worker and its heartbeat child)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False
