@@ -212,6 +212,9 @@ def apply_stack_config(values: dict[str, Any], base: Service = SERVICE) -> Servi
                 * bool(missing)
             )
         )
+    not_maps = [k for k, v in values.items() if by_key[k].kind == "object" and not isinstance(v, dict)]
+    if not_maps:
+        raise StackConfigError(f"f5tts:{not_maps[0]}: expected a map of NAME: value")
     data = base.model_dump()
     for key, value in values.items():
         path = by_key[key].path

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import pytest
 from b2sdk.v2.exception import InvalidAuthToken
-from conftest import configure, engine_props
 from f5tts_infra.b2_bucket import WORKER_KEY_CAPABILITIES, B2BucketProvider, B2ConfigError, region_of
+
+from tests.infra.helpers import configure, engine_props
 
 BUCKET = {"bucketName": "acme-f5tts-audio", "lifecyclePrefix": "generated/", "lifecycleDays": 7, "forceDestroy": False}
 

@@ -10,8 +10,9 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
 from f5tts_infra.worker_env import validate_worker_env
+
+from tests.infra.helpers import ROOT
 
 DOCKERFILE = ROOT / "Dockerfile.runpod"
 WHEEL = re.compile(

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT
 from safetensors.numpy import save_file
 
+from tests.infra.helpers import ROOT
 from worker import prefetch
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

@@ -10,10 +10,11 @@ import runpy
 
 import pulumi
 import pytest
-from conftest import BASE_CONFIG, ROOT, is_secret, reveal
 from f5tts_infra.b2_bucket import WORKER_KEY_CAPABILITIES
 from f5tts_infra.program import main
 from f5tts_infra.service import SERVICE
+
+from tests.infra.helpers import BASE_CONFIG, ROOT, is_secret, reveal
 
 BUCKET_ENV = ("BUCKET_ENDPOINT_URL", "BUCKET_NAME", "BUCKET_REGION", "BUCKET_ACCESS_KEY_ID", "BUCKET_SECRET_ACCESS_KEY")
 

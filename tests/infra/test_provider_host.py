@@ -10,10 +10,11 @@ import os
 import subprocess
 import sys
 
-from conftest import ROOT
 from f5tts_infra.b2_bucket import B2BucketProvider, B2KeyProvider
 from f5tts_infra.runpod_endpoint import ServerlessEndpointProvider, ServerlessTemplateProvider
 from pulumi.dynamic.dynamic import serialize_provider
+
+from tests.infra.helpers import ROOT
 
 HOST = """
 import base64, sys, dill

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import ROOT
 from f5tts_infra.service import SERVICE
 from f5tts_infra.worker_env import validate_worker_env, worker_env_fields
 
+from tests.infra.helpers import ROOT
 from worker.schema import parse_job_input
 
 HUB = json.loads((ROOT / ".runpod" / "hub.json").read_text())

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from conftest import BASE_CONFIG, configure, engine_props
 from f5tts_infra.runpod_api import SAVE_ENDPOINT, RunpodApiError, RunpodClient
 from f5tts_infra.runpod_endpoint import ServerlessEndpointProvider, ServerlessTemplateProvider
+
+from tests.infra.helpers import BASE_CONFIG, configure, engine_props
 
 TOKEN = {"runpod:token": BASE_CONFIG["runpod:token"]}
 ENV = {

@@ -6,9 +6,10 @@ import re
 
 import pytest
 import yaml
-from conftest import ROOT
 from f5tts_infra.service import SECRET_SETTINGS, SERVICE, STACK_SETTINGS, StackConfigError, apply_stack_config
 from f5tts_infra.worker_env import BUCKET_ENV, validate_worker_env, worker_env_fields
+
+from tests.infra.helpers import ROOT
 
 REQUIRED = {"imageRepository": "acme/f5tts", "imageTag": "v1", "bucketName": "acme-audio-1"}
 
@@ -55,6 +56,7 @@ def test_overrides_apply_and_the_declaration_stays_untouched():
         ({"workerEnv": {"BUCKET_NAME": "other"}}, "BUCKET_NAME"),
         ({"workerEnv": {"HF_TOKEN": "x"}}, "HF_TOKEN"),
         ({"noSuchSetting": 1}, "noSuchSetting"),
+        ({"workerEnv": "F5TTS_DTYPE=float16"}, "f5tts:workerEnv"),
     ],
 )
 def test_invalid_overrides_are_refused_with_their_key(override, key):

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 import yaml
-from conftest import ROOT
+
+from tests.infra.helpers import ROOT
 
 WORKFLOWS = ROOT / ".github" / "workflows"
 
