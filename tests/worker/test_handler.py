@@ -1,0 +1,51 @@
+"""`python -m worker.handler` as the image runs it: runpod's own `--test_input` mode in a subprocess, with the
+tiny checkpoint selected through the environment exactly as in production."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_handler(tmp_path: Path, env_overrides: dict[str, str], job_input: dict) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("F5TTS_", "BUCKET_", "RUNPOD_"))}
+    env.update(
+        HOME=str(tmp_path),
+        PYTHONPATH=str(REPO),
+        F5TTS_DATA_DIR=str(tmp_path / "data"),
+        RUNPOD_SKIP_AUTO_SYSTEM_CHECKS="true",
+        RUNPOD_SKIP_GPU_CHECK="true",
+        **env_overrides,
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "worker.handler", "--test_input", json.dumps({"input": job_input})],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
+@pytest.mark.timeout(300)
+def test_test_input_runs_one_job_through_the_real_entry_point(tiny_model_env, tmp_path):
+    done = run_handler(tmp_path, tiny_model_env, {"text": "Hello from the entry point.", "delivery": "base64", "seed": 5})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "completed successfully" in done.stdout
+    assert "'seed': 5" in done.stdout and "'audio_base64': 'UklGR" in done.stdout  # RIFF header, base64
+
+
+@pytest.mark.timeout(300)
+def test_a_model_that_cannot_load_fails_jobs_with_model_unavailable_instead_of_crashing(tiny_model_env, tmp_path):
+    broken = {**tiny_model_env, "F5TTS_CKPT_FILE": str(tmp_path / "missing.safetensors")}
+    done = run_handler(tmp_path, broken, {"action": "health"})
+    assert done.returncode == 1  # runpod's --test_input exit code for a failed job
+    assert "model_unavailable" in done.stdout and "missing.safetensors" in done.stdout
+    assert "Traceback" not in done.stdout.split("failed with error:")[-1]
