@@ -1,7 +1,8 @@
 """Worker configuration: every setting comes from an environment variable, read once per process.
 
 The README's "Configuration" table is generated from the field descriptions here
-(`python -m worker.config --markdown`), so a new setting is documented where it is declared.
+(`python -m worker.config --update-readme`; a test fails when it is stale), so a setting is documented where it
+is declared.
 """
 
 from __future__ import annotations
@@ -120,5 +121,22 @@ def settings_markdown() -> str:
     return "\n".join(rows)
 
 
+README_MARKERS = ("<!-- config-table:start -->", "<!-- config-table:end -->")
+
+
+def readme_with_table(readme: str) -> str:
+    """The README text with the configuration table between its markers replaced by the current one."""
+    start, end = README_MARKERS
+    head, rest = readme.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{settings_markdown()}\n{end}{tail}"
+
+
 if __name__ == "__main__":
-    print(settings_markdown())
+    import sys
+
+    if sys.argv[1:] == ["--update-readme"]:
+        readme = Path("README.md")
+        readme.write_text(readme_with_table(readme.read_text()))
+    else:
+        print(settings_markdown())
