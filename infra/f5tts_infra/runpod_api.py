@@ -43,9 +43,9 @@ LIST_ENDPOINTS = f"""
 query endpoints {{
   myself {{ endpoints {{ {_ENDPOINT_FIELDS} }} }}
 }}"""
-LIST_TEMPLATES = """
-query podTemplates {
-  myself { podTemplates { id name imageName containerDiskInGb isServerless } }
+GET_TEMPLATE = """
+query podTemplate($id: String!) {
+  podTemplate(id: $id) { id name imageName containerDiskInGb isServerless }
 }"""
 
 
@@ -106,5 +106,14 @@ class RunpodClient:
         return next((e for e in endpoints if e["id"] == endpoint_id), None)
 
     def get_template(self, template_id: str) -> dict[str, Any] | None:
-        templates = self.execute(LIST_TEMPLATES)["myself"]["podTemplates"] or []
-        return next((t for t in templates if t["id"] == template_id), None)
+        try:
+            return self.execute(GET_TEMPLATE, {"id": template_id})["podTemplate"]
+        except RunpodApiError as exc:
+            if is_not_found(exc):
+                return None
+            raise
+
+
+def is_not_found(exc: RunpodApiError) -> bool:
+    message = str(exc).lower()
+    return "not found" in message or "does not exist" in message

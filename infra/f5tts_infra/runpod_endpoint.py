@@ -18,9 +18,11 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
-from f5tts_infra.runpod_api import RunpodApiError, RunpodClient, endpoint_url
+from f5tts_infra.runpod_api import RunpodApiError, RunpodClient, endpoint_url, is_not_found
 
 RUNPOD_TOKEN_CONFIG = "runpod:token"
+# How RunPod words "this template is still attached / was just detached": worth waiting for, not failing on.
+TEMPLATE_BUSY_MARKERS = ("in use", "is used", "assigned", "try again")
 
 
 class _RunpodProvider(ResourceProvider):
@@ -97,18 +99,20 @@ class ServerlessTemplateProvider(_RunpodProvider):
             },
         )
 
-    def delete(self, _id: str, props: dict[str, Any]) -> None:
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
         client = self._client()
+        if client.get_template(id_) is None:
+            return
         deadline = time.monotonic() + self._delete_timeout_s
         while True:
             try:
                 client.delete_template(props["name"])
                 return
             except RunpodApiError as exc:
-                message = str(exc).lower()
-                if "not found" in message or "does not exist" in message:
+                if is_not_found(exc):
                     return
-                if "in use" not in message or time.monotonic() >= deadline:
+                busy = any(marker in str(exc).lower() for marker in TEMPLATE_BUSY_MARKERS)
+                if not busy or time.monotonic() >= deadline:
                     raise
             time.sleep(self._delete_poll_s)
 

@@ -97,7 +97,7 @@ SCHEMA = build_schema(
 
     type User { id: String endpoints: [Endpoint] podTemplates: [PodTemplate] }
 
-    type Query { myself: User }
+    type Query { myself: User, podTemplate(id: String!): PodTemplate }
 
     type Mutation {
       saveTemplate(input: SaveTemplateInput): PodTemplate
@@ -208,6 +208,11 @@ class FakeRunpodAccount:
             raise GraphQLError("Endpoint must be scaled to 0 workers (min and max) before it can be deleted")
         del self.endpoints[id]
         self._locked_templates[endpoint["templateId"]] = self.template_release_attempts
+
+    def podTemplate(self, _info: Any, id: str) -> dict[str, Any]:
+        if id not in self.templates:
+            raise GraphQLError("Template not found")
+        return {"id": id, **self.templates[id]}
 
     def myself(self, _info: Any) -> dict[str, Any]:
         return {

@@ -144,6 +144,7 @@ def test_delete_scales_to_zero_then_deletes_and_waits_for_the_template(runpod_ap
         ("myself", False),  # does the endpoint still exist?
         ("saveEndpoint", False),
         ("deleteEndpoint", False),
+        ("podTemplate", False),  # does the template still exist?
         ("deleteTemplate", True),
         ("deleteTemplate", True),
         ("deleteTemplate", False),
