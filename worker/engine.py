@@ -102,7 +102,14 @@ def _stand_ins() -> dict[str, types.ModuleType]:
     # scipy.signal, numba and pooch). The Vocos mel the worker uses is computed by torchaudio.
     librosa_filters = _StandIn("librosa.filters")
     librosa_filters.mel = _deferred("librosa.filters", "mel")
-    return {m.__name__: m for m in (trainer, transformers, matplotlib, matplotlib.pylab, librosa_filters)}
+    # x_transformers imports einx (~2 s: sympy and torch._dynamo) for relative-position biases; f5-tts takes
+    # only its rotary embedding, which does not use einx. Any einx call still reaches the real module.
+    einx = _StandIn("einx")
+    # torchdiffeq imports scipy.integrate (~0.7 s) for its `scipy_solver` method; f5-tts integrates with euler.
+    scipy_integrate = _StandIn("scipy.integrate")
+    scipy_integrate.solve_ivp = _deferred("scipy.integrate", "solve_ivp")
+    modules = (trainer, transformers, matplotlib, matplotlib.pylab, librosa_filters, einx, scipy_integrate)
+    return {m.__name__: m for m in modules}
 
 
 _import_lock = threading.Lock()
@@ -394,7 +401,7 @@ class Engine:
         """
         if not ref_text or not ref_text.strip():
             raise ContractError(ErrorCode.invalid_input, "the reference transcript is empty", "ref_text")
-        reference = np.ascontiguousarray(samples, dtype=np.float32).reshape(-1)
+        reference = np.array(samples, dtype=np.float32).reshape(-1)  # a private, writable copy for torch
         if reference.size == 0 or sample_rate <= 0:
             raise ContractError(ErrorCode.invalid_input, "the reference audio is empty", "ref_audio")
         ref_text = _terminated(ref_text.strip())

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 from importlib.resources import files
 from pathlib import Path
@@ -78,7 +77,7 @@ def build_tiny_checkpoint(dest: Path) -> dict[str, str]:
     dest.mkdir(parents=True, exist_ok=True)
     manifest.unlink(missing_ok=True)
 
-    shutil.copyfile(str(files("f5_tts").joinpath("infer/examples/vocab.txt")), env["F5TTS_VOCAB_FILE"])
+    _atomic_write(Path(env["F5TTS_VOCAB_FILE"]), files("f5_tts").joinpath("infer/examples/vocab.txt").read_bytes())
     _write_model_config(Path(env["F5TTS_MODEL_CFG"]))
     # Forked RNG: building seeds torch without disturbing the caller's random state.
     with torch.random.fork_rng(devices=[]):
@@ -137,8 +136,9 @@ def _write_checkpoint(path: Path, vocab_file: Path) -> None:
     tensors = {f"ema_model.{k}": v.detach().clone().contiguous() for k, v in model.state_dict().items()}
     tensors["initted"] = torch.tensor(True)
     tensors["step"] = torch.tensor(0)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = _tmp_path(path)
     save_file(tensors, str(tmp))
+    tmp.chmod(0o644)  # safetensors creates it owner-only; the devstack's worker processes may run as other users
     os.replace(tmp, path)
 
 
@@ -150,13 +150,19 @@ def _write_vocos(directory: Path) -> None:
     config_path = directory / "config.yaml"
     _atomic_write(config_path, yaml.safe_dump(TINY_VOCOS, sort_keys=False).encode())
     vocoder = Vocos.from_hparams(str(config_path))
-    tmp = directory / "pytorch_model.bin.tmp"
+    tmp = _tmp_path(directory / "pytorch_model.bin")
     torch.save(vocoder.state_dict(), tmp)
     os.replace(tmp, directory / "pytorch_model.bin")
 
 
+def _tmp_path(path: Path) -> Path:
+    # Per process: two processes building the same directory (devstack workers starting together) each
+    # write their own file and atomically replace the target with identical content.
+    return path.with_name(f"{path.name}.{os.getpid()}.tmp")
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = _tmp_path(path)
     tmp.write_bytes(data)
     os.replace(tmp, path)
 
