@@ -47,6 +47,7 @@ _SOUNDFILE_FORMATS: dict[str, tuple[str, str, dict]] = {
     # the input rate and the pre-skip, so decoders give back the exact duration). Its default is ~35 kbps.
     "ogg": ("OGG", "OPUS", {}),
 }
+_FFMPEG = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error"]
 # The ffmpeg CLI is the fallback for a libsndfile built without MP3/Opus (WAV and FLAC are always there).
 # libopus takes 48 kHz input, and the Ogg header's pre-skip keeps the decoded duration exact.
 _FFMPEG_ENCODERS: dict[str, list[str]] = {
@@ -119,26 +120,8 @@ def _decode_ffmpeg(data: bytes, field: str | None) -> tuple[np.ndarray, int]:
         src, dst = Path(tmp) / "input", Path(tmp) / "decoded.wav"
         src.write_bytes(data)
         limit = f"{MAX_DECODED_SECONDS + 1:.0f}"  # decoding stops here; longer input is then refused as too long
-        command = [
-            "ffmpeg",
-            "-nostdin",
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-i",
-            str(src),
-            "-map",
-            "0:a:0",
-            "-t",
-            limit,
-            "-ac",
-            "1",
-            "-c:a",
-            "pcm_f32le",
-            "-f",
-            "wav",
-            str(dst),
-        ]
+        to_wav = ["-map", "0:a:0", "-t", limit, "-ac", "1", "-c:a", "pcm_f32le", "-f", "wav"]
+        command = [*_FFMPEG, "-i", str(src), *to_wav, str(dst)]
         try:
             result = subprocess.run(command, capture_output=True, timeout=FFMPEG_TIMEOUT_S, check=False)
         except FileNotFoundError:
@@ -365,23 +348,8 @@ def encode_audio_ffmpeg(samples: np.ndarray, sample_rate: int, fmt: str) -> byte
     """
     with tempfile.TemporaryDirectory(prefix="f5tts-encode-") as tmp:
         dst = Path(tmp) / f"encoded.{fmt}"
-        command = [
-            "ffmpeg",
-            "-nostdin",
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-f",
-            "f32le",
-            "-ar",
-            str(sample_rate),
-            "-ac",
-            "1",
-            "-i",
-            "pipe:0",
-            *_FFMPEG_ENCODERS[fmt],
-            str(dst),
-        ]
+        raw_input = ["-f", "f32le", "-ar", str(sample_rate), "-ac", "1", "-i", "pipe:0"]
+        command = [*_FFMPEG, *raw_input, *_FFMPEG_ENCODERS[fmt], str(dst)]
         raw = np.ascontiguousarray(samples, dtype="<f4").tobytes()
         result = subprocess.run(command, input=raw, capture_output=True, timeout=FFMPEG_TIMEOUT_S, check=False)
         if result.returncode != 0:
