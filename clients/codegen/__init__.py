@@ -9,11 +9,15 @@ async code in `f5tts_client/_async/`. Outputs, all starting with a line that say
   contract's input models (template `client.py.jinja`);
 - `_sync/*.py`: the sync twin of every module in `_async/`, made with unasync (the httpcore approach).
 
+- the tables between `<!-- generated:NAME ... -->` and `<!-- /generated:NAME -->` in `docs/client.md`
+  (synthesis parameters, error codes).
+
 `--check` regenerates in memory and fails when a committed file differs or a stale generated file remains.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import tokenize_rt
@@ -25,6 +29,7 @@ from clients.codegen.contract import load_contract
 CLIENTS_DIR = Path(__file__).resolve().parent.parent
 CONTRACT = CLIENTS_DIR / "schema" / "contract.json"
 PACKAGE = CLIENTS_DIR / "python" / "src" / "f5tts_client"
+DOCS = CLIENTS_DIR.parent / "docs" / "client.md"
 COMMAND = "python -m clients.codegen"
 # Folders whose every file is generated: a file there that generation no longer produces is stale.
 GENERATED_DIRS = ("_generated", "_sync")
@@ -145,3 +150,12 @@ def differences(files: dict[str, str], package: Path = PACKAGE) -> list[str]:
             out.append(rel)
     out += [p.relative_to(package).as_posix() + " (stale)" for p in stale_files(files, package)]
     return out
+
+
+_DOC_SECTION = re.compile(r"(<!-- generated:(?P<name>[\w-]+) [^>]*-->\n)(.*?)(<!-- /generated:(?P=name) -->)", re.DOTALL)
+
+
+def generate_docs(contract_path: Path = CONTRACT, docs: Path = DOCS) -> str:
+    """`docs` with its generated sections re-rendered from the contract."""
+    sections = render.render_docs_sections(load_contract(contract_path))
+    return _DOC_SECTION.sub(lambda m: m.group(1) + sections[m.group("name")] + m.group(4), docs.read_text())

@@ -270,3 +270,26 @@ def _options(contract: Contract) -> dict[str, list[dict[str, str]]]:
             )
         options[action] = rows
     return options
+
+
+# ---------------------------------------------------------------------------------------------- docs
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render_docs_sections(contract: Contract) -> dict[str, str]:
+    """Markdown tables for docs/client.md: the synthesis parameters and the error codes, from the contract."""
+    model = contract.models[contract.actions["synthesize"][0]]
+    rows = ["| parameter | type | default | range | meaning |", "|---|---|---|---|---|"]
+    for f in model.fields:
+        if f.name in ("action", "stream"):
+            continue
+        annotation = param_annotation(f.type)
+        default = "required" if f.required else f"`{py_literal(f.default)}`"
+        rng = constraint_text(f.type) if f.type.kind != "literal" else ""
+        rows.append(
+            f"| `{f.name}` | `{_cell(annotation)}` | {default} | {_cell(rng)} | {_cell(f.description or '')} |"
+        )
+    errors = ["| error code | exception |", "|---|---|"]
+    errors += [f"| `{code}` | `{exception_name(code)}` |" for code in contract.error_codes]
+    return {"synthesize-parameters": "\n".join(rows) + "\n", "error-codes": "\n".join(errors) + "\n"}

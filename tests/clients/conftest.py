@@ -1,9 +1,11 @@
-"""Fixtures of the client SDK tests: both client flavours (`flavour` is "sync" or "async") over a scripted fake
-API; see helpers.py for driving either from one async test body."""
+"""Fixtures of the client SDK tests: both client flavours (`flavour` is "sync" or "async"), over a scripted fake
+API (`make_client`) or over the devstack's real worker loop (`stack_client`); see helpers.py for driving either
+flavour from one async test body."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -12,6 +14,7 @@ from f5tts_client import AsyncClient, Client
 
 from tests.clients.fake_runpod import API_KEY, ENDPOINT_URL, FakeRunPod
 from tests.clients.helpers import FAST
+from tests.devstack.fixtures import devstack  # noqa: F401 - the shared real-worker stack (session)
 
 
 @pytest.fixture
@@ -41,3 +44,46 @@ def make_client(fake: FakeRunPod, flavour: str) -> Iterator[Callable[..., Any]]:
 
     yield make
 
+
+
+@dataclass
+class StackClient:
+    """A client of the devstack, and the (method, route) of every request it sent."""
+
+    client: Client | AsyncClient
+    sent: list[tuple[str, str]] = field(default_factory=list)
+
+    def count(self, method: str, route: str) -> int:
+        return sum(1 for m, path in self.sent if m == method and (path.endswith(route) or route + "/" in path))
+
+
+@pytest.fixture
+async def stack_client(devstack, flavour: str) -> AsyncIterator[Callable[..., StackClient]]:  # noqa: F811
+    """`stack_client(**options)`: a Client or AsyncClient (per `flavour`) of the shared devstack."""
+    opened: list[httpx.Client | httpx.AsyncClient] = []
+
+    def make(api_key: str | None = None, **options: Any) -> StackClient:
+        made = StackClient(client=None)  # type: ignore[arg-type]
+        options = {"api_key": api_key or devstack.api_key, "endpoint_url": devstack.endpoint_url, "timeout": 120, **options}
+
+        def record(request: httpx.Request) -> None:
+            made.sent.append((request.method, request.url.path))
+
+        async def record_async(request: httpx.Request) -> None:
+            record(request)
+
+        if flavour == "sync":
+            http = httpx.Client(event_hooks={"request": [record]})
+            made.client = Client(http_client=http, **options)
+        else:
+            http = httpx.AsyncClient(event_hooks={"request": [record_async]})
+            made.client = AsyncClient(http_client=http, **options)
+        opened.append(http)
+        return made
+
+    yield make
+    for http in opened:
+        if isinstance(http, httpx.AsyncClient):
+            await http.aclose()
+        else:
+            http.close()
