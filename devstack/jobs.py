@@ -283,6 +283,7 @@ class JobQueue:
         """Job done: `{"output": ...}` or `{"error": "..."}` as the runpod SDK sends it."""
         job = self._own_running_job(worker_id, job_id)
         if job is None:
+            self.counters["dropped"] += 1
             return False
         if not isinstance(body, dict):
             body = {"error": f"worker sent a malformed result: {type(body).__name__}"}
@@ -292,6 +293,7 @@ class JobQueue:
         else:
             job.output = body.get("output")
             self._finish(job, JobStatus.COMPLETED)
+        self.counters[job.status.value] += 1  # results accepted, per outcome: each job's should arrive once
         return True
 
     def ping(self, worker_id: str, job_ids: str | None) -> None:

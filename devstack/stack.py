@@ -139,7 +139,8 @@ class Stack:
         return self.call(self.queue.health)
 
     def counters(self) -> dict[str, int]:
-        """Emulator-side counts: results accepted per outcome, late results dropped, jobs retried."""
+        """Emulator-side counts: results accepted per outcome ("COMPLETED", "FAILED"), results dropped because
+        the job was no longer the sender's ("dropped"), jobs requeued ("retried")."""
         return self.call(lambda: dict(self.queue.counters))
 
     def log_tails(self, lines: int = 30) -> str:

@@ -284,7 +284,7 @@ def test_a_worker_with_concurrency_takes_jobs_in_batches():
 
 def test_a_worker_killed_mid_job_loses_no_job_and_the_stack_keeps_serving():
     with running_stack(2, worker_cmd=ECHO_WORKER) as stack, api(stack) as client:
-        job_id = client.post("run", json={"input": {"echo": "survivor", "sleep": 3}}).json()["id"]
+        job_id = client.post("run", json={"input": {"echo": "survivor", "sleep": 2}}).json()["id"]
         victim = wait_status(client, job_id, "IN_PROGRESS")["workerId"]
         victim_pid = stack.workers[victim]
         os.kill(victim_pid, signal.SIGKILL)

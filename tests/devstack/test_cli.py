@@ -1,0 +1,76 @@
+"""`python -m devstack up` and `python -m devstack demo` as a developer runs them: child processes, real signals."""
+
+from __future__ import annotations
+
+import queue
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+import soundfile
+
+from tests.devstack.helpers import ECHO_WORKER, group_gone, wait_until
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _lines(stream) -> queue.Queue:
+    """The stream's lines, read by a thread, so that every wait on them can be bounded."""
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in stream], daemon=True).start()
+    return lines
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def test_up_prints_ready_serves_jobs_and_stops_cleanly_on_a_signal(tmp_path, stop_signal):
+    log_path = tmp_path / "up.log"
+    cmd = [sys.executable, "-m", "devstack", "up", "--workers", "2", "--port", "0", "--model", "none"]
+    cmd += ["--worker-cmd", shlex.join(ECHO_WORKER)]
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
+    try:
+        ready = _lines(proc.stdout).get(timeout=60)
+        match = re.fullmatch(r"ready (http://127\.0\.0\.1:\d+/v2/local) (\S+)\n", ready)
+        assert match, f"unexpected first line {ready!r}"
+        endpoint_url, api_key = match.groups()
+        answer = httpx.post(
+            f"{endpoint_url}/runsync",
+            json={"input": {"echo": "up"}},
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=30,
+        ).json()
+        assert answer["status"] == "COMPLETED" and answer["output"][0]["echo"] == "up"
+        pids = [int(pid) for pid in re.findall(r"started local-worker-\d \(pid (\d+)\)", log_path.read_text())]
+        assert len(pids) == 2
+        proc.send_signal(stop_signal)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    wait_until(lambda: all(group_gone(pid) for pid in pids), 5, "every worker process to be gone")
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{endpoint_url}/health", timeout=5)
+
+
+def test_demo_writes_a_decodable_wav_and_announces_the_noise_model(tmp_path):
+    out = tmp_path / "out" / "hello.wav"
+    done = subprocess.run(
+        [sys.executable, "-m", "devstack", "demo", "--out", str(out), "--model", "tiny"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    info = soundfile.info(str(out))
+    assert info.samplerate == 24000 and info.frames > 0
+    assert "ITS AUDIO IS NOISE" in done.stderr
+    assert f"wrote {out}" in done.stderr
