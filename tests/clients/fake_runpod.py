@@ -19,6 +19,7 @@ import httpx
 ENDPOINT_URL = "https://fake-runpod.test/v2/ep123"
 AUDIO_HOST = "https://bucket.fake-s3.test"
 API_KEY = "rpa_TESTKEY_0123456789_must_never_leak"
+LOST_ANSWER = "lost answer"
 WAV_BYTES = b"RIFF$\x00\x00\x00WAVEfmt fake-audio-bytes"
 
 
@@ -77,7 +78,9 @@ class FakeRunPod:
         self.jobs: dict[str, dict[str, Any]] = {}
         self.plans: deque[Plan] = deque()
         self.default_plan = Plan
-        # (method, route) -> queued faults: an int status, (status, headers, body), or an exception class.
+        # (method, route) -> queued faults, one per request: None (no fault), an int status, (status, headers,
+        # body), an exception class, or LOST_ANSWER: the request is processed (e.g. a /stream batch handed out)
+        # but its answer never arrives.
         self.faults: dict[tuple[str, str], deque[Any]] = {}
         self._ids = (f"job-{n}" for n in itertools.count(1))
 
@@ -100,14 +103,20 @@ class FakeRunPod:
         self.requests.append(request)
         route = _route(request)
         queued = self.faults.get((request.method, route))
-        if queued:
-            fault = queued.popleft()
+        fault = queued.popleft() if queued else None
+        if fault is not None:
+            if fault == LOST_ANSWER:
+                self._answer(request, route)  # processed by the API...
+                raise httpx.ReadTimeout("answer lost", request=request)  # ... but the answer never arrives
             if isinstance(fault, type) and issubclass(fault, Exception):
                 raise fault("injected", request=request)
             if isinstance(fault, tuple):
                 status, headers, body = fault
                 return httpx.Response(status, headers=headers, json=body)
             return httpx.Response(fault, json={"error": f"injected {fault}"})
+        return self._answer(request, route)
+
+    def _answer(self, request: httpx.Request, route: str) -> httpx.Response:
         if request.url.host == httpx.URL(AUDIO_HOST).host:
             return httpx.Response(200, content=WAV_BYTES)
         if request.headers.get("authorization") != f"Bearer {API_KEY}":

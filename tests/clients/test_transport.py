@@ -18,6 +18,7 @@ from tests.clients.fake_runpod import (
     API_KEY,
     AUDIO_HOST,
     ENDPOINT_URL,
+    LOST_ANSWER,
     WAV_BYTES,
     FakeRunPod,
     Plan,
@@ -190,6 +191,7 @@ async def test_per_call_timeout_raises_job_timeout_with_the_job_id(make_client, 
     assert time.monotonic() - started < 2.0
     assert info.value.job_id == "job-1" and not info.value.on_server
     assert fake.accepted_jobs == 1
+    assert fake.count("POST", "run") == 1  # under 1 s left: /run, whose answer carries the id at once
 
 
 async def test_expired_job_is_reported_as_not_found(make_client, fake):
@@ -320,6 +322,19 @@ async def test_stream_yields_chunks_as_they_arrive(make_client, fake):
     assert stream.summary.chunks == 2 and stream.summary.seed == 3
     assert sent_input(fake) == {"action": "synthesize", "text": "One. Two.", "seed": 3, "stream": True}
     assert fake.count("POST", "run") == 1 and stream.job_id == "job-1" and stream.finished
+
+
+async def test_stream_recovers_chunks_whose_answer_was_lost_and_keeps_their_order(make_client, fake):
+    chunks = [stream_chunk(i, audio=bytes([i]) * 4) for i in range(4)]
+    aggregate = [*chunks, stream_end(4)]  # what /status returns for a finished streaming job
+    fake.plan(Plan(stream=[[chunks[0]], [chunks[1]], [chunks[2], chunks[3]], [stream_end(4)]],
+                   final={"status": "COMPLETED", "output": aggregate}))
+    fake.fault("GET", "stream", None, LOST_ANSWER)  # the answer holding chunk 1 is lost; the retry gets 2 and 3
+    stream = make_client().synthesize_stream("One. Two. Three. Four.")
+    received = await collect(stream)
+    assert [c.index for c in received] == [0, 1, 2, 3]
+    assert [c.audio for c in received] == [bytes([i]) * 4 for i in range(4)]
+    assert fake.count("GET", "status") == 1  # one look at the aggregated output filled the gap
 
 
 async def test_stream_failure_after_some_chunks_raises_the_typed_error(make_client, fake):

@@ -127,7 +127,9 @@ class AsyncClientBase:
         job_input = self._job_input(action, values)
         deadline = Deadline(self._timeout(timeout))
         wait = deadline.cap(self._settings.runsync_wait)
-        state = await self._transport.submit(job_input, deadline=deadline, wait=wait)
+        # RunPod's shortest runsync wait is 1 s: with less time left, `/run` gives the job id at once, so a
+        # deadline that passes still ends in JobTimeout with that id rather than in a lost response.
+        state = await self._transport.submit(job_input, deadline=deadline, wait=wait if wait >= 1.0 else None)
         return await AsyncJob(self._transport, state.id, parser(state.id), state)._wait(deadline)
 
     # ------------------------------------------------------------------------------------------ helpers

@@ -128,7 +128,9 @@ class ClientBase:
         job_input = self._job_input(action, values)
         deadline = Deadline(self._timeout(timeout))
         wait = deadline.cap(self._settings.runsync_wait)
-        state = self._transport.submit(job_input, deadline=deadline, wait=wait)
+        # RunPod's shortest runsync wait is 1 s: with less time left, `/run` gives the job id at once, so a
+        # deadline that passes still ends in JobTimeout with that id rather than in a lost response.
+        state = self._transport.submit(job_input, deadline=deadline, wait=wait if wait >= 1.0 else None)
         return Job(self._transport, state.id, parser(state.id), state)._wait(deadline)
 
     # ------------------------------------------------------------------------------------------ helpers

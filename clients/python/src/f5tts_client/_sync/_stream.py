@@ -62,21 +62,20 @@ class AudioStream:
         state = self._transport.submit(self._job_input, deadline=deadline)
         self.job_id = state.id
         next_index = 0
+        # Chunks that came after a gap wait here for the missing one, so the caller always gets them in order.
+        # (A gap means a `/stream` answer was lost after the API had handed its items out; see _fill_gaps.)
+        held: dict[int, AudioChunk] = {}
         interval = settings.poll_interval
         while True:
             answer = self._transport.stream(self.job_id, deadline)
             for item in answer.items:
-                kind = item.get("type") if isinstance(item, dict) else None
-                if kind == "chunk":
-                    chunk = AudioChunk.model_validate(item)
-                    if chunk.index < next_index:
-                        continue  # already handed out (a repeated answer)
-                    next_index = chunk.index + 1
-                    yield chunk
-                elif kind == "end":
-                    self.summary = models.StreamEnd.model_validate(item)
-                else:
-                    raise UnexpectedResponse(f"job {self.job_id}: unknown stream item {str(item)[:200]!r}")
+                chunk = self._read_item(item)
+                if chunk is None or chunk.index < next_index:
+                    continue  # the summary, or a chunk already handed out
+                held[chunk.index] = chunk
+                while next_index in held:
+                    yield held.pop(next_index)
+                    next_index += 1
             if answer.status in JobStatus.TERMINAL:
                 break
             if answer.items:
@@ -89,9 +88,31 @@ class AudioStream:
                         f"streaming job {self.job_id} did not finish within {deadline.seconds:g} s", job_id=self.job_id
                     )
         self.finished = True
+        final = None
         if answer.status != JobStatus.COMPLETED:
             # The error (or cancellation) is on the job's status, not in its stream.
             final = self._transport.status(self.job_id, deadline)
             Job(self._transport, self.job_id, lambda output: output, final)._outcome(final)
+        if held or self.summary is None or next_index < self.summary.chunks:
+            final = final or self._transport.status(self.job_id, deadline)
+            for item in final.output if isinstance(final.output, list) else []:
+                chunk = self._read_item(item)
+                if chunk is not None and chunk.index >= next_index:
+                    held.setdefault(chunk.index, chunk)
+            for index in sorted(held):
+                if index != next_index:
+                    raise UnexpectedResponse(f"streaming job {self.job_id}: chunk {next_index} was lost")
+                yield held.pop(index)
+                next_index += 1
         if self.summary is None:
             raise UnexpectedResponse(f"streaming job {self.job_id} ended without its summary item")
+
+    def _read_item(self, item: Any) -> AudioChunk | None:
+        """A chunk, or None for the summary (kept on `self.summary`)."""
+        kind = item.get("type") if isinstance(item, dict) else None
+        if kind == "chunk":
+            return AudioChunk.model_validate(item)
+        if kind == "end":
+            self.summary = models.StreamEnd.model_validate(item)
+            return None
+        raise UnexpectedResponse(f"job {self.job_id}: unknown stream item {str(item)[:200]!r}")
