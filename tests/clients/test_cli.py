@@ -108,6 +108,14 @@ def test_configuration_and_connection_errors(run_cli, fake, monkeypatch):
     assert cli.main(["health"]) == cli.EXIT_CONFIG
 
 
+def test_a_job_outlasting_the_timeout_exits_6_and_says_it_may_still_finish(run_cli, fake, tmp_path):
+    fake.plan(Plan(pending=10_000))
+    code, _out, err = run_cli("say", "Hi", "-o", str(tmp_path / "x.wav"), "--timeout", "0.3")  # after the command
+    assert code == cli.EXIT_TIMEOUT
+    assert "job-1" in err and "may still finish" in err
+    assert not (tmp_path / "x.wav").exists()
+
+
 def test_voices_list_and_json(run_cli, fake):
     voices = [
         {"name": "default", "text": BUILTIN_TEXT, "duration": 5.333, "sample_rate": 24000, "builtin": True},

@@ -6,6 +6,8 @@ less CPU time."""
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import io
 import socket
 import threading
@@ -132,13 +134,42 @@ def _noise_wav(seconds: float) -> bytes:
     return buffer.getvalue()
 
 
+class _EndlessAudio(http.server.BaseHTTPRequestHandler):
+    """Answers any GET with more bytes than the worker accepts (25 MB, sent until the worker hangs up)."""
+
+    size = 25 * 1024 * 1024
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "audio/wav")
+        self.send_header("Content-Length", str(self.size))
+        self.end_headers()
+        block = bytes(1024 * 1024)
+        with contextlib.suppress(OSError):  # the worker stops reading at its limit
+            for _ in range(self.size // len(block)):
+                self.wfile.write(block)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def too_large_audio_url():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EndlessAudio)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/huge.wav"
+    server.shutdown()
+    server.server_close()
+
+
 def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-async def test_the_worker_errors_arrive_typed(stack_client, devstack):
+async def test_the_worker_errors_arrive_typed(stack_client, too_large_audio_url):
     made = stack_client()
     client = made.client
     with pytest.raises(f5.VoiceNotFound) as info:
@@ -155,6 +186,9 @@ async def test_the_worker_errors_arrive_typed(stack_client, devstack):
         await resolve(client.voices.upload("too-long", _noise_wav(14.0), "A transcript.", overwrite=True))
     with pytest.raises(f5.FetchFailed) as info:
         await resolve(client.voices.upload("unreachable", f"http://127.0.0.1:{_closed_port()}/ref.wav", "Text."))
+    assert info.value.field == "audio.url"
+    with pytest.raises(f5.AudioTooLarge) as info:
+        await resolve(client.voices.upload("huge", too_large_audio_url, "Text."))
     assert info.value.field == "audio.url"
     with pytest.raises(f5.JobNotFound):
         await resolve(client.job("no-such-job").status())

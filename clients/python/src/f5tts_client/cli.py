@@ -227,6 +227,11 @@ def _output_and_format(output: str | None, fmt: str | None) -> tuple[Path, str]:
     return path, fmt
 
 
+def _add_common_options(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument("--timeout", type=float, default=default, metavar="S", help="give up after S seconds (default 600)")
+    parser.add_argument("-q", "--quiet", action="store_true", default=False if default is None else default, help="no progress line")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="f5tts",
@@ -238,11 +243,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--endpoint-url", help=f"RunPod-compatible base URL (default: ${ENV_ENDPOINT_URL})")
     parser.add_argument("--endpoint-id", help=f"RunPod endpoint id (default: ${ENV_ENDPOINT_ID})")
-    parser.add_argument("--timeout", type=float, default=None, metavar="S", help="give up after S seconds (default 600)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    _add_common_options(parser, default=None)
+    # The same options are accepted after the command too (`f5tts say ... --timeout 30`).
+    common = argparse.ArgumentParser(add_help=False)
+    _add_common_options(common, default=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    say = commands.add_parser("say", help="synthesize speech into a file", description="Synthesize speech into a file.")
+    say = commands.add_parser(
+        "say", parents=[common], help="synthesize speech into a file", description="Synthesize speech into a file."
+    )
     say.add_argument("text", help="the text to speak")
     say.add_argument("-o", "--output", help="output file; its extension picks the format (default: speech.wav)")
     say.add_argument("--format", choices=tuple(dict.fromkeys(FORMAT_BY_EXTENSION.values())), help="audio format (default: from -o)")
@@ -251,23 +260,23 @@ def build_parser() -> argparse.ArgumentParser:
         _add_contract_option(say, option)
     say.set_defaults(handler=cmd_say)
 
-    voices = commands.add_parser("voices", help="list, add or remove stored voices").add_subparsers(
+    voices = commands.add_parser("voices", parents=[common], help="list, add or remove stored voices").add_subparsers(
         dest="voices_command", required=True, metavar="ACTION"
     )
-    listing = voices.add_parser("list", help="list the stored voices")
+    listing = voices.add_parser("list", parents=[common], help="list the stored voices")
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(handler=cmd_voices_list)
-    add = voices.add_parser("add", help="store a reference clip as a voice")
+    add = voices.add_parser("add", parents=[common], help="store a reference clip as a voice")
     add.add_argument("name", help="voice name: lowercase letters, digits, '-' and '_'")
     add.add_argument("audio", help="reference clip: a file path or an http(s) URL (the worker fetches it)")
     add.add_argument("--text", help="the clip's transcript")
     add.add_argument("--overwrite", action="store_true", help="replace an existing voice of that name")
     add.set_defaults(handler=cmd_voices_add)
-    remove = voices.add_parser("rm", help="delete a stored voice")
+    remove = voices.add_parser("rm", parents=[common], help="delete a stored voice")
     remove.add_argument("name")
     remove.set_defaults(handler=cmd_voices_rm)
 
-    health = commands.add_parser("health", help="ask a worker for its health")
+    health = commands.add_parser("health", parents=[common], help="ask a worker for its health")
     health.add_argument("--json", action="store_true", help="print JSON")
     health.set_defaults(handler=cmd_health)
     return parser
