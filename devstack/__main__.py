@@ -77,7 +77,7 @@ def _up(args: argparse.Namespace) -> int:
             pass
     except KeyboardInterrupt:
         pass
-    except StackError as exc:
+    except (StackError, OSError) as exc:  # OSError: the port is taken, most likely
         print(f"devstack: {exc}", file=sys.stderr)
         return 1
     finally:
@@ -90,6 +90,7 @@ def _up(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request, presigned URLs in full: noise
     if args.command == "up":
         return _up(args)
     try:

@@ -57,6 +57,7 @@ class Stack:
         api_key: str | None = None,
         bucket: str | None = None,
         respawn: bool = True,
+        max_respawns: int = 5,
         ready_timeout_s: float = 240.0,
         stop_grace_s: float = 5.0,
         echo_logs: IO[str] | None = None,
@@ -69,6 +70,7 @@ class Stack:
         self.model_mode = model
         self.model: ModelChoice | None = model if isinstance(model, ModelChoice) else None
         self.respawn = respawn
+        self.respawns_left = max_respawns  # a worker that dies at every start must not be restarted forever
         self.ready_timeout_s = ready_timeout_s
         self.stop_grace_s = stop_grace_s
         self.echo_logs = echo_logs
@@ -88,7 +90,7 @@ class Stack:
         self._monitor: threading.Thread | None = None
         self._stopping = threading.Event()
         self._stopped = False
-        self._run_dir = Path(tempfile.mkdtemp(prefix="devstack-"))
+        self._run_dir: Path | None = None  # the workers' HOMEs, working directories and logs; removed by stop()
 
     # ------------------------------------------------------------------------------------------- what callers use
     @property
@@ -166,6 +168,7 @@ class Stack:
 
     def start(self) -> Self:
         atexit.register(self.stop)
+        self._run_dir = Path(tempfile.mkdtemp(prefix="devstack-"))
         try:
             if self.model is None and isinstance(self.model_mode, str):
                 self.model = choose_model(self.model_mode)
@@ -227,6 +230,7 @@ class Stack:
         generation = self._generations.get(slot, 0)
         self._generations[slot] = generation + 1
         worker_id = f"local-worker-{slot}" + (f"-r{generation}" if generation else "")
+        assert self._run_dir is not None
         workdir = self._run_dir / worker_id
         worker = WorkerProcess(
             worker_id, self.worker_cmd, self._worker_env(worker_id, workdir), workdir, echo=self.echo_logs
@@ -264,9 +268,11 @@ class Stack:
                 worker.signal_group(signal.SIGKILL)  # its heartbeat process would linger
                 try:
                     self.call(self.queue.worker_gone, worker.worker_id, f"worker {worker.worker_id} exited ({code})")
-                    if self.respawn:
+                    if self.respawn and self.respawns_left > 0:
+                        self.respawns_left -= 1
                         self._spawn(slot)
                     else:
+                        log.error("worker slot %d stays empty (respawn is off or exhausted)", slot)
                         del self._workers[slot]
                 except Exception:
                     if not self._stopping.is_set():
@@ -304,7 +310,8 @@ class Stack:
         if self._sock is not None:
             self._sock.close()
         self.s3.stop()
-        shutil.rmtree(self._run_dir, ignore_errors=True)
+        if self._run_dir is not None:
+            shutil.rmtree(self._run_dir, ignore_errors=True)
 
 
 def print_ready(stack: Stack, out: IO[str] = sys.stdout) -> None:

@@ -326,3 +326,20 @@ def test_a_silent_worker_loses_its_job_which_is_retried_then_failed(idle):
         )
         assert late.status_code == 200 and late.json() == {"accepted": False}
         assert client.get(f"status/{job_id}").json()["status"] == "FAILED"
+
+
+def test_a_stop_the_worker_missed_is_sent_again_while_its_pings_still_list_the_job(idle):
+    """runpod ignores a stop for a job still in its local queue; its heartbeat then still reports the job."""
+    worker_headers = {"Authorization": idle.config.worker_key}
+    base = idle.endpoint_url
+    with api(idle) as client, httpx.Client(headers=worker_headers, timeout=15) as worker:
+        client.post("purge-queue")
+        job_id = client.post("run", json={"input": {}}).json()["id"]
+        assert worker.get(f"{base}/job-take/ghost-9?gpu=cpu&job_in_progress=0").json()["id"] == job_id
+        client.post(f"cancel/{job_id}")
+        assert worker.get(f"{base}/job-stop/ghost-9?gpu=cpu").json() == {"jobsToStop": [job_id]}
+        ping = worker.get(f"{base}/ping/ghost-9?gpu=cpu", params={"job_id": job_id, "runpod_version": "1.12.0"})
+        assert ping.status_code == 200
+        assert worker.get(f"{base}/job-stop/ghost-9?gpu=cpu").json() == {"jobsToStop": [job_id]}
+        worker.get(f"{base}/ping/ghost-9?gpu=cpu", params={"runpod_version": "1.12.0"})  # the job is gone
+        assert worker.get(f"{base}/job-stop/ghost-9?gpu=cpu").status_code == 204
