@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
-from devstack.workers import REPO_ROOT
+from devstack.workers import REPO_ROOT, developer_hf_home
 
 log = logging.getLogger("devstack.model")
 
@@ -64,10 +64,17 @@ def _engine_constant(name: str) -> object:
     raise LookupError(f"{name} not found in {ENGINE_SOURCE}")
 
 
+def hf_hub_cache() -> Path:
+    """The Hugging Face hub cache the workers will search (read from the environment now, not at import)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    return developer_hf_home() / "hub"
+
+
 def _in_hf_cache(repo: str, filename: str) -> bool:
     from huggingface_hub import try_to_load_from_cache
 
-    return isinstance(try_to_load_from_cache(repo, filename), str)
+    return isinstance(try_to_load_from_cache(repo, filename, cache_dir=hf_hub_cache()), str)
 
 
 def _hf_location_cached(location: str) -> bool:
@@ -87,7 +94,7 @@ def find_real_weights() -> str | None:
     vocoder_repo = _engine_constant("VOCOS_REPO")
     if not os.environ.get("F5TTS_VOCODER_DIR") and not all(_in_hf_cache(vocoder_repo, f) for f in VOCODER_FILES):
         return None
-    return f"{model} from the Hugging Face cache"
+    return f"{model} from the Hugging Face cache ({hf_hub_cache()})"
 
 
 def tiny_model_env(cache_dir: Path = CACHE_DIR, timeout_s: float = 300) -> dict[str, str]:

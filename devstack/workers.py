@@ -55,12 +55,19 @@ def runpod_env(urls: dict[str, str], worker_id: str, worker_key: str, endpoint_i
     }
 
 
+def developer_hf_home() -> Path:
+    """The Hugging Face home of this (the launcher's) environment, as huggingface_hub computes its default."""
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface"
+
+
 def base_env(workdir: Path, threads: int) -> dict[str, str]:
     """The developer's environment minus deployment variables, with a private HOME and the repo importable."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(_INHERITED_PREFIXES_DROPPED)}
     # The Hugging Face cache stays the developer's (real weights, when cached, are found there); a worker
     # never downloads: fetching weights is `python -m worker.prefetch`'s job, not a job's.
-    env.setdefault("HF_HOME", os.environ.get("HF_HOME") or str(Path.home() / ".cache" / "huggingface"))
+    env["HF_HOME"] = str(developer_hf_home())  # not under the worker's private HOME
     env["HF_HUB_OFFLINE"] = "1"
     env["HOME"] = str(workdir / "home")
     env["XDG_CACHE_HOME"] = str(workdir / "home" / ".cache")

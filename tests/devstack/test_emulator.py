@@ -187,7 +187,7 @@ def test_results_expire_after_their_retention(idle):
 
 def test_policy_ttl_removes_a_job_that_waited_too_long(idle):
     with api(idle) as client:
-        job_id = client.post("run", json={"input": {}, "policy": {"ttl": 500}}).json()["id"]
+        job_id = client.post("run", json={"input": {}, "policy": {"ttl": 1500}}).json()["id"]
         assert client.get(f"status/{job_id}").json()["status"] == "IN_QUEUE"
         wait_until(lambda: client.get(f"status/{job_id}").status_code == 404, 5, "the job's ttl to expire")
 
@@ -291,7 +291,7 @@ def test_a_worker_killed_mid_job_loses_no_job_and_the_stack_keeps_serving():
         done = wait_status(client, job_id, TERMINAL, timeout=30)
         assert done["status"] == "COMPLETED", done
         assert done["workerId"] != victim, "the job was finished by a worker that had been killed"
-        assert stack.counters()["retried"] == 1
+        assert stack.counters().get("retried") == 1
         # Its whole process group (runpod's heartbeat child included) is gone, and a new worker replaced it.
         wait_until(lambda: group_gone(victim_pid), 10, "the killed worker's process group to be gone")
         wait_until(lambda: len(stack.workers) == 2 and victim not in stack.workers, 20, "a replacement worker")
