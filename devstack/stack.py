@@ -290,14 +290,14 @@ class Stack:
                 self.call(self.queue.drain)
         except Exception:
             log.exception("could not drain the queue")
+        if self._monitor is not None:
+            self._monitor.join(timeout=30)  # first: it must not start a replacement behind our back
         workers = list(self._workers.values())
         for worker in workers:
             if worker.exit_code() is None:
                 worker.signal_group(signal.SIGTERM)
         for worker in workers:
             worker.stop(self.stop_grace_s)
-        if self._monitor is not None:
-            self._monitor.join(timeout=5)
         try:
             if self._loop is not None:
                 self.call(self.queue.close)
