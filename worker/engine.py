@@ -85,6 +85,18 @@ def _deferred(module: str, name: str) -> Callable[..., Any]:
     return call
 
 
+class _DeferredAttribute:
+    """`module.name` (a class, an enum), imported when one of its attributes is first read."""
+
+    def __init__(self, module: str, name: str) -> None:
+        self._module, self._name = module, name
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return getattr(getattr(importlib.import_module(self._module), self._name), attr)
+
+
 def _stand_ins() -> dict[str, types.ModuleType]:
     # f5_tts/model/__init__ imports the Trainer: accelerate, wandb, datasets, pandas (~2 s). Never used here.
     trainer = _StandIn("f5_tts.model.trainer")
@@ -108,7 +120,12 @@ def _stand_ins() -> dict[str, types.ModuleType]:
     # torchdiffeq imports scipy.integrate (~0.7 s) for its `scipy_solver` method; f5-tts integrates with euler.
     scipy_integrate = _StandIn("scipy.integrate")
     scipy_integrate.solve_ivp = _deferred("scipy.integrate", "solve_ivp")
-    modules = (trainer, transformers, matplotlib, matplotlib.pylab, librosa_filters, einx, scipy_integrate)
+    # f5_tts.model.utils imports pypinyin (~0.3 s: its phrase dictionary) to romanise Chinese characters; it is
+    # first needed, and then imported, when a text contains one (`lazy_pinyin(seg, style=Style.TONE3)`).
+    pypinyin = _StandIn("pypinyin")
+    pypinyin.lazy_pinyin = _deferred("pypinyin", "lazy_pinyin")
+    pypinyin.Style = _DeferredAttribute("pypinyin", "Style")
+    modules = (trainer, transformers, matplotlib, matplotlib.pylab, librosa_filters, einx, scipy_integrate, pypinyin)
     return {m.__name__: m for m in modules}
 
 

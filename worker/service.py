@@ -10,10 +10,10 @@ from __future__ import annotations
 import base64
 import logging
 import secrets
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -51,6 +51,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("worker")
 
+# Every torch call of the process (load, warm-up, each chunk, transcription) runs on this one thread, one at a
+# time: seeding torch's global RNG and the GPU itself are not shareable between jobs, while fetching, encoding and
+# uploading of concurrent jobs still overlap. One thread, not just a lock, because torch keeps per-thread state
+# (an OpenMP team on the CPU, cuBLAS handles on a GPU): the warm-up then prepares the very thread jobs run on,
+# and no second OpenMP team exists to make libgomp stop spinning between ops (CPU inference ran ~25% slower
+# when jobs ran on the handler's pool threads; see docs/benchmarks.md).
+_inference_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+
 
 @dataclass
 class Reference:
@@ -78,17 +86,14 @@ class WorkerService:
         data_dir = settings.worker.data_dir
         self.store: ObjectStore = open_store(settings.storage, local_root=Path(data_dir) / "store")
         self.voices = VoiceLibrary(self.store, cache_dir=Path(data_dir) / "voice-cache")
-        # Inference is serialised: seeding torch's global RNG and the GPU itself are not shareable between jobs,
-        # while fetching, encoding and uploading of concurrent jobs still overlap.
-        self._inference_lock = threading.Lock()
 
     # ----------------------------------------------------------------------------------------------- start-up
     def start(self) -> None:
         try:
-            self.engine = self._engine_factory()
+            self.engine = self._on_inference_thread(self._engine_factory)
             if self.settings.model.warmup:
                 t0 = time.perf_counter()
-                self.engine.warmup()
+                self._on_inference_thread(self.engine.warmup)
                 log.info("warm-up synthesis took %.2f s", time.perf_counter() - t0)
         except Exception as exc:  # noqa: BLE001 - any load failure is reported to every job, not raised
             log.exception("model failed to load; every job will get model_unavailable")
@@ -194,7 +199,7 @@ class WorkerService:
         ).model_dump()
 
     def _generate(self, reference: Reference, job: SynthesizeInput, seed: int) -> Iterator[Any]:
-        """Engine chunks, one at a time, holding the inference lock only while a chunk is computed."""
+        """Engine chunks, one at a time, each computed on the inference thread."""
         chunks = self.engine.generate(
             reference.samples,
             reference.sample_rate,
@@ -207,8 +212,7 @@ class WorkerService:
             seed=seed,
         )
         while True:
-            with self._inference_lock:
-                chunk = next(chunks, None)
+            chunk = self._on_inference_thread(next, chunks, None)
             if chunk is None:
                 return
             yield chunk
@@ -227,11 +231,14 @@ class WorkerService:
         return Reference("inline", prepared.samples, prepared.sample_rate, text)
 
     def _transcribe(self, samples: np.ndarray, sample_rate: int) -> str:
-        with self._inference_lock:
-            text = self.engine.transcribe(samples, sample_rate).strip()
+        text = self._on_inference_thread(self.engine.transcribe, samples, sample_rate).strip()
         if not text:
             raise ContractError(ErrorCode.audio_unreadable, "no speech was recognised in the reference audio", "audio")
         return text
+
+    def _on_inference_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """`fn(*args)` on the inference thread, after whatever is queued there; its exception is raised here."""
+        return _inference_thread.submit(fn, *args).result()
 
     def _check_inline_size(self, size: int) -> None:
         limit = self.settings.worker.max_output_bytes
