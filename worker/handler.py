@@ -16,6 +16,7 @@ import importlib
 import logging
 import platform
 import sys
+import threading
 import types
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -102,8 +103,14 @@ async def _iterate_in_thread(items: Iterator[Any]) -> AsyncIterator[Any]:
 
 
 async def handler(job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-    async for item in _iterate_in_thread(build_service().run(job.get("input"))):
-        yield item
+    # RunPod stops a job by cancelling this coroutine; the flag tells the job's thread to stop at the next chunk
+    # instead of computing the rest of a result nobody will receive.
+    cancelled = threading.Event()
+    try:
+        async for item in _iterate_in_thread(build_service().run(job.get("input"), cancelled)):
+            yield item
+    finally:
+        cancelled.set()
 
 
 async def run_collected(job: dict[str, Any]) -> Any:

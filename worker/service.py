@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import logging
 import secrets
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -60,6 +61,10 @@ log = logging.getLogger("worker")
 _inference_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
 
 
+class JobCancelled(Exception):
+    """RunPod stopped the job (cancel or execution timeout); nothing is returned."""
+
+
 @dataclass
 class Reference:
     """The voice a synthesis speaks in: normalised samples and their transcript."""
@@ -101,15 +106,21 @@ class WorkerService:
             self.startup_error = f"model failed to load: {type(exc).__name__}: {exc}"
 
     # ----------------------------------------------------------------------------------------------- jobs
-    def run(self, raw_input: Any) -> Iterator[dict[str, Any]]:
-        """Run one job; yields result items (dicts), or a single `{"error": ...}` item."""
+    def run(self, raw_input: Any, cancelled: threading.Event | None = None) -> Iterator[dict[str, Any]]:
+        """Run one job; yields result items (dicts), or a single `{"error": ...}` item.
+
+        `cancelled`, set by the handler when RunPod stops the job (cancel, execution timeout), is checked before
+        each text chunk: the job then ends without a result or an uploaded object, and the inference thread is
+        free for the next job after at most one chunk.
+        """
         started = time.perf_counter()
+        cancelled = cancelled or threading.Event()
         try:
             job = parse_job_input(raw_input)
             if self.engine is None:
                 raise ContractError(ErrorCode.model_unavailable, self.startup_error or "model is not loaded")
             if isinstance(job, SynthesizeInput):
-                yield from self._synthesize(job, started)
+                yield from self._synthesize(job, started, cancelled)
             elif isinstance(job, UploadVoiceInput):
                 yield self._upload_voice(job).model_dump()
             elif isinstance(job, ListVoicesInput):
@@ -118,6 +129,8 @@ class WorkerService:
                 yield self.voices.delete(job.name).model_dump()
             elif isinstance(job, HealthInput):
                 yield self._health().model_dump()
+        except JobCancelled:
+            log.info("job stopped by RunPod before it finished")
         except ContractError as exc:
             log.info("job refused: %s", exc.to_error_string())
             yield {"error": exc.to_error_string()}
@@ -126,13 +139,13 @@ class WorkerService:
             yield {"error": ContractError(ErrorCode.internal, "internal error; see the worker log").to_error_string()}
 
     # ----------------------------------------------------------------------------------------------- synthesize
-    def _synthesize(self, job: SynthesizeInput, started: float) -> Iterator[dict[str, Any]]:
+    def _synthesize(self, job: SynthesizeInput, started: float, cancelled: threading.Event) -> Iterator[dict[str, Any]]:
         delivery = job.delivery or ("url" if self.store.supports_urls else "base64")
         if delivery == "url" and not self.store.supports_urls:
             raise ContractError(ErrorCode.invalid_input, "delivery 'url' needs a bucket; this worker has none", "delivery")
         reference = self._resolve_reference(job)
         seed = job.seed if job.seed is not None else secrets.randbelow(2**31)
-        chunks = self._generate(reference, job, seed)
+        chunks = self._generate(reference, job, seed, cancelled)
         if job.stream:
             yield from self._stream(job, chunks, reference, seed, started)
             return
@@ -198,7 +211,7 @@ class WorkerService:
             timings=self._timings(started, inference_s, duration),
         ).model_dump()
 
-    def _generate(self, reference: Reference, job: SynthesizeInput, seed: int) -> Iterator[Any]:
+    def _generate(self, reference: Reference, job: SynthesizeInput, seed: int, cancelled: threading.Event) -> Iterator[Any]:
         """Engine chunks, one at a time, each computed on the inference thread."""
         chunks = self.engine.generate(
             reference.samples,
@@ -212,6 +225,8 @@ class WorkerService:
             seed=seed,
         )
         while True:
+            if cancelled.is_set():
+                raise JobCancelled
             chunk = self._on_inference_thread(next, chunks, None)
             if chunk is None:
                 return
@@ -226,7 +241,7 @@ class WorkerService:
                 ErrorCode.invalid_input, "ref_text is required with ref_audio (automatic transcription is off)", "ref_text"
             )
         data = read_audio_source(job.ref_audio, self.settings.worker, "ref_audio")
-        prepared = audio.prepare_reference(data, job.ref_text, max_seconds=MAX_REFERENCE_SECONDS)
+        prepared = audio.prepare_reference(data, job.ref_text, max_seconds=MAX_REFERENCE_SECONDS, field="ref_audio")
         text = prepared.text or self._transcribe(prepared.samples, prepared.sample_rate)
         return Reference("inline", prepared.samples, prepared.sample_rate, text)
 

@@ -176,3 +176,24 @@ def test_model_failure_is_kept_and_returned_to_every_job(failed_service):
 def test_error_strings_carry_no_traceback(s3_service):
     body = json.loads(run_one(s3_service, {"text": 5})["error"])
     assert body["code"] == "invalid_input" and "Traceback" not in body["message"]
+
+
+class _StopAfterFirstChunk:
+    """A `cancelled` flag that RunPod 'sets' once the first chunk has been computed."""
+
+    def __init__(self) -> None:
+        self.checks = 0
+
+    def is_set(self) -> bool:
+        self.checks += 1
+        return self.checks > 1
+
+
+def test_a_stopped_job_ends_between_chunks_without_result_or_object(s3_service, bucket_keys):
+    before = bucket_keys()
+    flag = _StopAfterFirstChunk()
+    items = list(s3_service.run({"text": SENTENCES, "nfe_step": 4, "delivery": "url"}, flag))
+    assert items == []
+    assert flag.checks == 2, "the job must stop at the first check after RunPod stopped it"
+    assert bucket_keys() == before
+    assert run_one(s3_service, {"action": "health"})["status"] == "ok"
