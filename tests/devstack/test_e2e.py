@@ -10,6 +10,7 @@ import json
 
 import httpx
 import numpy as np
+import pytest
 import soundfile
 
 from tests.devstack.helpers import TERMINAL, api, wait_status
@@ -90,9 +91,10 @@ def test_streaming_delivers_several_chunks_through_stream(devstack):
     assert final["output"] == items  # the aggregate of the stream is the job's output
 
 
-def test_cancel_of_a_queued_and_of_a_running_job(devstack):
+@pytest.mark.parametrize("stream", [True, False], ids=["streamed", "not-streamed"])
+def test_cancel_of_a_queued_and_of_a_running_job(devstack, stream):
     with api(devstack) as client:
-        running = client.post("run", json={"input": MANY_CHEAP_CHUNKS}).json()["id"]
+        running = client.post("run", json={"input": {**MANY_CHEAP_CHUNKS, "stream": stream}}).json()["id"]
         queued = client.post("run", json={"input": {"text": SHORT_TEXT}}).json()["id"]
         wait_status(client, running, "IN_PROGRESS", timeout=60)
         assert client.get(f"status/{queued}").json()["status"] == "IN_QUEUE"  # one worker, one job at a time
