@@ -100,8 +100,8 @@ def machine_line() -> str:
     return f"machine: {cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}, load average {load}"
 
 
-def headline(name: str, value: float) -> str:
+def headline(name: str, value: float, digits: int = 3) -> str:
     """The line `make bench` (and anyone grepping its output) looks for: `<name> <x>`."""
-    line = f"{name} {value:.3f}"
+    line = f"{name} {value:.{digits}f}"
     print(line, flush=True)
     return line
