@@ -16,7 +16,7 @@ system-deps:
 # --no-deps: the compiled files are complete; see requirements/overrides.txt for why pip's resolver is skipped.
 $(STAMP): requirements/worker.txt requirements/dev.txt clients/python/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip -q
+	$(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip
 	$(PY) -m pip install -q --disable-pip-version-check uv==0.13.9
 	$(UV) pip install -q --python $(PY) --require-hashes --no-deps -r requirements/worker.txt -r requirements/dev.txt
 	$(UV) pip install -q --python $(PY) --no-deps -e clients/python
