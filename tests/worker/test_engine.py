@@ -189,7 +189,7 @@ import json, sys
 import worker.engine as engine
 f5 = engine.import_f5_infer()
 skipped = ("transformers", "f5_tts.model.trainer", "wandb", "datasets", "accelerate", "gradio", "matplotlib",
-           "librosa", "pandas", "einx", "sympy", "scipy.integrate", "torch._dynamo")
+           "librosa", "pandas", "einx", "sympy", "scipy.integrate", "torch._dynamo", "pypinyin")
 loaded = sorted(m for m in sys.modules if any(m == s or m.startswith(s + ".") for s in skipped))
 usable = all(callable(f) for f in (f5.load_model, f5.load_vocoder, f5.chunk_text, f5.infer_batch_process))
 # What was skipped still works when asked for: the stand-ins are gone, the real modules load on first use.

@@ -49,3 +49,28 @@ def test_a_model_that_cannot_load_fails_jobs_with_model_unavailable_instead_of_c
     assert done.returncode == 1  # runpod's --test_input exit code for a failed job
     assert "model_unavailable" in done.stdout and "missing.safetensors" in done.stdout
     assert "Traceback" not in done.stdout.split("failed with error:")[-1]
+
+
+RUNPOD_IMPORT_PROBE = """
+import json, sys
+from worker.handler import import_runpod
+runpod = import_runpod()
+from runpod.serverless.utils import rp_debugger  # asked py-cpuinfo (a second interpreter) for the CPU name
+print(json.dumps({
+    "serverless": hasattr(runpod.serverless, "start"),
+    "paramiko_loaded": "paramiko" in sys.modules,
+    "cpuinfo_left": "cpuinfo" in sys.modules,
+    "cpu_name": rp_debugger.PROCESSOR,
+}))
+"""
+
+
+def test_runpod_is_imported_without_its_cpu_probe_subprocess_or_ssh_stack():
+    done = subprocess.run(
+        [sys.executable, "-c", RUNPOD_IMPORT_PROBE], cwd=REPO, capture_output=True, text=True, timeout=120, check=True
+    )
+    probe = json.loads(done.stdout.strip().splitlines()[-1])
+    assert probe["serverless"] is True
+    assert probe["paramiko_loaded"] is False
+    assert probe["cpuinfo_left"] is False
+    assert probe["cpu_name"] and probe["cpu_name"] != "Unable to get processor info."
