@@ -23,6 +23,7 @@ $(STAMP): requirements/worker.txt requirements/dev.txt clients/python/pyproject.
 	touch $(STAMP)
 
 test: setup
+	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: setup

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib.util
-import json
 import os
 import statistics
 import sys
@@ -38,7 +37,6 @@ import yaml
 from bench._common import BENCH_TEXT, CACHE_DIR, headline, machine_line, print_table
 
 RANDOM_BASE_DIR = CACHE_DIR / "f5tts-v1-base-random"
-MANIFEST_VERSION = 1
 SEED = 7
 STREAM_TEXT = (
     "The quick brown fox jumps over the lazy dog, and then it runs far away into the quiet green hills. "
@@ -61,58 +59,12 @@ VOCOS_CONFIG = {
 
 def build_random_base(dest: Path) -> tuple[dict[str, str], int]:
     """F5TTS_* variables selecting a random-weight F5TTS_v1_Base (built once), and its parameter count."""
-    import torch
+    from worker.tiny import build_random_checkpoint, checkpoint_parameters
 
-    env = {
-        "F5TTS_MODEL": "F5TTS_v1_Base",  # f5-tts's own config for it: the published architecture
-        "F5TTS_CKPT_FILE": str(dest / "model.safetensors"),
-        "F5TTS_VOCAB_FILE": str(dest / "vocab.txt"),
-        "F5TTS_VOCODER_DIR": str(dest / "vocos"),
-    }
-    manifest = dest / "random.json"
-    if manifest.is_file() and json.loads(manifest.read_text()).get("version") == MANIFEST_VERSION:
-        return env, json.loads(manifest.read_text())["parameters"]
-
-    from safetensors.torch import save_file
-    from vocos import Vocos
-
-    from worker.engine import import_f5_infer
-
-    f5 = import_f5_infer()
-    from f5_tts.model import CFM, DiT
-
-    dest.mkdir(parents=True, exist_ok=True)
-    vocab = Path(env["F5TTS_VOCAB_FILE"])
-    vocab.write_bytes(files("f5_tts").joinpath("infer/examples/vocab.txt").read_bytes())
-    config = yaml.safe_load(files("f5_tts").joinpath("configs/F5TTS_v1_Base.yaml").read_text())
-    vocab_char_map, vocab_size = f5.get_tokenizer(str(vocab), "custom")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(SEED)
-        model = CFM(
-            transformer=DiT(**config["model"]["arch"], text_num_embeds=vocab_size, mel_dim=f5.n_mel_channels),
-            mel_spec_kwargs={
-                "n_fft": f5.n_fft,
-                "hop_length": f5.hop_length,
-                "win_length": f5.win_length,
-                "n_mel_channels": f5.n_mel_channels,
-                "target_sample_rate": f5.target_sample_rate,
-                "mel_spec_type": "vocos",
-            },
-            vocab_char_map=vocab_char_map,
-        )
-        parameters = sum(p.numel() for p in model.transformer.parameters())
-        # The published checkpoints' layout: EMA weights under `ema_model.`, plus EMA's bookkeeping entries.
-        tensors = {f"ema_model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
-        tensors["initted"] = torch.tensor(True)
-        tensors["step"] = torch.tensor(0)
-        save_file(tensors, env["F5TTS_CKPT_FILE"])
-        del model, tensors
-        vocos_dir = Path(env["F5TTS_VOCODER_DIR"])
-        vocos_dir.mkdir(exist_ok=True)
-        (vocos_dir / "config.yaml").write_text(yaml.safe_dump(VOCOS_CONFIG, sort_keys=False))
-        torch.save(Vocos.from_hparams(str(vocos_dir / "config.yaml")).state_dict(), vocos_dir / "pytorch_model.bin")
-    manifest.write_text(json.dumps({"version": MANIFEST_VERSION, "parameters": parameters}) + "\n")
-    return env, parameters
+    # f5-tts's own config for it: the published architecture.
+    arch = yaml.safe_load(files("f5_tts").joinpath("configs/F5TTS_v1_Base.yaml").read_text())["model"]["arch"]
+    env = build_random_checkpoint(dest, model_name="F5TTS_v1_Base", arch=arch, vocos_config=VOCOS_CONFIG, seed=SEED)
+    return env, checkpoint_parameters(dest)
 
 
 def make_service(env: dict[str, str], device: str, dtype: str, backend: str, data_dir: Path) -> Any:

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -29,6 +29,7 @@ import yaml
 
 from worker.config import ModelSettings
 from worker.schema import ContractError, ErrorCode
+from worker.stand_ins import DeferredAttribute, StandIn, deferred, import_with_stand_ins
 
 log = logging.getLogger("worker.engine")
 
@@ -61,75 +62,36 @@ class GeneratedChunk:
 
 
 # ------------------------------------------------------------------------------------------------ lean import
-class _StandIn(types.ModuleType):
-    """A placeholder module, in sys.modules only while f5-tts's inference module is imported.
-
-    Attributes set on it serve the `from x import y` statements that run at import time; any other attribute
-    resolves, on first use, to the real module's (imported then, since the stand-in is gone by that time).
-    """
-
-    def __getattr__(self, attr: str) -> Any:
-        if attr.startswith("__") or sys.modules.get(self.__name__) is self:
-            raise AttributeError(attr)
-        return getattr(importlib.import_module(self.__name__), attr)
-
-
-def _deferred(module: str, name: str) -> Callable[..., Any]:
-    """A callable that imports `module` when first called and forwards the call to its `name`."""
-
-    def call(*args: Any, **kwargs: Any) -> Any:
-        return getattr(importlib.import_module(module), name)(*args, **kwargs)
-
-    call.__name__ = call.__qualname__ = name
-    call.__doc__ = f"{module}.{name}, imported on first call."
-    return call
-
-
-class _DeferredAttribute:
-    """`module.name` (a class, an enum), imported when one of its attributes is first read."""
-
-    def __init__(self, module: str, name: str) -> None:
-        self._module, self._name = module, name
-
-    def __getattr__(self, attr: str) -> Any:
-        if attr.startswith("__"):
-            raise AttributeError(attr)
-        return getattr(getattr(importlib.import_module(self._module), self._name), attr)
-
-
 def _stand_ins() -> dict[str, types.ModuleType]:
     # f5_tts/model/__init__ imports the Trainer: accelerate, wandb, datasets, pandas (~2 s). Never used here.
-    trainer = _StandIn("f5_tts.model.trainer")
-    trainer.Trainer = _deferred("f5_tts.model.trainer", "Trainer")
+    trainer = StandIn("f5_tts.model.trainer")
+    trainer.Trainer = deferred("f5_tts.model.trainer", "Trainer")
     # utils_infer does `from transformers import pipeline` for its Whisper path (~3.5 s of transformers
     # modules). Whisper runs only when a caller asks for transcription; the deferred call imports it then.
-    transformers = _StandIn("transformers")
-    transformers.pipeline = _deferred("transformers", "pipeline")
+    transformers = StandIn("transformers")
+    transformers.pipeline = deferred("transformers", "pipeline")
     # utils_infer imports matplotlib.pylab (~0.5 s) for its spectrogram plots. `use("Agg")` is dropped: the
     # real matplotlib picks Agg by itself on a headless worker, if a plot is ever drawn.
-    matplotlib = _StandIn("matplotlib")
+    matplotlib = StandIn("matplotlib")
     matplotlib.use = lambda *args, **kwargs: None
-    matplotlib.pylab = _StandIn("matplotlib.pylab")
+    matplotlib.pylab = StandIn("matplotlib.pylab")
     # f5_tts.model.modules takes librosa's mel filterbank for the BigVGAN mel only (~1.5 s: librosa pulls in
     # scipy.signal, numba and pooch). The Vocos mel the worker uses is computed by torchaudio.
-    librosa_filters = _StandIn("librosa.filters")
-    librosa_filters.mel = _deferred("librosa.filters", "mel")
+    librosa_filters = StandIn("librosa.filters")
+    librosa_filters.mel = deferred("librosa.filters", "mel")
     # x_transformers imports einx (~2 s: sympy and torch._dynamo) for relative-position biases; f5-tts takes
     # only its rotary embedding, which does not use einx. Any einx call still reaches the real module.
-    einx = _StandIn("einx")
+    einx = StandIn("einx")
     # torchdiffeq imports scipy.integrate (~0.7 s) for its `scipy_solver` method; f5-tts integrates with euler.
-    scipy_integrate = _StandIn("scipy.integrate")
-    scipy_integrate.solve_ivp = _deferred("scipy.integrate", "solve_ivp")
+    scipy_integrate = StandIn("scipy.integrate")
+    scipy_integrate.solve_ivp = deferred("scipy.integrate", "solve_ivp")
     # f5_tts.model.utils imports pypinyin (~0.3 s: its phrase dictionary) to romanise Chinese characters; it is
     # first needed, and then imported, when a text contains one (`lazy_pinyin(seg, style=Style.TONE3)`).
-    pypinyin = _StandIn("pypinyin")
-    pypinyin.lazy_pinyin = _deferred("pypinyin", "lazy_pinyin")
-    pypinyin.Style = _DeferredAttribute("pypinyin", "Style")
+    pypinyin = StandIn("pypinyin")
+    pypinyin.lazy_pinyin = deferred("pypinyin", "lazy_pinyin")
+    pypinyin.Style = DeferredAttribute("pypinyin", "Style")
     modules = (trainer, transformers, matplotlib, matplotlib.pylab, librosa_filters, einx, scipy_integrate, pypinyin)
     return {m.__name__: m for m in modules}
-
-
-_import_lock = threading.Lock()
 
 
 def import_f5_infer() -> types.ModuleType:
@@ -140,19 +102,7 @@ def import_f5_infer() -> types.ModuleType:
     so anything imported later (Whisper for transcription, a plot) loads the real module on first use.
     A module that is already imported is used as it is.
     """
-    with _import_lock:
-        if (module := sys.modules.get("f5_tts.infer.utils_infer")) is not None:
-            return module
-        stand_ins = _stand_ins()
-        installed = [name for name in stand_ins if name not in sys.modules]
-        for name in installed:
-            sys.modules[name] = stand_ins[name]
-        try:
-            return importlib.import_module("f5_tts.infer.utils_infer")
-        finally:
-            for name in installed:
-                if sys.modules.get(name) is stand_ins[name]:
-                    del sys.modules[name]
+    return import_with_stand_ins("f5_tts.infer.utils_infer", _stand_ins())
 
 
 # ------------------------------------------------------------------------------------------------ files

@@ -12,7 +12,6 @@ item, so its output is a one-element list.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import platform
 import sys
@@ -24,6 +23,7 @@ from typing import Any
 
 from worker.config import get_settings
 from worker.service import WorkerService
+from worker.stand_ins import StandIn, import_with_stand_ins
 
 log = logging.getLogger("worker")
 
@@ -37,22 +37,13 @@ def build_service() -> WorkerService:
         settings = get_settings()
 
         def load_engine():
-            from worker.engine import Engine  # noqa: PLC0415 - torch is imported here, once
+            from worker.engine import Engine
 
             return Engine.load(settings.model)
 
         _service = WorkerService(settings, load_engine)
         _service.start()
     return _service
-
-
-class _ImportedOnUse(types.ModuleType):
-    """Stands in for a module while `runpod` is imported; the real module is imported when an attribute is used."""
-
-    def __getattr__(self, attr: str) -> Any:
-        if attr.startswith("__") or sys.modules.get(self.__name__) is self:
-            raise AttributeError(attr)
-        return getattr(importlib.import_module(self.__name__), attr)
 
 
 def _processor_name() -> str:
@@ -74,20 +65,9 @@ def import_runpod() -> types.ModuleType:
     `paramiko` one that imports the real module on first use; both are removed right after. Modules already
     imported are used as they are.
     """
-    if (module := sys.modules.get("runpod")) is not None:
-        return module
     cpuinfo = types.ModuleType("cpuinfo")
     cpuinfo.get_cpu_info = lambda: {"brand_raw": _processor_name()}
-    stand_ins = {"cpuinfo": cpuinfo, "paramiko": _ImportedOnUse("paramiko")}
-    installed = [name for name in stand_ins if name not in sys.modules]
-    for name in installed:
-        sys.modules[name] = stand_ins[name]
-    try:
-        return importlib.import_module("runpod")
-    finally:
-        for name in installed:
-            if sys.modules.get(name) is stand_ins[name]:
-                del sys.modules[name]
+    return import_with_stand_ins("runpod", {"cpuinfo": cpuinfo, "paramiko": StandIn("paramiko")})
 
 
 _DONE = object()

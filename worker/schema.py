@@ -12,7 +12,7 @@ import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
@@ -128,7 +128,7 @@ class HealthInput(_Strict):
 
 
 JobInput = Annotated[
-    Union[SynthesizeInput, UploadVoiceInput, ListVoicesInput, DeleteVoiceInput, HealthInput],
+    SynthesizeInput | UploadVoiceInput | ListVoicesInput | DeleteVoiceInput | HealthInput,
     Field(discriminator="action"),
 ]
 ACTIONS = ("synthesize", "upload_voice", "list_voices", "delete_voice", "health")

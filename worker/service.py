@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -100,7 +100,7 @@ class WorkerService:
                 t0 = time.perf_counter()
                 self._on_inference_thread(self.engine.warmup)
                 log.info("warm-up synthesis took %.2f s", time.perf_counter() - t0)
-        except Exception as exc:  # noqa: BLE001 - any load failure is reported to every job, not raised
+        except Exception as exc:
             log.exception("model failed to load; every job will get model_unavailable")
             self.engine = None
             self.startup_error = f"model failed to load: {type(exc).__name__}: {exc}"
@@ -134,7 +134,7 @@ class WorkerService:
         except ContractError as exc:
             log.info("job refused: %s", exc.to_error_string())
             yield {"error": exc.to_error_string()}
-        except Exception:  # noqa: BLE001 - the caller gets a code, the log gets the traceback
+        except Exception:
             log.exception("job failed")
             yield {"error": ContractError(ErrorCode.internal, "internal error; see the worker log").to_error_string()}
 
@@ -150,7 +150,7 @@ class WorkerService:
             yield from self._stream(job, chunks, reference, seed, started)
             return
 
-        from worker.engine import cross_fade  # noqa: PLC0415 - keeps this module importable without torch
+        from worker.engine import cross_fade
 
         sample_rate = self.engine.sample_rate
         generated = list(chunks)
@@ -159,14 +159,14 @@ class WorkerService:
             wave = audio.remove_silences(wave, sample_rate)
         duration = len(wave) / sample_rate
         data = audio.encode_audio(wave, sample_rate, job.format)
-        result: dict[str, Any] = dict(
-            format=job.format,
-            sample_rate=sample_rate,
-            duration=round(duration, 3),
-            seed=seed,
-            voice=reference.name,
-            chunks=len(generated),
-        )
+        result: dict[str, Any] = {
+            "format": job.format,
+            "sample_rate": sample_rate,
+            "duration": round(duration, 3),
+            "seed": seed,
+            "voice": reference.name,
+            "chunks": len(generated),
+        }
         if delivery == "base64":
             encoded = base64.b64encode(data).decode("ascii")
             self._check_inline_size(len(encoded))
@@ -267,15 +267,15 @@ class WorkerService:
 
     def _publish(self, data: bytes, fmt: str) -> dict[str, Any]:
         """Upload the audio under generated/ and return its key with a presigned URL."""
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         key = f"generated/{now:%Y/%m/%d}/{uuid.uuid4().hex}.{fmt}"
         self.store.put(key, data, audio.CONTENT_TYPES[fmt])
         expiry = self.settings.storage.url_expiry_s
-        return dict(
-            key=key,
-            audio_url=self.store.presign(key, expiry),
-            expires_at=(now + timedelta(seconds=expiry)).isoformat(timespec="seconds"),
-        )
+        return {
+            "key": key,
+            "audio_url": self.store.presign(key, expiry),
+            "expires_at": (now + timedelta(seconds=expiry)).isoformat(timespec="seconds"),
+        }
 
     @staticmethod
     def _timings(started: float, inference_s: float, duration: float) -> Timings:

@@ -20,7 +20,7 @@ import yaml
 MODEL_NAME = "F5TTS_tiny"
 SEED = 1234
 # Bumped when what is built changes, so an old directory is rebuilt instead of reused.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 TINY_ARCH = {
     "dim": 64,
@@ -56,21 +56,29 @@ TINY_VOCOS = {
 MANIFEST = "tiny.json"  # written last: its presence (with the right version) means the directory is complete
 
 
-def _env(dest: Path) -> dict[str, str]:
+def _env(dest: Path, model_name: str) -> dict[str, str]:
     return {
-        "F5TTS_MODEL": MODEL_NAME,
-        "F5TTS_MODEL_CFG": str(dest / f"{MODEL_NAME}.yaml"),
+        "F5TTS_MODEL": model_name,
+        "F5TTS_MODEL_CFG": str(dest / f"{model_name}.yaml"),
         "F5TTS_CKPT_FILE": str(dest / "model.safetensors"),
         "F5TTS_VOCAB_FILE": str(dest / "vocab.txt"),
         "F5TTS_VOCODER_DIR": str(dest / "vocos"),
-        "F5TTS_DEVICE": "cpu",
     }
 
 
 def build_tiny_checkpoint(dest: Path) -> dict[str, str]:
     """Build the tiny model under `dest` (reused when already complete); returns the env vars selecting it."""
+    env = build_random_checkpoint(dest, model_name=MODEL_NAME, arch=TINY_ARCH, vocos_config=TINY_VOCOS, seed=SEED)
+    return {**env, "F5TTS_DEVICE": "cpu"}
+
+
+def build_random_checkpoint(
+    dest: Path, *, model_name: str, arch: dict, vocos_config: dict, seed: int
+) -> dict[str, str]:
+    """Random weights for any DiT architecture and Vocos configuration, in the published files' formats (the
+    GPU benchmark builds a full-size F5TTS_v1_Base with it); reused when already complete."""
     dest = Path(dest).resolve()
-    env = _env(dest)
+    env = _env(dest, model_name)
     manifest = dest / MANIFEST
     if _complete(manifest, env):
         return env
@@ -78,14 +86,21 @@ def build_tiny_checkpoint(dest: Path) -> dict[str, str]:
     manifest.unlink(missing_ok=True)
 
     _atomic_write(Path(env["F5TTS_VOCAB_FILE"]), files("f5_tts").joinpath("infer/examples/vocab.txt").read_bytes())
-    _write_model_config(Path(env["F5TTS_MODEL_CFG"]))
+    _write_model_config(Path(env["F5TTS_MODEL_CFG"]), model_name, arch)
     # Forked RNG: building seeds torch without disturbing the caller's random state.
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(SEED)
-        _write_checkpoint(Path(env["F5TTS_CKPT_FILE"]), Path(env["F5TTS_VOCAB_FILE"]))
-        _write_vocos(Path(env["F5TTS_VOCODER_DIR"]))
-    manifest.write_text(json.dumps({"version": FORMAT_VERSION, "model": MODEL_NAME, "seed": SEED}) + "\n")
+        torch.manual_seed(seed)
+        parameters = _write_checkpoint(Path(env["F5TTS_CKPT_FILE"]), Path(env["F5TTS_VOCAB_FILE"]), arch)
+        _write_vocos(Path(env["F5TTS_VOCODER_DIR"]), vocos_config)
+    manifest.write_text(
+        json.dumps({"version": FORMAT_VERSION, "model": model_name, "seed": seed, "parameters": parameters}) + "\n"
+    )
     return env
+
+
+def checkpoint_parameters(dest: Path) -> int:
+    """The DiT parameter count recorded when `dest` was built."""
+    return json.loads((Path(dest) / MANIFEST).read_text())["parameters"]
 
 
 def _complete(manifest: Path, env: dict[str, str]) -> bool:
@@ -95,16 +110,16 @@ def _complete(manifest: Path, env: dict[str, str]) -> bool:
     return all(Path(env[key]).exists() for key in paths)
 
 
-def _write_model_config(path: Path) -> None:
+def _write_model_config(path: Path, model_name: str, arch: dict) -> None:
     """f5-tts's F5TTS_v1_Base.yaml (training sections included, so the file is a real f5-tts config) with the
-    tiny architecture."""
+    given architecture."""
     config = yaml.safe_load(files("f5_tts").joinpath("configs/F5TTS_v1_Base.yaml").read_text())
-    config["model"]["name"] = MODEL_NAME
-    config["model"]["arch"] = dict(TINY_ARCH)
+    config["model"]["name"] = model_name
+    config["model"]["arch"] = dict(arch)
     _atomic_write(path, yaml.safe_dump(config, sort_keys=False).encode())
 
 
-def _write_checkpoint(path: Path, vocab_file: Path) -> None:
+def _write_checkpoint(path: Path, vocab_file: Path, arch: dict) -> int:
     """Random weights in the layout of a published checkpoint: EMA keys (`ema_model.` prefix) plus EMA's
     `initted` and `step` entries, which f5-tts's load_checkpoint strips."""
     from safetensors.torch import save_file
@@ -116,7 +131,7 @@ def _write_checkpoint(path: Path, vocab_file: Path) -> None:
 
     vocab_char_map, vocab_size = f5.get_tokenizer(str(vocab_file), "custom")
     model = CFM(
-        transformer=DiT(**TINY_ARCH, text_num_embeds=vocab_size, mel_dim=f5.n_mel_channels),
+        transformer=DiT(**arch, text_num_embeds=vocab_size, mel_dim=f5.n_mel_channels),
         mel_spec_kwargs={
             "n_fft": f5.n_fft,
             "hop_length": f5.hop_length,
@@ -140,15 +155,16 @@ def _write_checkpoint(path: Path, vocab_file: Path) -> None:
     save_file(tensors, str(tmp))
     tmp.chmod(0o644)  # safetensors creates it owner-only; the devstack's worker processes may run as other users
     os.replace(tmp, path)
+    return sum(p.numel() for p in model.transformer.parameters())
 
 
-def _write_vocos(directory: Path) -> None:
+def _write_vocos(directory: Path, vocos_config: dict) -> None:
     """config.yaml + pytorch_model.bin, as in the charactr/vocos-mel-24khz snapshot load_vocoder reads."""
     from vocos import Vocos
 
     directory.mkdir(parents=True, exist_ok=True)
     config_path = directory / "config.yaml"
-    _atomic_write(config_path, yaml.safe_dump(TINY_VOCOS, sort_keys=False).encode())
+    _atomic_write(config_path, yaml.safe_dump(vocos_config, sort_keys=False).encode())
     vocoder = Vocos.from_hparams(str(config_path))
     tmp = _tmp_path(directory / "pytorch_model.bin")
     torch.save(vocoder.state_dict(), tmp)

@@ -7,7 +7,7 @@ import base64
 
 import pytest
 
-from tests.worker.service_fixtures import *  # noqa: F401,F403
+from tests.worker.service_fixtures import *
 from worker.schema import ErrorBody
 
 GOOD_TRANSCRIPT = "Some call me nature, others call me mother nature."

@@ -24,7 +24,7 @@ def run_handler(tmp_path: Path, env_overrides: dict[str, str], job_input: dict) 
         RUNPOD_SKIP_GPU_CHECK="true",
         **env_overrides,
     )
-    return subprocess.run(
+    return subprocess.run(  # noqa: PLW1510 - callers assert on returncode
         [sys.executable, "-m", "worker.handler", "--test_input", json.dumps({"input": job_input})],
         cwd=tmp_path,
         env=env,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.worker.service_fixtures import *  # noqa: F401,F403
+from tests.worker.service_fixtures import *
 from worker.schema import ErrorBody
 
 pytestmark = pytest.mark.timeout(300)
