@@ -29,6 +29,7 @@ from worker.schema import (
     BUILTIN_VOICE,
     CONTRACT_VERSION,
     MAX_REFERENCE_SECONDS,
+    AudioSource,
     ContractError,
     DeleteVoiceInput,
     ErrorCode,
@@ -236,20 +237,28 @@ class WorkerService:
         if job.ref_audio is None:
             voice = self.voices.get(job.voice or BUILTIN_VOICE)
             return Reference(voice.info.name, voice.samples, voice.sample_rate, voice.info.text)
-        if job.ref_text is None and not self.settings.model.auto_transcribe:
-            raise ContractError(
-                ErrorCode.invalid_input, "ref_text is required with ref_audio (automatic transcription is off)", "ref_text"
-            )
-        data = read_audio_source(job.ref_audio, self.settings.worker, "ref_audio")
-        prepared = audio.prepare_reference(data, job.ref_text, max_seconds=MAX_REFERENCE_SECONDS, field="ref_audio")
-        text = prepared.text or self._transcribe(prepared.samples, prepared.sample_rate)
+        self._require_transcript(job.ref_text, "ref_text")
+        prepared, text = self._load_reference(job.ref_audio, job.ref_text, "ref_audio")
         return Reference("inline", prepared.samples, prepared.sample_rate, text)
 
-    def _transcribe(self, samples: np.ndarray, sample_rate: int) -> str:
-        text = self._on_inference_thread(self.engine.transcribe, samples, sample_rate).strip()
+    def _require_transcript(self, transcript: str | None, field: str) -> None:
+        if transcript is None and not self.settings.model.auto_transcribe:
+            raise ContractError(
+                ErrorCode.invalid_input, f"{field} (the transcript) is required: automatic transcription is off", field
+            )
+
+    def _load_reference(
+        self, source: AudioSource, transcript: str | None, field: str
+    ) -> tuple[audio.PreparedReference, str]:
+        """Fetch and normalise reference audio (clipped to 12 s); its transcript, transcribed if not given."""
+        data = read_audio_source(source, self.settings.worker, field)
+        prepared = audio.prepare_reference(data, transcript, max_seconds=MAX_REFERENCE_SECONDS, field=field)
+        if prepared.text:
+            return prepared, prepared.text
+        text = self._on_inference_thread(self.engine.transcribe, prepared.samples, prepared.sample_rate).strip()
         if not text:
-            raise ContractError(ErrorCode.audio_unreadable, "no speech was recognised in the reference audio", "audio")
-        return text
+            raise ContractError(ErrorCode.audio_unreadable, "no speech was recognised in the reference audio", field)
+        return prepared, text
 
     def _on_inference_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         """`fn(*args)` on the inference thread, after whatever is queued there; its exception is raised here."""
@@ -287,14 +296,11 @@ class WorkerService:
 
     # ----------------------------------------------------------------------------------------------- voices
     def _upload_voice(self, job: UploadVoiceInput) -> Any:
-        if job.text is None and not self.settings.model.auto_transcribe:
-            raise ContractError(ErrorCode.invalid_input, "text (the transcript) is required: automatic transcription is off", "text")
+        self._require_transcript(job.text, "text")
         if job.name == BUILTIN_VOICE or (not job.overwrite and self.voices.exists(job.name)):
             # Checked before fetching so a doomed upload costs nothing.
             raise ContractError(ErrorCode.voice_exists, f"voice {job.name!r} already exists; pass overwrite=true to replace it", "name")
-        data = read_audio_source(job.audio, self.settings.worker, "audio")
-        prepared = audio.prepare_reference(data, job.text, max_seconds=MAX_REFERENCE_SECONDS)
-        text = prepared.text or self._transcribe(prepared.samples, prepared.sample_rate)
+        prepared, text = self._load_reference(job.audio, job.text, "audio")
         return self.voices.save(
             job.name,
             prepared.samples,
