@@ -28,7 +28,10 @@ from pulumi.dynamic import (
 B2_KEY_ID_CONFIG = "b2:applicationKeyId"
 B2_KEY_CONFIG = "b2:applicationKey"
 B2_REALM = "production"
-BUCKET_NAME_PATTERN = r"^(?!b2-)[A-Za-z0-9-]{6,50}$"
+# B2 bucket names: 6-50 letters, digits and '-', unique across B2; the "b2-" prefix is reserved. The one rule,
+# used by the provider's check and by the stack settings (deployment_spec.py).
+BUCKET_NAME_PATTERN = r"^[A-Za-z0-9-]{6,50}$"
+RESERVED_BUCKET_PREFIX = "b2-"
 # What the worker does through the S3 API: list, read, presign, write and delete objects in its one bucket.
 WORKER_KEY_CAPABILITIES = (
     "listBuckets",
@@ -39,17 +42,24 @@ WORKER_KEY_CAPABILITIES = (
     "writeFiles",
     "deleteFiles",
 )
-_B2_S3_ENDPOINT = re.compile(r"^https://s3\.(?P<region>[a-z]+-[a-z]+-\d{3})\.backblazeb2\.com/?$")
 
 
 class B2ConfigError(RuntimeError):
     pass
 
 
-def region_of(s3_endpoint: str) -> str | None:
-    """`https://s3.us-west-004.backblazeb2.com` -> `us-west-004`; B2 fixes the region per account."""
-    match = _B2_S3_ENDPOINT.match(s3_endpoint)
-    return match["region"] if match else None
+def bucket_name_problem(name: str) -> str | None:
+    """Why B2 would refuse a bucket name, or None."""
+    if not re.match(BUCKET_NAME_PATTERN, name):
+        return "6-50 letters, digits or '-'"
+    if name.lower().startswith(RESERVED_BUCKET_PREFIX):
+        return f"names starting with {RESERVED_BUCKET_PREFIX!r} are reserved by Backblaze"
+    return None
+
+
+def s3_endpoint_of(region: str) -> str:
+    """B2's S3 endpoint of a region (the worker derives the region back from it: worker.storage.region_for)."""
+    return f"https://s3.{region}.backblazeb2.com"
 
 
 def lifecycle_rules(prefix: str, days: int) -> list[dict[str, Any]]:
@@ -93,8 +103,9 @@ class B2BucketProvider(_B2Provider):
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         failures = []
         name = news.get("bucketName")
-        if isinstance(name, str) and not re.match(BUCKET_NAME_PATTERN, name):
-            failures.append(CheckFailure("bucketName", "6-50 letters, digits or '-', not starting with 'b2-'"))
+        problem = bucket_name_problem(name) if isinstance(name, str) else None
+        if problem:
+            failures.append(CheckFailure("bucketName", problem))
         days = news.get("lifecycleDays")
         if isinstance(days, (int, float)) and days < 1:
             failures.append(CheckFailure("lifecycleDays", "must be at least 1"))
@@ -107,17 +118,16 @@ class B2BucketProvider(_B2Provider):
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         api = self._connect()
-        endpoint = api.account_info.get_s3_api_url()
-        region = region_of(endpoint)
+        endpoint = api.account_info.get_s3_api_url().rstrip("/")
         expected = props.get("expectedRegion")
-        if expected and region and expected != region:
-            raise B2ConfigError(f"this B2 account's region is {region}, not {expected} (f5tts:bucketRegion)")
+        if expected and endpoint != s3_endpoint_of(expected):
+            raise B2ConfigError(f"this B2 account's S3 endpoint is {endpoint}, not {expected}'s (f5tts:bucketRegion)")
         bucket = api.create_bucket(
             props["bucketName"],
             "allPrivate",
             lifecycle_rules=lifecycle_rules(props["lifecyclePrefix"], props["lifecycleDays"]),
         )
-        outs = {**props, "bucketId": bucket.id_, "s3Endpoint": endpoint, "region": region or expected or "us-east-1"}
+        outs = {**props, "bucketId": bucket.id_, "s3Endpoint": endpoint}
         return CreateResult(bucket.id_, outs)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
@@ -164,7 +174,7 @@ class B2KeyProvider(_B2Provider):
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         changed = self._changed(self.INPUTS, olds, news)
         # B2 keys are immutable: any change (a new `rotation` value included) is a new key. Pulumi creates the
-        # replacement first, updates the template that uses it, and only then deletes the old key.
+        # replacement first, updates the endpoint that uses it, and only then deletes the old key.
         return DiffResult(changes=bool(changed), replaces=changed, delete_before_replace=False)
 
     def create(self, props: dict[str, Any]) -> CreateResult:
@@ -188,7 +198,6 @@ class B2Bucket(Resource, module="b2", name="Bucket"):
     bucketName: pulumi.Output[str]
     bucketId: pulumi.Output[str]
     s3Endpoint: pulumi.Output[str]
-    region: pulumi.Output[str]
 
     def __init__(
         self,
@@ -209,7 +218,6 @@ class B2Bucket(Resource, module="b2", name="Bucket"):
             "forceDestroy": force_destroy,
             "bucketId": None,
             "s3Endpoint": None,
-            "region": None,
         }
         super().__init__(B2BucketProvider(), name, props, opts)
 

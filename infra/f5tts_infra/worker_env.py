@@ -1,5 +1,5 @@
 """The worker's environment as the infrastructure sees it: the variable names come from `worker/config.py`, the
-single place that declares them, so the template can never set a variable the worker does not read."""
+single place that declares them, so the endpoint can never set a variable the worker does not read."""
 
 from __future__ import annotations
 
@@ -9,9 +9,14 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
-from worker.config import ModelSettings, StorageSettings, WorkerSettings
+import worker.config
 
-SETTINGS_CLASSES: tuple[type[BaseSettings], ...] = (ModelSettings, StorageSettings, WorkerSettings)
+# Every settings class worker/config.py declares, in declaration order.
+SETTINGS_CLASSES: tuple[type[BaseSettings], ...] = tuple(
+    cls
+    for cls in vars(worker.config).values()
+    if isinstance(cls, type) and issubclass(cls, BaseSettings) and cls.__module__ == worker.config.__name__
+)
 
 # Set by the program from the bucket and its key; a stack may not override them through `workerEnv`.
 BUCKET_ENV = (
@@ -21,6 +26,26 @@ BUCKET_ENV = (
     "BUCKET_ACCESS_KEY_ID",
     "BUCKET_SECRET_ACCESS_KEY",
 )
+
+
+# Set by the program from the endpoint type: which serving mode the worker runs, and where the http mode listens.
+SERVING_ENV = ("F5TTS_SERVE", "PORT", "PORT_HEALTH")
+
+
+def serving_env(endpoint_type: str, port: int) -> dict[str, str]:
+    """The worker's serving mode for an endpoint type: `queue` for QUEUE, `http` on `port` for LOAD_BALANCER.
+
+    Only variables worker/config.py declares are set. A worker without serving modes knows only the queue, so a
+    QUEUE endpoint needs nothing there, and a LOAD_BALANCER endpoint is refused.
+    """
+    known = worker_env_fields()
+    if endpoint_type == "LOAD_BALANCER":
+        env = {"F5TTS_SERVE": "http", "PORT": str(port), "PORT_HEALTH": str(port)}
+        missing = [name for name in env if name not in known]
+        if missing:
+            raise ValueError(f"f5tts:endpointType LOAD_BALANCER: this worker has no http mode ({', '.join(missing)})")
+        return env
+    return {"F5TTS_SERVE": "queue"} if "F5TTS_SERVE" in known else {}
 
 
 def worker_env_fields() -> dict[str, tuple[type[BaseSettings], str]]:
