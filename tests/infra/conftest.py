@@ -1,4 +1,5 @@
-"""Fixtures for the infrastructure tests: Pulumi under mocks, B2 on b2sdk's RawSimulator, RunPod on a local fake."""
+"""Fixtures for the infrastructure tests: Pulumi under mocks, B2 on b2sdk's RawSimulator, RunPod's REST API v2 on a
+local fake that validates every request and response against RunPod's schema."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import pytest
 from b2sdk.v2 import B2Api
 from f5tts_infra.b2_bucket import B2BucketProvider, B2KeyProvider
 
-from tests.infra.fake_runpod import FakeRunpodAccount, FakeRunpodServer
+from tests.infra.fake_runpod_rest import FakeRunpodAccount, FakeRunpodServer
 from tests.infra.helpers import BASE_CONFIG, PROJECT, SECRET_KEYS, RecordingMocks, SimulatedB2, configure
 
 
@@ -71,11 +72,17 @@ def b2_providers(b2: SimulatedB2):
 # --- RunPod on a local fake -------------------------------------------------------------------------------------
 @pytest.fixture
 def runpod_api(monkeypatch: pytest.MonkeyPatch):
-    """A fake RunPod GraphQL API on 127.0.0.1; the providers reach it through RUNPOD_API_BASE_URL like the SDK."""
-    account = FakeRunpodAccount(api_key=BASE_CONFIG["runpod:token"], template_release_attempts=2)
+    """A fake RunPod REST v2 API on 127.0.0.1; the providers reach it through RUNPOD_API_BASE_URL.
+
+    After the test: no request the providers sent may have broken the schema (unless the test cleared
+    `account.requests` of the ones it sent on purpose), and no response of the fake may have either.
+    """
+    account = FakeRunpodAccount(api_key=BASE_CONFIG["runpod:token"])
     server = FakeRunpodServer(account).start()
     monkeypatch.setenv("RUNPOD_API_BASE_URL", server.base_url)
     try:
         yield account
     finally:
         server.stop()
+    assert account.response_problems == [], "the fake answered outside RunPod's schema"
+    assert account.request_problems == [], "a request broke RunPod's schema"

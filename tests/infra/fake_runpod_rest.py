@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -187,7 +186,11 @@ class FakeRunpodAccount:
             raise Problem(400, "workers.min cannot be greater than workers.max", ["workers.min: greater than workers.max"])
         if endpoint["type"] == "QUEUE" and endpoint["scaling"]["type"] == "REQUEST_COUNT" and "idleTimeout" in workers:
             if endpoint.get("_idle_sent"):
-                raise Problem(422, "workers.idleTimeout does not apply to a queue endpoint scaling on requestCount")
+                raise Problem(
+                    422,
+                    "idle timeout is not applicable to a queue endpoint scaling on requestCount",
+                    ["workers.idleTimeout: not applicable with scaling.type REQUEST_COUNT on a QUEUE endpoint"],
+                )
         if endpoint["type"] == "LOAD_BALANCER" and endpoint["scaling"]["type"] != "REQUEST_COUNT":
             raise Problem(400, "load-balancing endpoints scale on REQUEST_COUNT")
         if endpoint.get("registry") and endpoint["registry"] not in self.registries:
@@ -348,7 +351,3 @@ def _handler_for(account: FakeRunpodAccount) -> type[BaseHTTPRequestHandler]:
 
     return Handler
 
-
-def find_problem_field(problem: str) -> str | None:
-    match = re.match(r"^([\w./]+):", problem)
-    return match.group(1) if match else None

@@ -11,6 +11,7 @@ import pulumi
 from b2sdk.v2 import B2Api, B2HttpApiConfig, InMemoryAccountInfo, RawSimulator
 from pulumi.dynamic import ConfigureRequest
 from pulumi.dynamic.config import Config as ProviderConfig
+from f5tts_infra.runpod_rest import endpoint_url
 from pulumi.runtime import rpc
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,18 +80,16 @@ class RecordingMocks(pulumi.runtime.Mocks):
         resource_id = f"{args.name}-id"
         if kind == "Bucket":
             resource_id = "bucket-0001"
-            outputs.update(
-                bucketId=resource_id, s3Endpoint="https://s3.us-west-004.backblazeb2.com", region="us-west-004"
-            )
+            outputs.update(bucketId=resource_id, s3Endpoint="https://s3.us-west-004.backblazeb2.com")
         elif kind == "ApplicationKey":
             resource_id = "key-0001"
             outputs.update(keyId=resource_id, applicationKey="K004worker-secret-key")
-        elif kind == "ServerlessTemplate":
-            resource_id = "tpl0001"
-            outputs.update(templateId=resource_id)
+        elif kind == "ContainerRegistry":
+            resource_id = "reg0001"
+            outputs.update(registryId=resource_id, name=f"{args.inputs['namePrefix']}-abc123")
         elif kind == "ServerlessEndpoint":
             resource_id = "ep0001"
-            outputs.update(endpointId=resource_id, url=f"https://api.runpod.ai/v2/{resource_id}")
+            outputs.update(endpointId=resource_id, url=endpoint_url(resource_id, args.inputs["type"]))
         self.resources.append(RegisteredResource(args.typ, args.name, args.inputs, outputs))
         return resource_id, outputs
 

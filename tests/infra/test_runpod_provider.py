@@ -1,31 +1,369 @@
-"""The RunPod dynamic providers against a local fake of RunPod's GraphQL API that validates every request."""
+"""The RunPod providers against the local fake of RunPod's REST API v2, which validates every request and response
+against the committed extract of RunPod's OpenAPI document (the `runpod_api` fixture fails a test otherwise).
+
+Props go through the protobuf round trip of the Pulumi engine (`engine_props`: numbers become floats), so the
+providers see what they see under `pulumi up`.
+"""
 
 from __future__ import annotations
 
+import base64
+
+import dill
 import pytest
-from f5tts_infra.runpod_api import SAVE_ENDPOINT, RunpodApiError, RunpodClient
-from f5tts_infra.runpod_endpoint import ServerlessEndpointProvider, ServerlessTemplateProvider
+from f5tts_infra.runpod_endpoint import (
+    FIELD_SETTINGS,
+    ContainerRegistryProvider,
+    ServerlessEndpointProvider,
+    ServerlessTemplateProvider,
+)
+from f5tts_infra.runpod_rest import RunpodApiError, RunpodRestClient
+from pulumi.dynamic.dynamic import serialize_provider
 
 from tests.infra.helpers import BASE_CONFIG, configure, engine_props
 
 TOKEN = {"runpod:token": BASE_CONFIG["runpod:token"]}
-ENV = {
-    "F5TTS_MODEL": "F5TTS_v1_Base",
-    "BUCKET_NAME": "acme-f5tts-audio",
-    "BUCKET_SECRET_ACCESS_KEY": 'K004"quoted\\secret\nline',  # survives because values travel as variables
-}
-TEMPLATE = {
+BUCKET_SECRET = 'K004"quoted\\secret\nline'
+ENV = {"F5TTS_MODEL": "F5TTS_v1_Base", "BUCKET_NAME": "acme-f5tts-audio", "BUCKET_SECRET_ACCESS_KEY": BUCKET_SECRET}
+PROPS = {
     "name": "f5tts-dev",
-    "imageName": "acme/f5tts-runpod:aaa111",
-    "containerDiskInGb": 20,
+    "type": "QUEUE",
+    "image": "acme/f5tts-runpod:aaa111",
     "env": ENV,
-    "dockerArgs": "",
+    "registry": None,
+    "disk": 20,
+    "ports": [],
+    "gpuPools": ["ADA_24", "AMPERE_24"],
+    "gpuCount": 1,
+    "allowedCudaVersions": [],
+    "minCudaVersion": "12.8",
+    "workersMin": 0,
+    "workersMax": 3,
+    "idleTimeout": 5,
+    "scalerType": "QUEUE_DELAY",
+    "scalerValue": 4,
+    "flashboot": "FLASHBOOT",
+    "timeoutMs": 600_000,
+    "dataCenterIds": [],
+    "networkVolumes": [],
 }
-ENDPOINT = {
+LB_PROPS = {
+    **PROPS,
+    "type": "LOAD_BALANCER",
+    "scalerType": "REQUEST_COUNT",
+    "scalerValue": 1,
+    "ports": ["80/http"],
+    "env": {**ENV, "F5TTS_SERVE": "http", "PORT": "80", "PORT_HEALTH": "80"},
+}
+
+
+class Waits(list):
+    """Records the seconds tenacity would have slept, instead of sleeping."""
+
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+@pytest.fixture
+def waits() -> Waits:
+    return Waits()
+
+
+@pytest.fixture
+def endpoints(runpod_api, waits) -> ServerlessEndpointProvider:
+    return configure(ServerlessEndpointProvider({"timeout_s": 0.5, "sleep": waits}), TOKEN)
+
+
+def _create(provider, props=PROPS):
+    return provider.create(engine_props(props))
+
+
+def test_create_sends_every_setting_in_one_schema_valid_body(runpod_api, endpoints):
+    created = _create(endpoints)
+
+    assert runpod_api.operations() == ["GET listEndpoints", "POST createEndpoint"]  # lookup first: idempotent
+    body = runpod_api.requests[1].body
+    assert body == {
+        "type": "QUEUE",
+        "name": "f5tts-dev",
+        "image": "acme/f5tts-runpod:aaa111",
+        "env": ENV,
+        "disk": 20,
+        "ports": [],
+        "gpu": {"pools": ["ADA_24", "AMPERE_24"], "count": 1, "minCudaVersion": "12.8"},
+        "workers": {"min": 0, "max": 3, "idleTimeout": 5},
+        "scaling": {"type": "QUEUE_DELAY", "queueDelay": 4},
+        "flashboot": "FLASHBOOT",  # always sent: the API's own default is OFF
+        "timeout": 600_000,
+        "dataCenterIds": [],
+        "networkVolumes": [],
+    }
+    assert list(runpod_api.endpoints) == [created.id]
+    assert created.outs["url"] == f"https://api.runpod.ai/v2/{created.id}"
+    assert runpod_api.endpoints[created.id]["env"]["BUCKET_SECRET_ACCESS_KEY"] == BUCKET_SECRET
+
+
+def test_an_unchanged_up_is_a_no_op(runpod_api, endpoints):
+    created = _create(endpoints)
+    before = len(runpod_api.requests)
+    diff = endpoints.diff(created.id, engine_props(created.outs), engine_props(PROPS))
+    assert diff.changes is False and diff.replaces == []
+    # What `pulumi refresh` reads back is what was declared: no drift right after an up.
+    read = endpoints.read(created.id, engine_props(created.outs))
+    assert endpoints.diff(created.id, engine_props(read.outs), engine_props(PROPS)).changes is False
+    assert runpod_api.operations(before) == ["GET getEndpoint"]
+
+
+def test_a_new_image_tag_is_a_patch_of_the_same_endpoint(runpod_api, endpoints):
+    created = _create(endpoints)
+    before = len(runpod_api.requests)
+    olds, news = engine_props(created.outs), engine_props({**PROPS, "image": "acme/f5tts-runpod:bbb222"})
+
+    diff = endpoints.diff(created.id, olds, news)
+    assert diff.changes and diff.replaces == []  # in place: same id, same URL for every client
+    updated = endpoints.update(created.id, olds, news)
+
+    assert runpod_api.operations(before) == ["PATCH updateEndpoint"]
+    patch = runpod_api.requests[before]
+    assert patch.path == f"/v2/serverless/{created.id}"
+    assert patch.body == {"image": "acme/f5tts-runpod:bbb222"}  # only what changed: one rolling release
+    assert updated.outs["endpointId"] == created.id and updated.outs["url"] == created.outs["url"]
+    assert list(runpod_api.endpoints) == [created.id]
+    assert runpod_api.endpoints[created.id]["image"] == "acme/f5tts-runpod:bbb222"
+
+
+def test_scaling_flashboot_and_gpu_changes_update_in_place(runpod_api, endpoints):
+    created = _create(endpoints)
+    before = len(runpod_api.requests)
+    news = {
+        **PROPS,
+        "workersMax": 6,
+        "scalerType": "REQUEST_COUNT",
+        "scalerValue": 2,
+        "idleTimeout": None,  # a queue endpoint on REQUEST_COUNT takes none
+        "flashboot": "PRIORITY_FLASHBOOT",
+        "gpuPools": ["HOPPER_141"],
+        "minCudaVersion": None,
+        "allowedCudaVersions": ["12.8", "12.9"],
+    }
+    olds = engine_props(created.outs)
+    assert endpoints.check(olds, engine_props(news)).failures == []
+    updated = endpoints.update(created.id, olds, engine_props(news))
+
+    assert runpod_api.operations(before) == ["PATCH updateEndpoint"]
+    assert runpod_api.requests[before].body == {
+        "gpu": {"pools": ["HOPPER_141"], "count": 1, "allowedCudaVersions": ["12.8", "12.9"], "minCudaVersion": ""},
+        "workers": {"min": 0, "max": 6},
+        "scaling": {"type": "REQUEST_COUNT", "requestCount": 2},
+        "flashboot": "PRIORITY_FLASHBOOT",
+    }
+    read = endpoints.read(created.id, engine_props(updated.outs))
+    live = {k: read.outs[k] for k in ("workersMax", "scalerType", "scalerValue", "flashboot", "gpuPools")}
+    assert live == {
+        "workersMax": 6,
+        "scalerType": "REQUEST_COUNT",
+        "scalerValue": 2,
+        "flashboot": "PRIORITY_FLASHBOOT",
+        "gpuPools": ["HOPPER_141"],
+    }
+    assert (read.outs["allowedCudaVersions"], read.outs["minCudaVersion"]) == (["12.8", "12.9"], None)
+    assert list(runpod_api.endpoints) == [created.id]
+
+
+def test_a_console_change_shows_as_drift_on_refresh(runpod_api, endpoints):
+    created = _create(endpoints)
+    runpod_api.endpoints[created.id]["workers"]["max"] = 9  # someone raised max workers in the console
+    read = endpoints.read(created.id, engine_props(created.outs))
+    assert read.outs["workersMax"] == 9
+    diff = endpoints.diff(created.id, engine_props(read.outs), engine_props(PROPS))
+    assert diff.changes and diff.replaces == []  # the next `up` sets it back
+
+
+def test_registry_credential_create_rotate_and_point_the_endpoint_at_it(runpod_api, endpoints):
+    registries = configure(ContainerRegistryProvider(), TOKEN)
+    inputs = {"namePrefix": "f5tts-dev-registry", "username": "acme", "password": "tok-1"}
+    checked = registries.check({}, engine_props(inputs)).inputs
+    first = registries.create(checked)
+    assert runpod_api.registries[first.id] == {"name": checked["name"], "username": "acme", "password": "tok-1"}
+    created = _create(endpoints, {**PROPS, "registry": first.id})
+    assert runpod_api.endpoints[created.id]["registry"] == first.id
+
+    # Unchanged credentials keep their name: nothing to do.
+    assert registries.check(first.outs, engine_props(inputs)).inputs["name"] == checked["name"]
+    assert registries.diff(first.id, first.outs, registries.check(first.outs, engine_props(inputs)).inputs).changes is False
+
+    # Rotation: a new token is a new credential (RunPod cannot update one), made before the old one goes.
+    rotated = registries.check(first.outs, engine_props({**inputs, "password": "tok-2"})).inputs
+    diff = registries.diff(first.id, first.outs, rotated)
+    assert "password" in diff.replaces and diff.delete_before_replace is False
+    second = registries.create(rotated)
+    assert second.id != first.id and rotated["name"] != checked["name"]
+    endpoints.update(created.id, engine_props(created.outs), engine_props({**PROPS, "registry": second.id}))
+    registries.delete(first.id, first.outs)
+
+    assert runpod_api.endpoints[created.id]["registry"] == second.id
+    assert list(runpod_api.registries) == [second.id]
+    assert registries.read(first.id, first.outs).id == ""
+    registries.delete(first.id, first.outs)  # already gone: a no-op
+
+
+def test_delete_scales_to_zero_then_deletes(runpod_api, endpoints):
+    created = _create(endpoints, {**PROPS, "workersMin": 1})
+    before = len(runpod_api.requests)
+    endpoints.delete(created.id, engine_props(created.outs))
+
+    assert runpod_api.operations(before) == ["GET getEndpoint", "PATCH updateEndpoint", "DELETE deleteEndpoint"]
+    assert runpod_api.requests[before + 1].body == {"workers": {"min": 0, "max": 0}}
+    assert runpod_api.endpoints == {}
+
+
+def test_an_endpoint_deleted_by_hand_is_gone_on_refresh_and_delete_succeeds(runpod_api, endpoints):
+    created = _create(endpoints)
+    runpod_api.endpoints.clear()  # deleted in the console
+    assert endpoints.read(created.id, engine_props(created.outs)).id == ""  # refresh drops it from the state
+    before = len(runpod_api.requests)
+    endpoints.delete(created.id, engine_props(created.outs))
+    assert runpod_api.operations(before) == ["GET getEndpoint"]  # 404: already gone, nothing else to do
+
+
+@pytest.mark.parametrize(("status", "retry_after"), [(429, 7), (503, 2), (503, None)])
+def test_rate_limits_and_outages_are_retried_honouring_retry_after(runpod_api, endpoints, waits, status, retry_after):
+    created = _create(endpoints)
+    runpod_api.inject("updateEndpoint", status, retry_after=retry_after, times=2)
+    olds, news = engine_props(created.outs), engine_props({**PROPS, "workersMax": 5})
+    endpoints.update(created.id, olds, news)
+
+    assert [r.status for r in runpod_api.requests[-3:]] == [status, status, 200]
+    if retry_after is not None:
+        assert waits == [retry_after, retry_after]
+    else:
+        assert len(waits) == 2 and all(0 < w <= 30 for w in waits)  # exponential backoff
+    assert runpod_api.endpoints[created.id]["workers"]["max"] == 5
+
+
+def test_a_create_is_retried_after_429_without_a_second_endpoint(runpod_api, endpoints, waits):
+    runpod_api.inject("createEndpoint", 429, retry_after=3)
+    created = _create(endpoints)
+    assert waits == [3]
+    assert list(runpod_api.endpoints) == [created.id]
+
+
+def test_a_create_answered_too_late_is_adopted_not_repeated(runpod_api, endpoints):
+    # RunPod makes the endpoint but the answer arrives after the client's timeout (0.5 s here).
+    runpod_api.inject("createEndpoint", None, delay_s=1.5)
+    created = _create(endpoints)
+
+    assert list(runpod_api.endpoints) == [created.id]  # one endpoint, the one made by the lost attempt
+    ops = runpod_api.operations()
+    assert ops[:2] == ["GET listEndpoints", "POST createEndpoint"]
+    assert ops.count("POST createEndpoint") == 1 and "PATCH updateEndpoint" in ops  # adopted, then converged
+
+
+def test_a_stack_whose_state_was_lost_adopts_its_endpoint(runpod_api, endpoints):
+    first = _create(endpoints)
+    again = _create(endpoints, {**PROPS, "workersMax": 4})  # `pulumi up` with an empty state
+    assert again.id == first.id and list(runpod_api.endpoints) == [first.id]
+    assert runpod_api.endpoints[first.id]["workers"]["max"] == 4
+
+
+@pytest.mark.parametrize(
+    ("props", "status", "setting"),
+    [
+        ({"gpuPools": ["TURING_8"]}, 400, "f5tts:gpuPools"),
+        ({"scalerType": "REQUEST_COUNT", "scalerValue": 1}, 422, "f5tts:idleTimeout"),
+    ],
+)
+def test_refusals_surface_runpods_detail_and_name_the_setting(runpod_api, endpoints, props, status, setting):
+    with pytest.raises(RunpodApiError) as excinfo:
+        _create(endpoints, {**PROPS, **props})
+    error = excinfo.value
+    assert error.status == status and error.detail and error.detail in str(error)
+    assert setting in str(error)
+    assert BUCKET_SECRET not in str(error) and BASE_CONFIG["runpod:token"] not in str(error)
+    assert runpod_api.endpoints == {}
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ({"workersMin": 5, "workersMax": 2}, "workersMin"),
+        ({"idleTimeout": 0}, "idleTimeout"),
+        ({"idleTimeout": 3601}, "idleTimeout"),
+        ({"gpuPools": []}, "gpuPools"),
+        ({"allowedCudaVersions": ["12.8"], "minCudaVersion": "12.8"}, "minCudaVersion"),
+        ({"scalerType": "REQUEST_COUNT", "scalerValue": 2}, "idleTimeout"),  # queue + request count + idle
+        ({"type": "LOAD_BALANCER"}, "scalerType"),  # a load balancer has no queue delay
+        ({"scalerValue": 0.1}, "scalerValue"),
+    ],
+)
+def test_check_refuses_bad_settings_before_any_call(runpod_api, endpoints, override, field):
+    failures = endpoints.check({}, engine_props({**PROPS, **override})).failures
+    assert [f.property for f in failures] == [field]
+    assert runpod_api.requests == []
+
+
+def test_load_balancer_endpoint(runpod_api, endpoints):
+    created = _create(endpoints, LB_PROPS)
+    body = runpod_api.requests[-1].body
+    assert (body["type"], body["scaling"], body["ports"]) == ("LOAD_BALANCER", {"type": "REQUEST_COUNT", "requestCount": 1}, ["80/http"])
+    assert {k: body["env"][k] for k in ("F5TTS_SERVE", "PORT", "PORT_HEALTH")} == {"F5TTS_SERVE": "http", "PORT": "80", "PORT_HEALTH": "80"}
+    assert created.outs["url"] == f"https://{created.id}.api.runpod.ai"
+    # v2 cannot change an endpoint's type: queue <-> load balancer is a replacement (new id, new URL).
+    diff = endpoints.diff(created.id, engine_props(created.outs), engine_props(PROPS))
+    assert diff.replaces == ["type"]
+    # The replacement is created while the old one still exists; the old (other type) is never adopted.
+    replacement = _create(endpoints, PROPS)
+    assert replacement.id != created.id and len(runpod_api.endpoints) == 2
+
+
+def test_wrong_or_missing_api_key(runpod_api):
+    wrong = configure(ServerlessEndpointProvider(), {"runpod:token": "not-the-key"})
+    with pytest.raises(RunpodApiError, match="rejected the API key") as excinfo:
+        wrong.create(engine_props(PROPS))
+    assert "not-the-key" not in str(excinfo.value) and excinfo.value.status == 401
+    assert runpod_api.endpoints == {}
+    missing = configure(ServerlessEndpointProvider(), {})
+    with pytest.raises(RunpodApiError, match=r"runpod:token .*--secret"):
+        missing.create(engine_props(PROPS))
+
+
+def test_the_fake_rejects_what_runpods_schema_rejects(runpod_api):
+    """The fake is strict: a body outside RunPod's schema is refused (and would fail any provider test)."""
+    client = RunpodRestClient(BASE_CONFIG["runpod:token"], max_attempts=1)
+    good = {"name": "x", "type": "QUEUE", "image": "a:b", "gpu": {"pools": ["ADA_24"]}, "scaling": {"type": "QUEUE_DELAY", "queueDelay": 4}}
+    bad = [
+        {**good, "flashboot": True},  # the v1/GraphQL boolean, not v2's enum
+        {**good, "workersMin": 0},  # v1's flat field: v2 nests workers
+        {**good, "type": "LOAD_BALANCER"},  # a load balancer needs REQUEST_COUNT scaling
+        {**good, "gpu": {"pools": []}},
+        {**good, "gpu": {"pools": ["ADA_24"], "allowedCudaVersions": ["12"]}},
+        {k: v for k, v in good.items() if k != "scaling"},
+    ]
+    for body in bad:
+        with pytest.raises(RunpodApiError) as excinfo:
+            client.request("POST", "/serverless", body)
+        assert excinfo.value.status == 400 and excinfo.value.errors
+    assert len(runpod_api.request_problems) >= len(bad)
+    assert runpod_api.endpoints == {}
+    runpod_api.requests.clear()  # sent on purpose
+    client.request("POST", "/serverless", good)
+    assert len(runpod_api.endpoints) == 1
+
+
+def test_every_field_setting_names_a_stack_setting():
+    from f5tts_infra.deployment_spec import STACK_SETTINGS
+
+    keys = {f"f5tts:{s.key}" for s in STACK_SETTINGS} | {"f5tts:registryPassword"}
+    named = {s for settings in FIELD_SETTINGS.values() for s in settings}
+    assert named <= keys, named - keys
+
+
+# --- migration from a stack deployed with the providers of before REST v2 ----------------------------------------
+OLD_ENDPOINT_OUTS = {  # the endpoint's state as the earlier providers wrote it
     "name": "f5tts-dev",
+    "templateId": "TEMPLATE",
     "gpuIds": ["ADA_24", "AMPERE_24"],
     "gpuCount": 1,
-    "allowedCudaVersions": ["12.8", "12.9"],
     "workersMin": 0,
     "workersMax": 3,
     "idleTimeout": 5,
@@ -33,174 +371,54 @@ ENDPOINT = {
     "scalerValue": 4,
     "flashboot": True,
     "executionTimeoutMs": 600_000,
+    "allowedCudaVersions": ["12.8", "12.9"],
+    "endpointId": "ENDPOINT",
+    "url": "https://api.runpod.ai/v2/ENDPOINT",
 }
 
 
-@pytest.fixture
-def providers(runpod_api):
-    template = configure(ServerlessTemplateProvider(delete_timeout_s=5, delete_poll_s=0.01), TOKEN)
-    endpoint = configure(ServerlessEndpointProvider(), TOKEN)
-    return template, endpoint
-
-
-def _deploy(providers):
-    template_provider, endpoint_provider = providers
-    template = template_provider.create(engine_props(TEMPLATE))
-    endpoint = endpoint_provider.create(engine_props({**ENDPOINT, "templateId": template.outs["templateId"]}))
-    return template, endpoint
-
-
-def test_create_sends_every_setting_to_runpod(runpod_api, providers):
-    template, endpoint = _deploy(providers)
-
-    assert runpod_api.operations() == ["saveTemplate", "saveEndpoint"]
-    assert all(not r.errors for r in runpod_api.requests)
-    sent_template = runpod_api.requests[0].variables["input"]
-    assert sent_template["isServerless"] is True and sent_template["volumeInGb"] == 0
-    assert sent_template["imageName"] == "acme/f5tts-runpod:aaa111"
-    assert {e["key"]: e["value"] for e in sent_template["env"]} == ENV
-    assert "id" not in sent_template
-
-    sent_endpoint = runpod_api.requests[1].variables["input"]
-    assert sent_endpoint == {
-        "name": "f5tts-dev",
-        "templateId": template.id,
-        "gpuIds": "ADA_24,AMPERE_24",
-        "gpuCount": 1,
-        "workersMin": 0,
-        "workersMax": 3,
-        "idleTimeout": 5,
-        "scalerType": "QUEUE_DELAY",
-        "scalerValue": 4,
-        "flashBootType": "FLASHBOOT",
-        "executionTimeoutMs": 600_000,
-        "allowedCudaVersions": "12.8,12.9",
-        "locations": "",
-    }
-    assert runpod_api.endpoints[endpoint.id]["templateId"] == template.id
-    assert {e["key"]: e["value"] for e in runpod_api.templates[template.id]["env"]} == ENV
-    assert endpoint.outs["url"] == f"https://api.runpod.ai/v2/{endpoint.id}"
-    assert endpoint.outs["endpointId"] == endpoint.id
-
-
-def test_new_image_updates_the_template_and_keeps_the_endpoint(runpod_api, providers):
-    template_provider, endpoint_provider = providers
-    template, endpoint = _deploy(providers)
-    before = len(runpod_api.requests)
-
-    olds = engine_props(template.outs)
-    news = engine_props({**TEMPLATE, "imageName": "acme/f5tts-runpod:bbb222", "env": {**ENV, "F5TTS_WARMUP": "false"}})
-    diff = template_provider.diff(template.id, olds, news)
-    assert diff.changes and diff.replaces == []  # in place: no new template, no new endpoint
-    updated = template_provider.update(template.id, olds, news)
-
-    assert updated.outs["templateId"] == template.id
-    new_requests = runpod_api.requests[before:]
-    assert [r.operation for r in new_requests] == ["saveTemplate"]
-    assert new_requests[0].variables["input"]["id"] == template.id
-    assert runpod_api.templates[template.id]["imageName"] == "acme/f5tts-runpod:bbb222"
-    # The endpoint's inputs (templateId included) are unchanged, so Pulumi has nothing to do to it: same id, same URL.
-    endpoint_news = engine_props({**ENDPOINT, "templateId": updated.outs["templateId"]})
-    assert endpoint_provider.diff(endpoint.id, engine_props(endpoint.outs), endpoint_news).changes is False
-    assert list(runpod_api.endpoints) == [endpoint.id]
-    assert runpod_api.endpoints[endpoint.id]["templateId"] == template.id
-
-
-def test_scaling_change_updates_the_endpoint_in_place(runpod_api, providers):
-    _, endpoint_provider = providers
-    template, endpoint = _deploy(providers)
-    olds = engine_props(endpoint.outs)
-    news = engine_props(
-        {**ENDPOINT, "templateId": template.id, "workersMax": 6, "flashboot": False, "gpuIds": ["HOPPER_141"]}
+def test_migration_adopts_the_endpoint_and_retires_its_template(runpod_api, endpoints):
+    endpoint_id, template_id = runpod_api.seed_template_endpoint(
+        {
+            "name": "f5tts-dev",
+            "type": "QUEUE",
+            "args": "",
+            "ports": [],
+            "registry": None,
+            "gpu": {"pools": ["ADA_24", "AMPERE_24"], "count": 1, "allowedCudaVersions": ["12.8", "12.9"], "minCudaVersion": None},
+            "workers": {"min": 0, "max": 3, "idleTimeout": 5},
+            "scaling": {"type": "QUEUE_DELAY", "queueDelay": 4},
+            "dataCenterIds": [],
+            "networkVolumes": [],
+            "timeout": 600_000,
+            "flashboot": "FLASHBOOT",
+            "createdAt": "2026-06-01T12:00:00Z",
+        },
+        {"image": "acme/f5tts-runpod:old", "env": {"F5TTS_MODEL": "F5TTS_v1_Base"}, "disk": 20},
     )
+    olds = engine_props({**OLD_ENDPOINT_OUTS, "templateId": template_id, "endpointId": endpoint_id})
 
-    diff = endpoint_provider.diff(endpoint.id, olds, news)
+    # Same resource (same URN): `pulumi up` diffs the old state against the new inputs and updates in place.
+    diff = endpoints.diff(endpoint_id, olds, engine_props(PROPS))
     assert diff.changes and diff.replaces == []
-    updated = endpoint_provider.update(endpoint.id, olds, news)
+    updated = endpoints.update(endpoint_id, olds, engine_props(PROPS))
+    assert updated.outs["url"] == f"https://api.runpod.ai/v2/{endpoint_id}"  # the URL clients use is unchanged
+    patch = runpod_api.requests[-1].body
+    assert patch["image"] == PROPS["image"] and patch["env"] == ENV  # the endpoint now carries its own container
+    assert list(runpod_api.endpoints) == [endpoint_id]
 
-    assert updated.outs["endpointId"] == endpoint.id
-    assert runpod_api.requests[-1].variables["input"]["id"] == endpoint.id
-    live = runpod_api.endpoints[endpoint.id]
-    assert (live["workersMax"], live["flashBootType"], live["gpuIds"]) == (6, "OFF", "HOPPER_141")
-    assert list(runpod_api.endpoints) == [endpoint.id]
+    # The template resource, no longer declared, is deleted through the class its state names.
+    # (The state holds the provider pickled by reference, with the fields the earlier class had.)
+    old_template_provider = ServerlessTemplateProvider()
+    vars(old_template_provider).update(_delete_timeout_s=180.0, _delete_poll_s=10.0)
+    blob = serialize_provider(old_template_provider)
+    retired = configure(dill.loads(base64.b64decode(blob)), TOKEN)
+    assert type(retired) is ServerlessTemplateProvider
+    retired.delete(template_id, {})  # bound to the endpoint: RunPod keeps it (400) and deletes it with the endpoint
+    assert runpod_api.requests[-1].status == 400
+    retired.delete("gone-already", {})  # 404 is success
 
-    read = endpoint_provider.read(endpoint.id, engine_props(updated.outs))
-    assert (read.outs["workersMax"], read.outs["flashboot"], read.outs["gpuIds"]) == (6, False, ["HOPPER_141"])
-
-
-def test_delete_scales_to_zero_then_deletes_and_waits_for_the_template(runpod_api, providers):
-    template_provider, endpoint_provider = providers
-    template, endpoint = _deploy(providers)
-    before = len(runpod_api.requests)
-
-    endpoint_provider.delete(endpoint.id, engine_props(endpoint.outs))
-    template_provider.delete(template.id, engine_props(template.outs))
-
-    ops = [(r.operation, bool(r.errors)) for r in runpod_api.requests[before:]]
-    scale_down = runpod_api.requests[before + 1].variables["input"]
-    assert (scale_down["id"], scale_down["workersMin"], scale_down["workersMax"]) == (endpoint.id, 0, 0)
-    # RunPod keeps a template "in use" for a while after its endpoint goes: the provider retries until it can.
-    assert ops == [
-        ("myself", False),  # does the endpoint still exist?
-        ("saveEndpoint", False),
-        ("deleteEndpoint", False),
-        ("podTemplate", False),  # does the template still exist?
-        ("deleteTemplate", True),
-        ("deleteTemplate", True),
-        ("deleteTemplate", False),
-    ]
+    read = endpoints.read(endpoint_id, engine_props(updated.outs))
+    assert endpoints.diff(endpoint_id, engine_props(read.outs), engine_props(PROPS)).changes is False
+    endpoints.delete(endpoint_id, engine_props(updated.outs))
     assert runpod_api.endpoints == {} and runpod_api.templates == {}
-
-    # Already gone (deleted by hand, or a retried destroy): nothing to do, no error.
-    endpoint_provider.delete(endpoint.id, engine_props(endpoint.outs))
-    template_provider.delete(template.id, engine_props(template.outs))
-    assert endpoint_provider.read(endpoint.id, engine_props(endpoint.outs)).id == ""
-    assert template_provider.read(template.id, engine_props(template.outs)).id == ""
-
-
-def test_template_in_use_too_long_fails_the_delete(runpod_api, providers):
-    template, _endpoint = _deploy(providers)
-    impatient = configure(ServerlessTemplateProvider(delete_timeout_s=0, delete_poll_s=0), TOKEN)
-    with pytest.raises(RunpodApiError, match="in use"):
-        impatient.delete(template.id, engine_props(template.outs))
-    assert template.id in runpod_api.templates
-
-
-def test_wrong_or_missing_api_key(runpod_api):
-    wrong = configure(ServerlessTemplateProvider(), {"runpod:token": "not-the-key"})
-    with pytest.raises(RunpodApiError, match="rejected the API key") as excinfo:
-        wrong.create(engine_props(TEMPLATE))
-    assert "not-the-key" not in str(excinfo.value)
-    assert runpod_api.templates == {}
-
-    missing = configure(ServerlessEndpointProvider(), {})
-    with pytest.raises(RunpodApiError, match=r"runpod:token .*--secret"):
-        missing.create(engine_props({**ENDPOINT, "templateId": "t1"}))
-
-
-def test_runpod_rules_surface_as_errors(runpod_api, providers):
-    template_provider, endpoint_provider = providers
-    template = template_provider.create(engine_props(TEMPLATE))
-    with pytest.raises(RunpodApiError, match="unique"):
-        template_provider.create(engine_props({**TEMPLATE, "imageName": "other:1"}))
-    with pytest.raises(RunpodApiError, match="Unknown GPU pool"):
-        endpoint_provider.create(engine_props({**ENDPOINT, "templateId": template.id, "gpuIds": ["TURING_8"]}))
-    with pytest.raises(RunpodApiError, match="serverless template"):
-        endpoint_provider.create(engine_props({**ENDPOINT, "templateId": "t-missing"}))
-    assert runpod_api.endpoints == {}
-
-
-def test_the_fake_rejects_requests_runpod_would_reject(runpod_api):
-    """The fake is strict: schema-invalid fields and non-integer numbers fail, as they would against RunPod."""
-    client = RunpodClient(BASE_CONFIG["runpod:token"])
-    template = client.save_template(ServerlessTemplateProvider.template_input(TEMPLATE))
-    good = ServerlessEndpointProvider.endpoint_input({**ENDPOINT, "templateId": template["id"]})
-
-    with pytest.raises(RunpodApiError, match="flashboot"):
-        client.execute(SAVE_ENDPOINT, {"input": {**good, "flashboot": True}})  # REST's name, not GraphQL's
-    with pytest.raises(RunpodApiError, match="not an integer"):
-        client.execute(SAVE_ENDPOINT, {"input": {**good, "gpuCount": 1.0}})
-    with pytest.raises(RunpodApiError, match="FlashBootType"):
-        client.execute(SAVE_ENDPOINT, {"input": {**good, "flashBootType": "ON"}})
-    assert runpod_api.endpoints == {}
-    assert client.save_endpoint(good)["flashBootType"] == "FLASHBOOT"
