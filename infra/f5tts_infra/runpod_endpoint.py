@@ -213,7 +213,9 @@ def settings_at_fault(exc: RunpodApiError, body: dict[str, Any]) -> list[str]:
     """The stack settings behind a refused request: those RunPod's `errors` point at (each starts with a body
     path, e.g. `gpu.pools: ...`), else those of every field the request carried."""
     paths = [m.group(1) for e in exc.errors if (m := re.match(r"^\s*([A-Za-z]+(?:\.[A-Za-z]+)*)", e))]
-    named = [s for p in paths for f, settings in FIELD_SETTINGS.items() if p == f or p.startswith(f + ".") for s in settings]
+    named = [
+        s for p in paths for f, settings in FIELD_SETTINGS.items() if p == f or p.startswith(f + ".") for s in settings
+    ]
     if not named:
         fields: list[str] = []
         for key, value in body.items():

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import httpx
 from tenacity import (
@@ -168,7 +168,7 @@ class RunpodRestClient:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> RunpodRestClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *_exc: object) -> None:

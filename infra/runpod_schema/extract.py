@@ -81,7 +81,7 @@ def extract(spec: dict[str, Any], source_sha256: str) -> dict[str, Any]:
         _hash, _components, kind, name = ref.split("/")
         if name in components.get(kind, {}):
             continue
-        node = _strip(spec["components"][kind][name], kind)
+        node = _strip(spec["components"][kind][name])
         components.setdefault(kind, {})[name] = node
         pending |= _refs(node)
     return {
@@ -91,7 +91,7 @@ def extract(spec: dict[str, Any], source_sha256: str) -> dict[str, Any]:
         "x-source-sha256": source_sha256,
         "openapi": spec["openapi"],
         "info": {"title": spec["info"]["title"], "version": spec["info"]["version"]},
-        "servers": spec.get("servers", []),
+        "servers": _strip(spec.get("servers", [])),
         "security": spec.get("security", []),
         "paths": dict(sorted(paths.items())),
         "components": {k: dict(sorted(v.items())) for k, v in sorted(components.items())},

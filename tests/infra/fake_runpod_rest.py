@@ -39,8 +39,15 @@ GPU_POOLS = frozenset(
     }
 )
 PROBLEM = "application/problem+json"
-TITLES = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 422: "Unprocessable Entity",
-          429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
+TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    422: "Unprocessable Entity",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 
 
 class Problem(Exception):
@@ -154,7 +161,10 @@ class FakeRunpodAccount:
         view = {k: v for k, v in endpoint.items() if k != "boundTemplate"}
         eid = endpoint["id"]
         if endpoint["type"] == "LOAD_BALANCER":
-            view["requestUrls"] = {"base": f"https://{eid}.api.runpod.ai", "health": f"https://{eid}.api.runpod.ai/ping"}
+            view["requestUrls"] = {
+                "base": f"https://{eid}.api.runpod.ai",
+                "health": f"https://{eid}.api.runpod.ai/ping",
+            }
         else:
             base = f"https://api.runpod.ai/v2/{eid}"
             view["requestUrls"] = {
@@ -178,19 +188,25 @@ class FakeRunpodAccount:
         gpu = endpoint["gpu"]
         unknown = [p for p in gpu["pools"] if p not in GPU_POOLS]
         if unknown:
-            raise Problem(400, f"unknown GPU pool(s): {', '.join(unknown)}", [f"gpu.pools: {p} is not a serverless pool" for p in unknown])
+            raise Problem(
+                400,
+                f"unknown GPU pool(s): {', '.join(unknown)}",
+                [f"gpu.pools: {p} is not a serverless pool" for p in unknown],
+            )
         if gpu.get("allowedCudaVersions") and gpu.get("minCudaVersion"):
             raise Problem(400, "gpu.allowedCudaVersions and gpu.minCudaVersion are mutually exclusive")
         workers = endpoint["workers"]
         if workers["min"] > workers["max"]:
-            raise Problem(400, "workers.min cannot be greater than workers.max", ["workers.min: greater than workers.max"])
-        if endpoint["type"] == "QUEUE" and endpoint["scaling"]["type"] == "REQUEST_COUNT" and "idleTimeout" in workers:
-            if endpoint.get("_idle_sent"):
-                raise Problem(
-                    422,
-                    "idle timeout is not applicable to a queue endpoint scaling on requestCount",
-                    ["workers.idleTimeout: not applicable with scaling.type REQUEST_COUNT on a QUEUE endpoint"],
-                )
+            raise Problem(
+                400, "workers.min cannot be greater than workers.max", ["workers.min: greater than workers.max"]
+            )
+        request_count_queue = endpoint["type"] == "QUEUE" and endpoint["scaling"]["type"] == "REQUEST_COUNT"
+        if request_count_queue and endpoint.get("_idle_sent"):
+            raise Problem(
+                422,
+                "idle timeout is not applicable to a queue endpoint scaling on requestCount",
+                ["workers.idleTimeout: not applicable with scaling.type REQUEST_COUNT on a QUEUE endpoint"],
+            )
         if endpoint["type"] == "LOAD_BALANCER" and endpoint["scaling"]["type"] != "REQUEST_COUNT":
             raise Problem(400, "load-balancing endpoints scale on REQUEST_COUNT")
         if endpoint.get("registry") and endpoint["registry"] not in self.registries:
@@ -330,7 +346,9 @@ def _handler_for(account: FakeRunpodAccount) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def _serve(self) -> None:
             raw = self.rfile.read(int(self.headers.get("Content-Length", "0") or 0))
-            status, headers, payload, delay = account.handle(self.command, self.path, self.headers.get("Authorization"), raw)
+            status, headers, payload, delay = account.handle(
+                self.command, self.path, self.headers.get("Authorization"), raw
+            )
             if delay:
                 time.sleep(delay)  # the change is made; the answer comes after the client's timeout
             data = b"" if payload is None else json.dumps(payload).encode()
@@ -350,4 +368,3 @@ def _handler_for(account: FakeRunpodAccount) -> type[BaseHTTPRequestHandler]:
             pass
 
     return Handler
-

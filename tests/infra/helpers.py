@@ -9,9 +9,9 @@ from typing import Any
 
 import pulumi
 from b2sdk.v2 import B2Api, B2HttpApiConfig, InMemoryAccountInfo, RawSimulator
+from f5tts_infra.runpod_rest import endpoint_url
 from pulumi.dynamic import ConfigureRequest
 from pulumi.dynamic.config import Config as ProviderConfig
-from f5tts_infra.runpod_rest import endpoint_url
 from pulumi.runtime import rpc
 
 ROOT = Path(__file__).resolve().parents[2]

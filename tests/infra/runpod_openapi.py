@@ -74,7 +74,10 @@ def validate_request(operation: Operation, query: dict[str, list[str]], body: An
     problems += [f"query parameter {name!r} is not declared" for name in query if name not in declared_query]
     for param in params:
         if param["in"] == "path":
-            problems += [f"path {param['name']}: {m}" for m in _validate_schema(operation.path_params.get(param["name"]), param["schema"])]
+            problems += [
+                f"path {param['name']}: {m}"
+                for m in _validate_schema(operation.path_params.get(param["name"]), param["schema"])
+            ]
     request_body = operation.spec.get("requestBody")
     if request_body is None:
         if body is not None:

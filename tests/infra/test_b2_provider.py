@@ -8,9 +8,16 @@ from __future__ import annotations
 
 import pytest
 from b2sdk.v2.exception import InvalidAuthToken
-from f5tts_infra.b2_bucket import WORKER_KEY_CAPABILITIES, B2BucketProvider, B2ConfigError, region_of
+from f5tts_infra.b2_bucket import (
+    WORKER_KEY_CAPABILITIES,
+    B2BucketProvider,
+    B2ConfigError,
+    bucket_name_problem,
+    s3_endpoint_of,
+)
 
 from tests.infra.helpers import configure, engine_props
+from worker.storage import region_for
 
 BUCKET = {"bucketName": "acme-f5tts-audio", "lifecyclePrefix": "generated/", "lifecycleDays": 7, "forceDestroy": False}
 
@@ -32,12 +39,12 @@ def test_create_private_bucket_with_generated_audio_expiry(b2, b2_providers):
     ]
     assert created.outs["bucketId"] == live.id_
     assert created.outs["s3Endpoint"] == "https://s3.us-west-004.backblazeb2.com"
-    assert created.outs["region"] == "us-west-004"
+    assert region_for(created.outs["s3Endpoint"]) == "us-west-004"  # what the program hands the worker
 
 
 def test_create_refuses_a_region_other_than_the_accounts(b2, b2_providers):
     bucket_provider, _ = b2_providers
-    with pytest.raises(B2ConfigError, match="us-west-004, not eu-central-003"):
+    with pytest.raises(B2ConfigError, match=r"s3\.us-west-004\.backblazeb2\.com, not eu-central-003"):
         _create_bucket(bucket_provider, expectedRegion="eu-central-003")
     assert [b.name for b in b2.master().list_buckets()] == []  # nothing half-created
 
@@ -155,6 +162,9 @@ def test_check_flags_invalid_inputs(b2_providers):
     assert bucket_provider.check({}, engine_props(BUCKET)).failures == []
 
 
-def test_region_is_read_from_b2_endpoints_only():
-    assert region_of("https://s3.eu-central-003.backblazeb2.com") == "eu-central-003"
-    assert region_of("https://s3.amazonaws.com") is None
+def test_the_bucket_name_rule_is_b2s():
+    assert bucket_name_problem("acme-f5tts-audio") is None
+    assert "reserved" in bucket_name_problem("B2-audio")
+    assert bucket_name_problem("short") and bucket_name_problem("has_underscore") and bucket_name_problem("x" * 51)
+    # A bucket made in an expected region is found there again by the worker's own reading of the endpoint.
+    assert region_for(s3_endpoint_of("eu-central-003")) == "eu-central-003"

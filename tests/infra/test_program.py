@@ -1,4 +1,6 @@
-"""The Pulumi program under the real Pulumi SDK with mocks: resources, their inputs, secrets, names, outputs.
+"""The Pulumi program under the real Pulumi SDK with mocks. The tests state invariants rather than restate the
+config: what the program registers follows from the stack settings, is accepted by RunPod's schema, sets only
+variables the worker reads, and never shows a secret in plain text.
 
 Every assertion on an Output runs inside the `@pulumi.runtime.test` function (via apply), as Pulumi requires.
 """
@@ -7,207 +9,204 @@ from __future__ import annotations
 
 import json
 import runpy
+from typing import Any
 
 import pulumi
 import pytest
 from f5tts_infra.b2_bucket import WORKER_KEY_CAPABILITIES
+from f5tts_infra.deployment_spec import HTTP_PORT
 from f5tts_infra.program import main
-from f5tts_infra.service import SERVICE
+from f5tts_infra.runpod_endpoint import ENDPOINT_INPUTS, ServerlessEndpointProvider, create_body
+from f5tts_infra.worker_env import BUCKET_ENV, SERVING_ENV, validate_worker_env, worker_env_fields
 
-from tests.infra.helpers import BASE_CONFIG, ROOT, is_secret, reveal
+from tests.infra.helpers import BASE_CONFIG, ROOT, RecordingMocks, is_secret, reveal
+from tests.infra.runpod_openapi import find_operation, validate_request
 
-BUCKET_ENV = ("BUCKET_ENDPOINT_URL", "BUCKET_NAME", "BUCKET_REGION", "BUCKET_ACCESS_KEY_ID", "BUCKET_SECRET_ACCESS_KEY")
-
-
-def test_program_declares_bucket_key_template_endpoint_with_declared_settings(pulumi_stack):
-    mocks = pulumi_stack()
-
-    @pulumi.runtime.test
-    def check():
-        deployment = main()
-
-        def verify(_):
-            kinds = sorted(r.typ.rsplit(":", 1)[-1] for r in mocks.resources)
-            assert kinds == ["ApplicationKey", "Bucket", "ServerlessEndpoint", "ServerlessTemplate", "Service"]
-
-            bucket = mocks.by_kind("Bucket").inputs
-            assert bucket["bucketName"] == "acme-f5tts-audio"
-            assert bucket["lifecyclePrefix"] == "generated/"
-            assert bucket["lifecycleDays"] == SERVICE.storage.output_retention_days == 7
-            assert bucket["forceDestroy"] is False
-
-            key = mocks.by_kind("ApplicationKey").inputs
-            assert key["bucketId"] == "bucket-0001"  # restricted to the bucket the program created
-            assert key["capabilities"] == list(WORKER_KEY_CAPABILITIES)
-
-            template = mocks.by_kind("ServerlessTemplate").inputs
-            assert template["imageName"] == "acme/f5tts-runpod:3f2c1ab"  # the configured tag, nothing else
-            assert template["containerDiskInGb"] == 20
-            assert template["name"] == "f5tts-dev"
-
-            endpoint = mocks.by_kind("ServerlessEndpoint").inputs
-            assert endpoint["templateId"] == "tpl0001"
-            assert endpoint["name"] == "f5tts-dev"
-            assert endpoint["gpuIds"] == ["ADA_24", "AMPERE_24", "AMPERE_16"]  # priority order kept
-            assert endpoint["gpuCount"] == 1
-            assert endpoint["allowedCudaVersions"] == ["12.8", "12.9"]
-            assert endpoint["flashboot"] is True
-            assert (endpoint["workersMin"], endpoint["workersMax"]) == (0, 3)
-            assert (endpoint["scalerType"], endpoint["scalerValue"], endpoint["idleTimeout"]) == ("QUEUE_DELAY", 4, 5)
-            assert endpoint["executionTimeoutMs"] == 600_000
-
-        return deployment.component.endpoint.endpointId.apply(verify)
-
-    check()
+HAS_HTTP_MODE = {"F5TTS_SERVE", "PORT", "PORT_HEALTH"} <= set(worker_env_fields())
+needs_http_mode = pytest.mark.skipif(not HAS_HTTP_MODE, reason="worker/config.py has no http serving mode yet")
+REGISTRY = {"f5tts:registryUsername": "acme-bot", "f5tts:registryPassword": "dckr_pat_registry-secret"}
+# Stack configs the invariants run over: the declaration, and the settings that change the endpoint's shape.
+STACKS = {
+    "declared": {},
+    "request-count": {"f5tts:scalerType": "REQUEST_COUNT", "f5tts:scalerValue": "2"},
+    "pinned": {
+        "f5tts:imageTag": None,
+        "f5tts:imageDigest": "sha256:" + "0f" * 32,
+        "f5tts:gpuPools": ["HOPPER_141", "ADA_48_PRO"],
+        "f5tts:allowedCudaVersions": ["12.8", "12.9"],
+        "f5tts:flashboot": "PRIORITY_FLASHBOOT",
+        "f5tts:dataCenterIds": ["EU-RO-1"],
+        "f5tts:workerEnv": {"BUCKET_PREFIX": "prod/", "F5TTS_CONCURRENCY": 2, "F5TTS_WARMUP": False},
+    },
+    "private-image": REGISTRY,
+    "load-balancer": {"f5tts:endpointType": "LOAD_BALANCER"},
+}
 
 
-def test_stack_config_overrides_the_declaration(pulumi_stack):
-    mocks = pulumi_stack(
-        {
-            "f5tts:imageTag": "deadbeef",
-            "f5tts:gpuPools": ["HOPPER_141", "ADA_48_PRO"],
-            "f5tts:gpuCount": "2",
-            "f5tts:flashboot": "false",
-            "f5tts:workersMin": "1",
-            "f5tts:workersMax": "6",
-            "f5tts:idleTimeout": "30",
-            "f5tts:scalerType": "REQUEST_COUNT",
-            "f5tts:scalerValue": "2",
-            "f5tts:executionTimeout": "120",
-            "f5tts:allowedCudaVersions": ["12.9"],
-            "f5tts:outputRetentionDays": "2",
-            "f5tts:workerEnv": {"BUCKET_PREFIX": "prod/", "F5TTS_CONCURRENCY": 2, "F5TTS_WARMUP": False},
-        }
-    )
-
-    @pulumi.runtime.test
-    def check():
-        deployment = main()
-
-        def verify(args):
-            env, _endpoint_id = args
-            endpoint = mocks.by_kind("ServerlessEndpoint").inputs
-            assert endpoint["gpuIds"] == ["HOPPER_141", "ADA_48_PRO"]
-            assert endpoint["gpuCount"] == 2
-            assert endpoint["flashboot"] is False
-            assert (endpoint["workersMin"], endpoint["workersMax"], endpoint["idleTimeout"]) == (1, 6, 30)
-            assert (endpoint["scalerType"], endpoint["scalerValue"]) == ("REQUEST_COUNT", 2)
-            assert endpoint["executionTimeoutMs"] == 120_000
-            assert endpoint["allowedCudaVersions"] == ["12.9"]
-            assert mocks.by_kind("ServerlessTemplate").inputs["imageName"] == "acme/f5tts-runpod:deadbeef"
-            bucket = mocks.by_kind("Bucket").inputs
-            # Lifecycle follows the worker's key prefix so only its generated audio expires.
-            assert (bucket["lifecyclePrefix"], bucket["lifecycleDays"]) == ("prod/generated/", 2)
-            # workerEnv merges over the declaration, as strings the worker parses.
-            assert env["F5TTS_MODEL"] == "F5TTS_v1_Base"
-            assert (env["F5TTS_CONCURRENCY"], env["F5TTS_WARMUP"], env["BUCKET_PREFIX"]) == ("2", "false", "prod/")
-
-        component = deployment.component
-        return pulumi.Output.all(component.template.env, component.endpoint.endpointId).apply(verify)
-
-    check()
-
-
-def test_worker_env_flows_from_bucket_and_key_and_stays_secret(pulumi_stack):
-    mocks = pulumi_stack()
-
-    @pulumi.runtime.test
-    def check():
-        deployment = main()
-        template = deployment.component.template
-
-        def verify(args):
-            env, env_is_secret, outputs = args
-            assert env_is_secret
-            assert env["BUCKET_ENDPOINT_URL"] == "https://s3.us-west-004.backblazeb2.com"
-            assert env["BUCKET_NAME"] == "acme-f5tts-audio"
-            assert env["BUCKET_REGION"] == "us-west-004"
-            assert env["BUCKET_ACCESS_KEY_ID"] == "key-0001"
-            assert env["BUCKET_SECRET_ACCESS_KEY"] == "K004worker-secret-key"
-            assert env["F5TTS_MODEL"] == "F5TTS_v1_Base"
-
-            # On the wire to the engine the template's env is a secret (encrypted in state, masked in previews).
-            template_inputs = mocks.by_kind("ServerlessTemplate").inputs
-            assert is_secret(template_inputs["env"])
-            assert set(BUCKET_ENV) <= set(reveal(template_inputs["env"]))
-
-            # Credentials never become inputs of any resource (the providers read stack config themselves)...
-            wire = json.dumps([r.inputs for r in mocks.resources], default=str)
-            for key in ("runpod:token", "b2:applicationKeyId", "b2:applicationKey"):
-                assert BASE_CONFIG[key] not in wire
-            # ...and no stack output is secret or carries one.
-            assert outputs == {
-                "endpointId": "ep0001",
-                "endpointUrl": "https://api.runpod.ai/v2/ep0001",
-                "bucketName": "acme-f5tts-audio",
-                "s3Endpoint": "https://s3.us-west-004.backblazeb2.com",
-                "image": "acme/f5tts-runpod:3f2c1ab",
-            }
-            assert "K004worker-secret-key" not in json.dumps(outputs)
-
-        outputs = pulumi.Output.all(**deployment.component.outputs)
-        return pulumi.Output.all(template.env, template.env.is_secret(), outputs).apply(verify)
-
-    check()
-
-
-def test_output_secrets_are_marked(pulumi_stack):
-    pulumi_stack()
+def _run(pulumi_stack, config: dict[str, Any], verify, stack: str = "dev") -> RecordingMocks:
+    mocks = pulumi_stack(config, stack=stack)
 
     @pulumi.runtime.test
     def check():
         deployment = main()
         component = deployment.component
-        return pulumi.Output.all(
-            component.template.env.is_secret(),
-            pulumi.Output.all(**component.outputs).is_secret(),
-        ).apply(lambda flags: flags == [True, False] or pytest.fail(f"secret flags {flags}"))
+        outputs = pulumi.Output.all(**component.outputs)
+        return pulumi.Output.all(component.endpoint.env, outputs, outputs.is_secret()).apply(
+            lambda args: verify(mocks, deployment, *args)
+        )
 
     check()
+    return mocks
+
+
+def _stack(name: str) -> dict[str, Any]:
+    if name == "load-balancer" and not HAS_HTTP_MODE:
+        pytest.skip("worker/config.py has no http serving mode yet")
+    return STACKS[name]
+
+
+def _settings(config: dict[str, Any]) -> dict[str, Any]:
+    return {k.split(":", 1)[1]: v for k, v in config.items() if k.startswith("f5tts:")}
+
+
+def _norm(value: Any) -> Any:
+    # Stack config values arrive as strings ("2") where the program has numbers.
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_endpoint_is_the_stack_settings_in_runpods_schema(pulumi_stack, stack):
+    config = _stack(stack)
+
+    def verify(mocks, _deployment, _env, _outputs, _outputs_secret):
+        kinds = sorted(r.typ.rsplit(":", 1)[-1] for r in mocks.resources)
+        expected = ["ApplicationKey", "Bucket", "ServerlessEndpoint", "Service"]
+        assert kinds == sorted(expected + (["ContainerRegistry"] if stack == "private-image" else []))
+        inputs = {k: reveal(v) for k, v in mocks.by_kind("ServerlessEndpoint").inputs.items()}
+        # Every input is there, but for the optional ones left unset (None never reaches the engine).
+        assert set(ENDPOINT_INPUTS) - {"registry", "minCudaVersion", "idleTimeout"} <= set(inputs)
+
+        # Every endpoint setting the stack gives reaches the endpoint as given (settings share RunPod's names).
+        for key, value in _settings(config).items():
+            target = {"endpointType": "type"}.get(key, key)
+            if target in ENDPOINT_INPUTS and value is not None:
+                assert _norm(inputs.get(target)) == _norm(value), key
+        digest = config.get("f5tts:imageDigest")
+        assert inputs["image"] == f"acme/f5tts-runpod{'@' + digest if digest else ':3f2c1ab'}"
+        assert inputs.get("registry") == ("reg0001" if "f5tts:registryUsername" in config else None)
+
+        # RunPod's schema accepts the create body the provider builds from these inputs, and so does its check.
+        props = {k: inputs[k] for k in ENDPOINT_INPUTS if k in inputs}
+        assert ServerlessEndpointProvider().check({}, props).failures == []
+        assert validate_request(find_operation("POST", "/v2/serverless"), {}, create_body(props)) == []
+
+    _run(pulumi_stack, config, verify)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_worker_env_var_the_program_sets_is_one_the_worker_reads(pulumi_stack, stack):
+    config = _stack(stack)
+
+    def verify(mocks, _deployment, env, _outputs, _outputs_secret):
+        known = worker_env_fields()
+        assert set(env) <= set(known), set(env) - set(known)
+        validate_worker_env(env, allow_bucket=True)  # and every value is one the worker accepts
+        assert set(BUCKET_ENV) <= set(env)
+        # The serving mode follows the endpoint type.
+        serving = {k: env[k] for k in SERVING_ENV if k in env}
+        if stack == "load-balancer":
+            assert serving == {"F5TTS_SERVE": "http", "PORT": str(HTTP_PORT), "PORT_HEALTH": str(HTTP_PORT)}
+            assert mocks.by_kind("ServerlessEndpoint").inputs["ports"] == [f"{HTTP_PORT}/http"]
+        else:
+            assert serving in ({"F5TTS_SERVE": "queue"}, {}) and "PORT" not in serving
+        # The bucket's lifecycle rule expires exactly what the worker writes (generated/ under its prefix).
+        bucket = mocks.by_kind("Bucket").inputs
+        assert bucket["lifecyclePrefix"] == env.get("BUCKET_PREFIX", "") + "generated/"
+        key = mocks.by_kind("ApplicationKey").inputs
+        assert key["bucketId"] == "bucket-0001" and key["capabilities"] == list(WORKER_KEY_CAPABILITIES)
+        assert env["BUCKET_ACCESS_KEY_ID"] == "key-0001" and env["BUCKET_REGION"] == "us-west-004"
+
+    _run(pulumi_stack, config, verify)
+
+
+def test_no_secret_is_ever_plain(pulumi_stack):
+    """The RunPod key and the B2 account key are no resource's input; the worker's bucket key and the registry
+    password are inputs only as secrets (encrypted in the state); no stack output carries any of them."""
+    secrets = [BASE_CONFIG[k] for k in ("runpod:token", "b2:applicationKeyId", "b2:applicationKey")]
+    carried = ["K004worker-secret-key", REGISTRY["f5tts:registryPassword"]]
+
+    def verify(mocks, _deployment, env, outputs, outputs_secret):
+        def plain(value: Any) -> str:
+            # Everything outside secret-wrapped values, as the state would hold it unencrypted.
+            if is_secret(value):
+                return ""
+            if isinstance(value, dict):
+                return " ".join(f"{k} {plain(v)}" for k, v in value.items())
+            if isinstance(value, list):
+                return " ".join(plain(v) for v in value)
+            return str(value)
+
+        everything = json.dumps([r.inputs for r in mocks.resources], default=str)
+        unencrypted = " ".join(plain(r.inputs) for r in mocks.resources)
+        for secret in secrets:
+            assert secret not in everything
+        for secret in carried:
+            assert secret in everything and secret not in unencrypted
+        assert is_secret(mocks.by_kind("ServerlessEndpoint").inputs["env"])
+        assert not outputs_secret and not any(s in json.dumps(outputs) for s in secrets + carried)
+        assert env["BUCKET_SECRET_ACCESS_KEY"] == "K004worker-secret-key"  # RunPod still receives it
+
+    _run(pulumi_stack, REGISTRY, verify)
+
+
+def test_endpoint_keeps_its_resource_identity_across_the_v2_migration(pulumi_stack):
+    """A stack deployed before v2 holds `f5tts-dev-endpoint` of this type under the Service component: the same
+    URN, so `pulumi up` updates that endpoint (same id, same URL) instead of creating a second one."""
+
+    def verify(mocks, _deployment, _env, outputs, _secret):
+        endpoint = mocks.by_kind("ServerlessEndpoint")
+        assert (endpoint.typ, endpoint.name) == (
+            "pulumi-python:dynamic/runpod:ServerlessEndpoint",
+            "f5tts-dev-endpoint",
+        )
+        assert outputs["endpointUrl"] == "https://api.runpod.ai/v2/ep0001"
+
+    _run(pulumi_stack, {}, verify)
+
+
+@needs_http_mode
+def test_load_balancer_url_is_the_endpoints_own_host(pulumi_stack):
+    def verify(_mocks, _deployment, _env, outputs, _secret):
+        assert (outputs["endpointType"], outputs["endpointUrl"]) == ("LOAD_BALANCER", "https://ep0001.api.runpod.ai")
+
+    _run(pulumi_stack, STACKS["load-balancer"], verify)
 
 
 def test_resource_names_are_unique_and_carry_the_stack(pulumi_stack):
     names_by_stack = {}
     for stack in ("dev", "prod"):
-        mocks = pulumi_stack(stack=stack)
-
-        @pulumi.runtime.test
-        def check():
-            deployment = main()
-            return deployment.component.endpoint.endpointId.apply(lambda _: None)
-
-        check()
+        mocks = _run(pulumi_stack, REGISTRY, lambda *_: None, stack=stack)
         urns = [(r.typ, r.name) for r in mocks.resources]
         assert len(urns) == len(set(urns))
         cloud_names = {
-            mocks.by_kind("ServerlessTemplate").inputs["name"],
             mocks.by_kind("ServerlessEndpoint").inputs["name"],
+            mocks.by_kind("ContainerRegistry").inputs["namePrefix"],
             mocks.by_kind("ApplicationKey").inputs["keyName"],
         }
         assert all(stack in name for name in cloud_names)
         names_by_stack[stack] = cloud_names
-    # Two stacks in one RunPod/B2 account never collide (RunPod template names are unique per account).
+    # Two stacks in one RunPod/B2 account never collide (the endpoint is adopted by name after a lost create).
     assert not names_by_stack["dev"] & names_by_stack["prod"]
 
 
 def test_stack_outputs_are_exported(pulumi_stack, monkeypatch):
-    pulumi_stack()
     exported = {}
     monkeypatch.setattr(pulumi, "export", lambda name, value: exported.__setitem__(name, value))
-
-    @pulumi.runtime.test
-    def check():
-        main()
-        return pulumi.Output.all(**exported).apply(
-            lambda values: (
-                values["endpointId"] == "ep0001"
-                and values["bucketName"] == "acme-f5tts-audio"
-                or pytest.fail(str(values))
-            )
-        )
-
-    check()
-    assert {"endpointId", "endpointUrl", "bucketName"} <= set(exported)
+    _run(pulumi_stack, {}, lambda *_: None)
+    assert {"endpointId", "endpointUrl", "endpointType", "bucketName", "s3Endpoint", "image"} == set(exported)
 
 
 def test_main_module_is_the_whole_program(pulumi_stack):
@@ -224,25 +223,45 @@ def test_main_module_is_the_whole_program(pulumi_stack):
         "ApplicationKey",
         "Bucket",
         "ServerlessEndpoint",
-        "ServerlessTemplate",
         "Service",
     ]
 
 
-def test_missing_secret_fails_before_any_resource(pulumi_stack):
-    mocks = pulumi_stack({"runpod:token": None})
+@pytest.mark.parametrize(
+    ("config", "missing"),
+    [
+        ({"runpod:token": None}, "runpod:token"),
+        ({"f5tts:registryUsername": "acme-bot"}, "f5tts:registryPassword"),
+    ],
+)
+def test_missing_secret_fails_before_any_resource(pulumi_stack, config, missing):
+    mocks = pulumi_stack(config)
 
     @pulumi.runtime.test
     def check():
         main()
 
-    with pytest.raises(pulumi.ConfigMissingError, match="runpod:token"):
+    with pytest.raises(pulumi.ConfigMissingError, match=missing):
         check()
     assert mocks.resources == []
 
 
-def test_invalid_stack_config_names_the_key(pulumi_stack):
-    mocks = pulumi_stack({"f5tts:gpuPools": ["ADA_24", "not a pool"], "f5tts:workerEnv": {"F5TTS_NOPE": "1"}})
+@pytest.mark.parametrize(
+    ("config", "named"),
+    [
+        (
+            {"f5tts:gpuPools": ["ADA_24", "not a pool"], "f5tts:workerEnv": {"F5TTS_NOPE": "1"}},
+            ["f5tts:gpuPools", "F5TTS_NOPE"],
+        ),
+        ({"f5tts:workersMin": "4", "f5tts:workersMax": "2"}, ["f5tts:workersMin"]),
+        ({"f5tts:idleTimeout": "0"}, ["f5tts:idleTimeout"]),
+        ({"f5tts:gpuPools": []}, ["f5tts:gpuPools"]),
+        ({"f5tts:allowedCudaVersions": ["12.8"], "f5tts:minCudaVersion": "12.8"}, ["f5tts:minCudaVersion"]),
+        ({"f5tts:scalerType": "REQUEST_COUNT", "f5tts:idleTimeout": "30"}, ["f5tts:idleTimeout"]),
+    ],
+)
+def test_invalid_stack_config_names_the_setting_before_any_resource(pulumi_stack, config, named):
+    mocks = pulumi_stack(config)
 
     @pulumi.runtime.test
     def check():
@@ -250,6 +269,5 @@ def test_invalid_stack_config_names_the_key(pulumi_stack):
 
     with pytest.raises(pulumi.RunError) as excinfo:
         check()
-    assert "f5tts:gpuPools" in str(excinfo.value)
-    assert "F5TTS_NOPE" in str(excinfo.value)
+    assert all(n in str(excinfo.value) for n in named), str(excinfo.value)
     assert mocks.resources == []

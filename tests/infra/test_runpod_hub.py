@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from f5tts_infra.service import SERVICE
+from f5tts_infra.deployment_spec import SERVICE
 from f5tts_infra.worker_env import validate_worker_env, worker_env_fields
 
 from tests.infra.helpers import ROOT
@@ -13,6 +13,10 @@ from worker.schema import parse_job_input
 
 HUB = json.loads((ROOT / ".runpod" / "hub.json").read_text())
 TESTS = json.loads((ROOT / ".runpod" / "tests.json").read_text())
+
+
+def _cuda(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
 
 
 @pytest.mark.parametrize("case", TESTS["tests"], ids=lambda c: c["name"])
@@ -27,7 +31,7 @@ def test_hub_tests_cover_health_and_synthesis_with_a_valid_config():
     assert len({c["name"] for c in TESTS["tests"]}) == len(TESTS["tests"])
     validate_worker_env({e["key"]: e["value"] for e in TESTS["config"]["env"]})
     assert TESTS["config"]["gpuCount"] == 1
-    assert set(TESTS["config"]["allowedCudaVersions"]) <= set(SERVICE.gpu.cuda_versions)
+    assert all(_cuda(v) >= _cuda(SERVICE.gpu.min_cuda_version) for v in TESTS["config"]["allowedCudaVersions"])
 
 
 def test_hub_env_entries_are_worker_settings_with_valid_defaults():
@@ -54,5 +58,8 @@ def test_hub_hardware_is_the_declared_service():
     assert HUB["type"] == "serverless" and config["runsOn"] == "GPU"
     assert config["gpuIds"].split(",") == SERVICE.gpu.pools
     assert config["gpuCount"] == SERVICE.gpu.count
-    assert config["allowedCudaVersions"] == SERVICE.gpu.cuda_versions
-    assert config["containerDiskInGb"] == SERVICE.container_disk_gb
+    # The hub takes an exact set; every version in it is one the deployment's floor admits.
+    assert config["allowedCudaVersions"] and all(
+        _cuda(v) >= _cuda(SERVICE.gpu.min_cuda_version) for v in config["allowedCudaVersions"]
+    )
+    assert config["containerDiskInGb"] == SERVICE.disk_gb

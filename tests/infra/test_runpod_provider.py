@@ -190,7 +190,10 @@ def test_registry_credential_create_rotate_and_point_the_endpoint_at_it(runpod_a
 
     # Unchanged credentials keep their name: nothing to do.
     assert registries.check(first.outs, engine_props(inputs)).inputs["name"] == checked["name"]
-    assert registries.diff(first.id, first.outs, registries.check(first.outs, engine_props(inputs)).inputs).changes is False
+    assert (
+        registries.diff(first.id, first.outs, registries.check(first.outs, engine_props(inputs)).inputs).changes
+        is False
+    )
 
     # Rotation: a new token is a new credential (RunPod cannot update one), made before the old one goes.
     rotated = registries.check(first.outs, engine_props({**inputs, "password": "tok-2"})).inputs
@@ -305,8 +308,16 @@ def test_check_refuses_bad_settings_before_any_call(runpod_api, endpoints, overr
 def test_load_balancer_endpoint(runpod_api, endpoints):
     created = _create(endpoints, LB_PROPS)
     body = runpod_api.requests[-1].body
-    assert (body["type"], body["scaling"], body["ports"]) == ("LOAD_BALANCER", {"type": "REQUEST_COUNT", "requestCount": 1}, ["80/http"])
-    assert {k: body["env"][k] for k in ("F5TTS_SERVE", "PORT", "PORT_HEALTH")} == {"F5TTS_SERVE": "http", "PORT": "80", "PORT_HEALTH": "80"}
+    assert (body["type"], body["scaling"], body["ports"]) == (
+        "LOAD_BALANCER",
+        {"type": "REQUEST_COUNT", "requestCount": 1},
+        ["80/http"],
+    )
+    assert {k: body["env"][k] for k in ("F5TTS_SERVE", "PORT", "PORT_HEALTH")} == {
+        "F5TTS_SERVE": "http",
+        "PORT": "80",
+        "PORT_HEALTH": "80",
+    }
     assert created.outs["url"] == f"https://{created.id}.api.runpod.ai"
     # v2 cannot change an endpoint's type: queue <-> load balancer is a replacement (new id, new URL).
     diff = endpoints.diff(created.id, engine_props(created.outs), engine_props(PROPS))
@@ -330,7 +341,13 @@ def test_wrong_or_missing_api_key(runpod_api):
 def test_the_fake_rejects_what_runpods_schema_rejects(runpod_api):
     """The fake is strict: a body outside RunPod's schema is refused (and would fail any provider test)."""
     client = RunpodRestClient(BASE_CONFIG["runpod:token"], max_attempts=1)
-    good = {"name": "x", "type": "QUEUE", "image": "a:b", "gpu": {"pools": ["ADA_24"]}, "scaling": {"type": "QUEUE_DELAY", "queueDelay": 4}}
+    good = {
+        "name": "x",
+        "type": "QUEUE",
+        "image": "a:b",
+        "gpu": {"pools": ["ADA_24"]},
+        "scaling": {"type": "QUEUE_DELAY", "queueDelay": 4},
+    }
     bad = [
         {**good, "flashboot": True},  # the v1/GraphQL boolean, not v2's enum
         {**good, "workersMin": 0},  # v1's flat field: v2 nests workers
@@ -385,7 +402,12 @@ def test_migration_adopts_the_endpoint_and_retires_its_template(runpod_api, endp
             "args": "",
             "ports": [],
             "registry": None,
-            "gpu": {"pools": ["ADA_24", "AMPERE_24"], "count": 1, "allowedCudaVersions": ["12.8", "12.9"], "minCudaVersion": None},
+            "gpu": {
+                "pools": ["ADA_24", "AMPERE_24"],
+                "count": 1,
+                "allowedCudaVersions": ["12.8", "12.9"],
+                "minCudaVersion": None,
+            },
             "workers": {"min": 0, "max": 3, "idleTimeout": 5},
             "scaling": {"type": "QUEUE_DELAY", "queueDelay": 4},
             "dataCenterIds": [],

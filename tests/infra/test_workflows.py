@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import re
 import subprocess
 import sys
@@ -44,19 +46,50 @@ def test_workflows_validate_against_the_github_schema():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_ci_runs_make_test_on_every_push_and_pull_request():
+def test_ci_runs_the_makefiles_test_target_on_every_push_and_pull_request():
     ci = _load("ci.yml")
     assert "push" in ci["on"] and "pull_request" in ci["on"]
-    assert any(s.get("run", "").startswith("make test") for s in _steps(ci))
+    targets = [step["run"].split()[1] for step in _steps(ci) if step.get("run", "").startswith("make ")]
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = re.search(r"^test:.*\n((?:\t.*\n)+)", makefile, re.MULTILINE)
+    assert "test" in targets and recipe and "pytest" in recipe.group(1)
 
 
-def test_preview_comments_the_pulumi_preview_on_pull_requests():
-    preview = _load("preview.yml")
-    assert list(preview["on"]) == ["pull_request"]
-    assert preview["permissions"]["pull-requests"] == "write"
-    pulumi = _action(preview, "pulumi/actions@")["with"]
-    assert pulumi["command"] == "preview"
-    assert pulumi["comment-on-pr"] is True
+def test_preview_and_deploy_target_the_same_stack_and_backend():
+    preview, deploy = (
+        _action(_load("preview.yml"), "pulumi/actions@")["with"],
+        _action(_load("deploy.yml"), "pulumi/actions@")["with"],
+    )
+    assert (preview["command"], deploy["command"]) == ("preview", "up")
+    assert preview["stack-name"] == deploy["stack-name"] and preview["cloud-url"] == deploy["cloud-url"]
+    assert _load("preview.yml")["permissions"]["pull-requests"] == "write" and preview["comment-on-pr"] is True
+
+
+def test_the_program_virtualenv_of_the_workflows_holds_every_module_the_program_imports():
+    """preview.yml and deploy.yml install only requirements/dev.txt (--no-deps): every distribution the Pulumi
+    program and its providers import must be pinned there, or `pulumi preview` fails in CI only."""
+    for name in ("preview.yml", "deploy.yml"):
+        runs = " ".join(step.get("run", "") for step in _steps(_load(name)))
+        assert "--require-hashes --no-deps -r requirements/dev.txt" in runs, name
+    # The program's own modules and the worker modules they import (worker.config, worker.storage, worker.schema).
+    sources = [*(ROOT / "infra").rglob("*.py"), *(ROOT / "worker" / f"{m}.py" for m in ("config", "storage", "schema"))]
+    imported = set()
+    for source in sources:
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    pinned = set(re.findall(r"^([A-Za-z0-9_.-]+)==", (ROOT / "requirements" / "dev.txt").read_text(), re.MULTILINE))
+    pinned = {p.lower().replace("_", "-") for p in pinned}
+    providers = {  # module -> the installed distributions that provide it (several share a namespace, e.g. google)
+        module: {d.lower().replace("_", "-") for d in dists}
+        for module, dists in importlib.metadata.packages_distributions().items()
+        if module in imported
+    }
+    assert {"pulumi", "httpx", "tenacity", "b2sdk"} <= set().union(*providers.values())
+    unpinned = sorted(module for module, dists in providers.items() if not dists & pinned)
+    assert not unpinned, f"imported by the program, in no distribution of requirements/dev.txt: {unpinned}"
 
 
 def test_deploy_pushes_the_sha_tagged_image_then_runs_pulumi_up_with_that_tag():
