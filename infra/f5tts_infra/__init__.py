@@ -1,4 +1,5 @@
-"""The Pulumi program for the F5-TTS endpoint: a B2 bucket, a RunPod template and a RunPod endpoint.
+"""The Pulumi program for the F5-TTS endpoint: a B2 bucket, its worker key and a RunPod
+endpoint (RunPod's REST API v2).
 
 This package lives inside the program directory (`infra/`) on purpose: Pulumi starts the dynamic-provider host
 with the program directory as its working directory, and unpickles the providers stored in the state by module
