@@ -1,5 +1,5 @@
-"""The service, declared once as a typed Python object: which image runs, on which GPU pools, how it scales, what
-environment the worker gets and where its audio goes. The program turns this declaration into resources; a stack
+"""The deployment spec: the service declared once as a typed Python object (which image runs, on which GPU pools,
+how it scales, which endpoint type, what environment the worker gets and where its audio goes). The program turns this declaration into resources; a stack
 only overrides fields of it through its config (`STACK_SETTINGS` is the whole list, documented in
 `Pulumi.example.yaml`).
 """

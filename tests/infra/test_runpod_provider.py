@@ -444,3 +444,21 @@ def test_migration_adopts_the_endpoint_and_retires_its_template(runpod_api, endp
     assert endpoints.diff(endpoint_id, engine_props(read.outs), engine_props(PROPS)).changes is False
     endpoints.delete(endpoint_id, engine_props(updated.outs))
     assert runpod_api.endpoints == {} and runpod_api.templates == {}
+
+
+def test_a_registry_create_answered_too_late_is_adopted_and_refusals_never_echo_the_password(runpod_api):
+    registries = configure(ContainerRegistryProvider({"timeout_s": 0.5, "sleep": Waits()}), TOKEN)
+    checked = registries.check(
+        {}, engine_props({"namePrefix": "f5tts-dev-registry", "username": "acme", "password": "tok-9"})
+    )
+    runpod_api.inject("createRegistry", None, delay_s=1.5)
+    created = registries.create(checked.inputs)
+    assert list(runpod_api.registries) == [created.id]
+    assert runpod_api.operations().count("POST createRegistry") == 1
+
+    # A refused create surfaces RunPod's detail, never the password.
+    runpod_api.inject("createRegistry", 422)
+    with pytest.raises(RunpodApiError) as excinfo:
+        registries.create({**checked.inputs, "name": "f5tts-dev-registry-other"})
+    assert excinfo.value.status == 422 and "injected fault" in str(excinfo.value)
+    assert "tok-9" not in str(excinfo.value) and "acme" not in str(excinfo.value)
