@@ -360,7 +360,12 @@ def test_the_fake_rejects_what_runpods_schema_rejects(runpod_api):
         with pytest.raises(RunpodApiError) as excinfo:
             client.request("POST", "/serverless", body)
         assert excinfo.value.status == 400 and excinfo.value.errors
-    assert len(runpod_api.request_problems) >= len(bad)
+    # Method, path and query are checked as well as the body.
+    for method, path in [("GET", "/serverless?fields=all"), ("PUT", "/serverless/x1"), ("GET", "/endpoints")]:
+        with pytest.raises(RunpodApiError) as excinfo:
+            client.request(method, path)
+        assert excinfo.value.status in (400, 404)
+    assert len(runpod_api.request_problems) >= len(bad) + 3
     assert runpod_api.endpoints == {}
     runpod_api.requests.clear()  # sent on purpose
     client.request("POST", "/serverless", good)
@@ -462,3 +467,13 @@ def test_a_registry_create_answered_too_late_is_adopted_and_refusals_never_echo_
         registries.create({**checked.inputs, "name": "f5tts-dev-registry-other"})
     assert excinfo.value.status == 422 and "injected fault" in str(excinfo.value)
     assert "tok-9" not in str(excinfo.value) and "acme" not in str(excinfo.value)
+
+
+def test_a_fake_response_outside_the_schema_is_caught(runpod_api, endpoints):
+    """The fake's own answers are validated too: a response RunPod's schema rejects is recorded (and the fixture
+    fails the test that caused it)."""
+    created = _create(endpoints)
+    del runpod_api.endpoints[created.id]["createdAt"]  # a required field of `Endpoint`
+    endpoints.read(created.id, engine_props(created.outs))
+    assert any("createdAt" in p for p in runpod_api.response_problems), runpod_api.response_problems
+    runpod_api.response_problems.clear()  # caused on purpose
