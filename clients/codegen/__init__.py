@@ -3,8 +3,9 @@
 Inputs: `clients/schema/contract.json` (written by `python -m worker.schema --write ...`) and the hand-written
 async code in `f5tts_client/_async/`. Outputs, all starting with a line that says they are generated:
 
-- `_generated/models.py`, `_generated/errors.py`, `_generated/params.py`: typed models, one exception per error
-  code, and the input fields as a table for the CLI (jinja2 templates in `templates/`);
+- `_generated/models.py`, `_generated/error_code_exceptions.py`, `_generated/params.py`: typed models, one
+  `WorkerError` subclass per error code, and the input fields as a table for the CLI (jinja2 templates in
+  `templates/`);
 - `_async/_client.py`: `AsyncClient` / `AsyncVoices`, whose methods and keyword-only parameters come from the
   contract's input models (template `client.py.jinja`);
 - `_sync/*.py`: the sync twin of every module in `_async/`, made with unasync (the httpcore approach).
@@ -108,7 +109,7 @@ def generate(contract_path: Path = CONTRACT, package: Path = PACKAGE) -> dict[st
     files = {
         "_generated/__init__.py": f'{from_contract}\n"""Code generated from the worker\'s contract; see `clients.codegen`."""\n',
         "_generated/models.py": render.render_models(contract, from_contract),
-        "_generated/errors.py": render.render_errors(contract, from_contract),
+        "_generated/error_code_exceptions.py": render.render_error_code_exceptions(contract, from_contract),
         "_generated/params.py": render.render_params(contract, from_contract),
         "_async/_client.py": render.render_async_client(contract, from_contract),
     }

@@ -211,9 +211,9 @@ def render_models(contract: Contract, header: str) -> str:
     return render("models.py.jinja", header, contract=contract, models=contract.models_in_dependency_order())
 
 
-def render_errors(contract: Contract, header: str) -> str:
+def render_error_code_exceptions(contract: Contract, header: str) -> str:
     errors = [(code, exception_name(code)) for code in contract.error_codes]
-    return render("errors.py.jinja", header, errors=errors)
+    return render("error_code_exceptions.py.jinja", header, errors=errors)
 
 
 def render_params(contract: Contract, header: str) -> str:

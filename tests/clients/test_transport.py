@@ -117,7 +117,7 @@ async def test_submit_returns_a_job_handle(make_client, fake):
     job = await resolve(client.submit("Queued text.", nfe_step=16))
     assert fake.count("POST", "run") == 1 and fake.count("POST", "runsync") == 0
     assert sent_input(fake) == {"action": "synthesize", "text": "Queued text.", "nfe_step": 16}
-    assert (await resolve(job.status())).status == f5.JobStatus.IN_PROGRESS
+    assert (await resolve(job.status())).status == f5.RunPodJobStatus.IN_PROGRESS
     seen = []
     result = await resolve(job.wait(on_status=lambda state: seen.append(state.status)))
     assert result.seed == 7 and seen[-1] == "COMPLETED"

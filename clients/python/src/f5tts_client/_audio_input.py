@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Union
 
-from f5tts_client._generated.errors import InvalidInput
+from f5tts_client._generated.error_code_exceptions import InvalidInput
 
 AudioInput = Union[str, "os.PathLike[str]", bytes]
 

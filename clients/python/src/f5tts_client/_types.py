@@ -12,8 +12,8 @@ from f5tts_client._exceptions import UnexpectedResponse
 from f5tts_client._generated import models
 
 
-class JobStatus:
-    """RunPod's job states."""
+class RunPodJobStatus:
+    """The job states RunPod's queue API reports in `JobState.status` (plain strings, compared as such)."""
 
     IN_QUEUE = "IN_QUEUE"
     IN_PROGRESS = "IN_PROGRESS"
@@ -38,7 +38,7 @@ class JobState(BaseModel):
 
     @property
     def done(self) -> bool:
-        return self.status in JobStatus.TERMINAL
+        return self.status in RunPodJobStatus.TERMINAL
 
     def __repr_args__(self):
         # The output may hold megabytes of base64 audio: show its type, not its content.

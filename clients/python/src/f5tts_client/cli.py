@@ -36,7 +36,7 @@ from f5tts_client._exceptions import (
 )
 from f5tts_client._generated.params import OPTIONS, Option
 from f5tts_client._sync._client import Client
-from f5tts_client._types import JobState, JobStatus
+from f5tts_client._types import JobState, RunPodJobStatus
 from f5tts_client._version import __version__
 
 # Exit codes a script can branch on (2 is also argparse's own for a bad command line).
@@ -82,7 +82,7 @@ class UsageError(Exception):
 class Progress:
     """One self-rewriting status line on a terminal (`queued 2.1 s`, `running 4.0 s`); silent otherwise."""
 
-    LABELS: ClassVar[dict[str, str]] = {JobStatus.IN_QUEUE: "queued", JobStatus.IN_PROGRESS: "running"}
+    LABELS: ClassVar[dict[str, str]] = {RunPodJobStatus.IN_QUEUE: "queued", RunPodJobStatus.IN_PROGRESS: "running"}
 
     def __init__(self, stream: TextIO, enabled: bool | None = None) -> None:
         self.stream = stream

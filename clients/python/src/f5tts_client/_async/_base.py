@@ -19,7 +19,7 @@ from f5tts_client._async._transport import AsyncTransport
 from f5tts_client._config import ClientSettings, resolve_settings
 from f5tts_client._exceptions import UnexpectedResponse
 from f5tts_client._generated import models
-from f5tts_client._generated.errors import InvalidInput
+from f5tts_client._generated.error_code_exceptions import InvalidInput
 from f5tts_client._retry import Deadline
 from f5tts_client._types import single_output
 

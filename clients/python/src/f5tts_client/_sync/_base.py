@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 from f5tts_client._config import ClientSettings, resolve_settings
 from f5tts_client._exceptions import UnexpectedResponse
 from f5tts_client._generated import models
-from f5tts_client._generated.errors import InvalidInput
+from f5tts_client._generated.error_code_exceptions import InvalidInput
 from f5tts_client._retry import Deadline
 from f5tts_client._sync._jobs import Job
 from f5tts_client._sync._results import SynthesisResult
