@@ -139,7 +139,7 @@ def wrap_doc(name: str, text: str, indent: str) -> str:
 class Param:
     name: str
     annotation: str
-    default: str | None  # python source, None when required
+    default: str | None  # python source (`NOT_GIVEN`), None when required
     doc: str
     value: str  # expression that puts the argument into the job input
 
@@ -153,11 +153,14 @@ class Method:
 
 
 def _param(f: FieldSpec) -> Param:
+    """An optional field defaults to `NOT_GIVEN` rather than the contract's default: the client sends only what
+    the caller set, and the worker applies its own default to the rest (the docstring still names it)."""
     is_audio = f.type.kind == "ref" and f.type.name == AUDIO_SOURCE
+    annotation = param_annotation(f.type)
     return Param(
         name=f.name,
-        annotation=param_annotation(f.type),
-        default=None if f.required else py_literal(f.default),
+        annotation=annotation if f.required else f"{annotation} | NotGiven",
+        default=None if f.required else "NOT_GIVEN",
         doc=param_doc(f),
         value=f"audio_source({f.name}, {py_literal(f.name)})" if is_audio else f.name,
     )
@@ -228,6 +231,7 @@ def render_async_client(contract: Contract, header: str) -> str:
         header,
         uses_literal=any("Literal[" in a for a in annotations),
         uses_audio=any("AudioInput" in a for a in annotations),
+        uses_not_given=any("NotGiven" in a for a in annotations),
         client_methods=[m for m in methods if m.spec.owner == "client"],
         voices_methods=[m for m in methods if m.spec.owner == "voices"],
     )
@@ -280,7 +284,7 @@ def _cell(text: str) -> str:
 def render_docs_sections(contract: Contract) -> dict[str, str]:
     """Markdown tables for docs/client.md: the synthesis parameters and the error codes, from the contract."""
     model = contract.models[contract.actions["synthesize"][0]]
-    rows = ["| parameter | type | default | range | meaning |", "|---|---|---|---|---|"]
+    rows = ["| parameter | type | worker default | range | meaning |", "|---|---|---|---|---|"]
     for f in model.fields:
         if f.name in ("action", "stream"):
             continue

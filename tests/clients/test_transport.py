@@ -42,7 +42,9 @@ async def test_synthesize_via_runsync_returns_a_typed_result(make_client, fake, 
     result = await resolve(client.synthesize("Hello there.", voice="alice", speed=1.2, seed=5, format="wav"))
 
     assert fake.count("POST", "runsync") == 1 and fake.count("GET", "status") == 0
-    assert sent_input(fake) == {"action": "synthesize", "text": "Hello there.", "voice": "alice", "speed": 1.2, "seed": 5}
+    assert sent_input(fake) == {
+        "action": "synthesize", "text": "Hello there.", "voice": "alice", "speed": 1.2, "seed": 5, "format": "wav"
+    }  # format="wav" is the worker's default, but the caller set it
     assert fake.jobs["job-1"]["wait"] == "30000"  # RunPod's wait is in milliseconds
     assert isinstance(result, f5.AsyncSynthesisResult if isinstance(client, f5.AsyncClient) else f5.SynthesisResult)
     assert (result.duration, result.sample_rate, result.seed, result.timings.rtf) == (1.25, 24000, 7, 0.32)

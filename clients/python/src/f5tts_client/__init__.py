@@ -36,6 +36,7 @@ from f5tts_client._generated.error_code_exceptions import *
 from f5tts_client._generated.error_code_exceptions import ERRORS_BY_CODE
 from f5tts_client._generated.error_code_exceptions import __all__ as _error_names
 from f5tts_client._generated.models import CONTRACT_VERSION, ErrorCode
+from f5tts_client._not_given import NOT_GIVEN, NotGiven
 from f5tts_client._sync._client import Client, Voices
 from f5tts_client._sync._jobs import Job
 from f5tts_client._sync._results import SynthesisResult
@@ -48,6 +49,7 @@ JobStatus = RunPodJobStatus  # its former name, kept so that existing imports wo
 __all__ = [
     "CONTRACT_VERSION",
     "ERRORS_BY_CODE",
+    "NOT_GIVEN",
     "APIConnectionError",
     "APIStatusError",
     "APITimeoutError",
@@ -71,6 +73,7 @@ __all__ = [
     "JobState",
     "JobStatus",
     "JobTimeout",
+    "NotGiven",
     "RateLimitError",
     "RunPodJobStatus",
     "ServerError",

@@ -35,6 +35,7 @@ from f5tts_client._exceptions import (
     WorkerError,
 )
 from f5tts_client._generated.params import OPTIONS, Option
+from f5tts_client._not_given import NOT_GIVEN
 from f5tts_client._sync._client import Client
 from f5tts_client._types import JobState, RunPodJobStatus
 from f5tts_client._version import __version__
@@ -195,7 +196,8 @@ def _say_options() -> list[Option]:
 
 def _add_contract_option(parser: argparse.ArgumentParser, option: Option) -> None:
     flag = "--" + option.name.replace("_", "-")
-    kwargs: dict[str, Any] = {"dest": option.name, "default": option.default, "help": option.help.replace("%", "%%")}
+    # An option not on the command line is not sent: the worker applies its own default (the help names it).
+    kwargs: dict[str, Any] = {"dest": option.name, "default": NOT_GIVEN, "help": option.help.replace("%", "%%")}
     if option.kind == "bool":
         kwargs["action"] = argparse.BooleanOptionalAction
     elif option.kind == "choice":
@@ -270,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("name", help="voice name: lowercase letters, digits, '-' and '_'")
     add.add_argument("audio", help="reference clip: a file path or an http(s) URL (the worker fetches it)")
     add.add_argument("--text", help="the clip's transcript")
-    add.add_argument("--overwrite", action="store_true", help="replace an existing voice of that name")
+    add.add_argument("--overwrite", action="store_true", default=NOT_GIVEN, help="replace an existing voice of that name")
     add.set_defaults(handler=cmd_voices_add)
     remove = voices.add_parser("rm", parents=[common], help="delete a stored voice")
     remove.add_argument("name")

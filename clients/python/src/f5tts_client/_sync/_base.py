@@ -17,6 +17,7 @@ from f5tts_client._config import ClientSettings, resolve_settings
 from f5tts_client._exceptions import UnexpectedResponse
 from f5tts_client._generated import models
 from f5tts_client._generated.error_code_exceptions import InvalidInput
+from f5tts_client._not_given import given
 from f5tts_client._retry import Deadline
 from f5tts_client._sync._jobs import Job
 from f5tts_client._sync._results import SynthesisResult
@@ -148,20 +149,22 @@ class ClientBase:
 
     @staticmethod
     def _job_input(action: str, values: dict[str, Any]) -> dict[str, Any]:
-        """Validate against the contract's input model; keep only what differs from the contract's defaults.
+        """The job input: every argument the caller gave (checked against the contract's input model), and no other.
 
-        Checking here gives the same `InvalidInput` the worker would, without a round trip; rules the schema
-        cannot express (e.g. `voice` and `ref_audio` together) are still checked by the worker.
+        An argument left out (`NOT_GIVEN`) is left out of the job, so the worker applies its own default; one given,
+        even at the worker's default value, is sent as given. Checking here gives the same `InvalidInput` the
+        worker would, without a round trip; rules the schema cannot express (e.g. `voice` and `ref_audio`
+        together) are still checked by the worker.
         """
         input_model: type[BaseModel] = models.ACTIONS[action][0]
         try:
-            parsed = input_model.model_validate({**values, "action": action})
+            parsed = input_model.model_validate({**given(values), "action": action})
         except ValidationError as exc:
             first = exc.errors(include_url=False)[0]
             field = ".".join(str(p) for p in first["loc"]) or None
             message = first["msg"].removeprefix("Value error, ")
             raise InvalidInput(f"{field}: {message}" if field else message, field=field) from None
-        return {"action": action, **parsed.model_dump(mode="json", exclude_defaults=True, exclude={"action"})}
+        return {"action": action, **parsed.model_dump(mode="json", exclude_unset=True, exclude={"action"})}
 
 
 def _model_parser(output_model: type[BaseModel]) -> Callable[[Any], Any]:
