@@ -150,6 +150,7 @@ class Method:
     description: str | None
     positional: tuple[Param, ...]
     keyword: tuple[Param, ...]
+    call: str  # the body's return statement
 
 
 def _param(f: FieldSpec) -> Param:
@@ -178,7 +179,8 @@ def build_methods(contract: Contract) -> list[Method]:
         keyword = tuple(_param(f) for f in fields if f.name not in spec.positional)
         if any(p.default is None for p in keyword):
             raise ValueError(f"{spec.name}: required contract fields must be positional")
-        methods.append(Method(spec, model.description, positional, keyword))
+        call = spec.call.format(action=spec.action, output=contract.actions[spec.action][1])
+        methods.append(Method(spec, model.description, positional, keyword, call))
     return methods
 
 

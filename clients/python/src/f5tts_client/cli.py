@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, TextIO
+from typing import Any, ClassVar, Literal, TextIO
 
 from f5tts_client._audio_sink import STREAMABLE_FORMATS, AudioSink
 from f5tts_client._config import ENV_API_KEY, ENV_ENDPOINT_ID, ENV_ENDPOINT_URL
@@ -51,7 +51,8 @@ EXIT_TIMEOUT = 6  # gave up waiting (the job may still finish)
 EXIT_UNAVAILABLE = 7  # API unreachable, rate limited, server errors, model not loaded: try again later
 EXIT_INTERRUPTED = 130
 
-FORMAT_BY_EXTENSION = {".wav": "wav", ".flac": "flac", ".mp3": "mp3", ".ogg": "ogg", ".opus": "ogg"}
+AudioFormat = Literal["wav", "flac", "mp3", "ogg"]
+FORMAT_BY_EXTENSION: dict[str, AudioFormat] = {".wav": "wav", ".flac": "flac", ".mp3": "mp3", ".ogg": "ogg", ".opus": "ogg"}
 # Contract fields `say` handles itself rather than as generated options.
 SAY_OWN_FIELDS = ("text", "format", "stream")
 
@@ -131,7 +132,7 @@ def cmd_say(client: Client, args: argparse.Namespace, progress: Progress) -> int
 
 
 def _say_streaming(
-    client: Client, text: str, values: dict[str, Any], output: Path, fmt: str, timeout: float | None, progress: Progress
+    client: Client, text: str, values: dict[str, Any], output: Path, fmt: AudioFormat, timeout: float | None, progress: Progress
 ) -> int:
     if fmt not in STREAMABLE_FORMATS:
         raise UsageError(f"{fmt} cannot be streamed into one file; use -o with .{', .'.join(STREAMABLE_FORMATS)}")
@@ -149,6 +150,7 @@ def _say_streaming(
         sink.close()
         progress.done()
     summary = stream.summary
+    assert summary is not None  # an exhausted stream has its summary (or raised UnexpectedResponse)
     print(f"{output}  {summary.duration:.2f} s of {fmt} audio in {summary.chunks} chunks, voice {summary.voice}, seed {summary.seed}")
     return EXIT_OK
 
@@ -210,7 +212,7 @@ def _add_contract_option(parser: argparse.ArgumentParser, option: Option) -> Non
     parser.add_argument(flag, **kwargs)
 
 
-def _output_and_format(output: str | None, fmt: str | None) -> tuple[Path, str]:
+def _output_and_format(output: str | None, fmt: AudioFormat | None) -> tuple[Path, AudioFormat]:
     """The output path and the audio format: from --format, else from the extension, else wav."""
     if output is None:
         fmt = fmt or "wav"
@@ -313,7 +315,8 @@ def main(argv: list[str] | None = None, *, client_factory: Callable[..., Client]
         with client_factory(
             endpoint_url=args.endpoint_url, endpoint_id=args.endpoint_id, poll_interval_max=1.0
         ) as client:
-            return args.handler(client, args, progress)
+            handler: Callable[[Client, argparse.Namespace, Progress], int] = args.handler
+            return handler(client, args, progress)
     except (F5TTSError, UsageError) as exc:
         progress.done()
         code, message, hint = _explain(exc)

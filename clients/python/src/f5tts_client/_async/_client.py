@@ -62,7 +62,7 @@ class AsyncVoices:
             "text": text,
             "overwrite": overwrite,
         }
-        return await self._client._call("upload_voice", values, timeout=timeout)
+        return await self._client._call("upload_voice", values, models.UploadVoiceOutput, timeout=timeout)
 
     async def list(
         self,
@@ -82,7 +82,7 @@ class AsyncVoices:
             F5TTSError: any other failure (`JobTimeout`, `APIConnectionError`, `APIStatusError`, ...).
         """
         values: dict[str, object] = {}
-        return (await self._client._call("list_voices", values, timeout=timeout)).voices
+        return (await self._client._call("list_voices", values, models.ListVoicesOutput, timeout=timeout)).voices
 
     async def delete(
         self,
@@ -106,7 +106,7 @@ class AsyncVoices:
         values = {
             "name": name,
         }
-        return await self._client._call("delete_voice", values, timeout=timeout)
+        return await self._client._call("delete_voice", values, models.DeleteVoiceOutput, timeout=timeout)
 
 
 class AsyncClient(AsyncClientBase):
@@ -277,7 +277,7 @@ class AsyncClient(AsyncClientBase):
         format: Literal["wav", "flac", "mp3", "ogg"] | NotGiven = NOT_GIVEN,
         delivery: Literal["url", "base64"] | None | NotGiven = NOT_GIVEN,
         timeout: float | None = None,
-    ) -> AsyncJob:
+    ) -> AsyncJob[AsyncSynthesisResult]:
         """Queue a synthesis job (`/run`) and return at once with a handle to it.
 
         Speak `text` in a stored voice or in a reference given with the job.
@@ -345,4 +345,4 @@ class AsyncClient(AsyncClientBase):
             F5TTSError: any other failure (`JobTimeout`, `APIConnectionError`, `APIStatusError`, ...).
         """
         values: dict[str, object] = {}
-        return await self._call("health", values, timeout=timeout)
+        return await self._call("health", values, models.HealthOutput, timeout=timeout)

@@ -26,6 +26,7 @@ from f5tts_client._sync._transport import Transport
 from f5tts_client._types import single_output
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 
 class ClientBase:
@@ -105,9 +106,8 @@ class ClientBase:
         return Job(self._transport, job_id, self._synthesis_parser(job_id))
 
     # ------------------------------------------------------------------------------------------ calls
-    def _call(self, action: str, values: dict[str, Any], *, timeout: float | None) -> Any:
-        """Run one action to completion and return its output model."""
-        output_model = models.ACTIONS[action][1]
+    def _call(self, action: str, values: dict[str, Any], output_model: type[M], *, timeout: float | None) -> M:
+        """Run one action to completion and return its output, read as `output_model`."""
         return self._run(action, values, timeout, lambda job_id: _model_parser(output_model))
 
     def _synthesize(self, values: dict[str, Any], *, timeout: float | None) -> SynthesisResult:
@@ -167,8 +167,8 @@ class ClientBase:
         return {"action": action, **parsed.model_dump(mode="json", exclude_unset=True, exclude={"action"})}
 
 
-def _model_parser(output_model: type[BaseModel]) -> Callable[[Any], Any]:
-    def parse(output: Any) -> Any:
+def _model_parser(output_model: type[M]) -> Callable[[Any], M]:
+    def parse(output: Any) -> M:
         try:
             return output_model.model_validate(single_output(output))
         except ValidationError as exc:

@@ -62,7 +62,7 @@ class Voices:
             "text": text,
             "overwrite": overwrite,
         }
-        return self._client._call("upload_voice", values, timeout=timeout)
+        return self._client._call("upload_voice", values, models.UploadVoiceOutput, timeout=timeout)
 
     def list(
         self,
@@ -82,7 +82,7 @@ class Voices:
             F5TTSError: any other failure (`JobTimeout`, `APIConnectionError`, `APIStatusError`, ...).
         """
         values: dict[str, object] = {}
-        return (self._client._call("list_voices", values, timeout=timeout)).voices
+        return (self._client._call("list_voices", values, models.ListVoicesOutput, timeout=timeout)).voices
 
     def delete(
         self,
@@ -106,7 +106,7 @@ class Voices:
         values = {
             "name": name,
         }
-        return self._client._call("delete_voice", values, timeout=timeout)
+        return self._client._call("delete_voice", values, models.DeleteVoiceOutput, timeout=timeout)
 
 
 class Client(ClientBase):
@@ -277,7 +277,7 @@ class Client(ClientBase):
         format: Literal["wav", "flac", "mp3", "ogg"] | NotGiven = NOT_GIVEN,
         delivery: Literal["url", "base64"] | None | NotGiven = NOT_GIVEN,
         timeout: float | None = None,
-    ) -> Job:
+    ) -> Job[SynthesisResult]:
         """Queue a synthesis job (`/run`) and return at once with a handle to it.
 
         Speak `text` in a stored voice or in a reference given with the job.
@@ -345,4 +345,4 @@ class Client(ClientBase):
             F5TTSError: any other failure (`JobTimeout`, `APIConnectionError`, `APIStatusError`, ...).
         """
         values: dict[str, object] = {}
-        return self._call("health", values, timeout=timeout)
+        return self._call("health", values, models.HealthOutput, timeout=timeout)
