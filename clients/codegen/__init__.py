@@ -8,8 +8,7 @@ async code in `f5tts_client/_async/`. Outputs, all starting with a line that say
   `templates/`);
 - `_async/_client.py`: `AsyncClient` / `AsyncVoices`, whose methods and keyword-only parameters come from the
   contract's input models (template `client.py.jinja`);
-- `_sync/*.py`: the sync twin of every module in `_async/`, made with unasync (the httpcore approach).
-
+- `_sync/*.py`: the sync twin of every module in `_async/`, made with unasync (the httpcore approach);
 - the tables between `<!-- generated:NAME ... -->` and `<!-- /generated:NAME -->` in `docs/client.md`
   (synthesis parameters, error codes).
 
