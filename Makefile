@@ -24,6 +24,7 @@ $(STAMP): requirements/worker.txt requirements/dev.txt clients/python/pyproject.
 
 test: setup
 	$(PY) -m ruff check .
+	$(PY) -m mypy --config-file clients/python/pyproject.toml
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: setup

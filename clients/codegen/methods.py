@@ -18,7 +18,9 @@ class MethodSpec:
     action: str
     summary: str  # first docstring paragraph; the action's model description follows it
     positional: tuple[str, ...]  # contract fields taken positionally, in this order
-    call: str  # the body's return statement; `values` holds the contract fields, `timeout` the deadline
+    # The body's return statement: `values` holds the contract fields, `timeout` the deadline; `{action}` and
+    # `{output}` become the action and the name of its output model in the contract.
+    call: str
     returns: str  # return annotation
     returns_doc: str
     excluded: tuple[str, ...] = ("action",)  # contract fields the method sets itself
@@ -61,7 +63,7 @@ METHODS: tuple[MethodSpec, ...] = (
         positional=("text",),
         excluded=("action", "stream"),
         call="return await self._submit_synthesis(values, timeout=timeout)",
-        returns="AsyncJob",
+        returns="AsyncJob[AsyncSynthesisResult]",
         returns_doc="A job handle: `.id`, `.status()`, `.wait()` (returns the synthesis result), `.cancel()`.",
     ),
     MethodSpec(
@@ -70,7 +72,7 @@ METHODS: tuple[MethodSpec, ...] = (
         action="health",
         summary="Ask a worker for its health: model, device, storage, contract version.",
         positional=(),
-        call='return await self._call("health", values, timeout=timeout)',
+        call='return await self._call("{action}", values, models.{output}, timeout=timeout)',
         returns="models.HealthOutput",
         returns_doc="The worker's health report.",
     ),
@@ -80,7 +82,7 @@ METHODS: tuple[MethodSpec, ...] = (
         action="upload_voice",
         summary="Upload a reference clip (a file path, raw bytes or an http(s) URL) as a stored voice.",
         positional=("name", "audio", "text"),
-        call='return await self._client._call("upload_voice", values, timeout=timeout)',
+        call='return await self._client._call("{action}", values, models.{output}, timeout=timeout)',
         returns="models.UploadVoiceOutput",
         returns_doc="The stored voice's metadata (after normalisation; `clipped` says whether it was shortened).",
     ),
@@ -90,7 +92,7 @@ METHODS: tuple[MethodSpec, ...] = (
         action="list_voices",
         summary="List the stored voices, built-in ones included (flagged `builtin`).",
         positional=(),
-        call='return (await self._client._call("list_voices", values, timeout=timeout)).voices',
+        call='return (await self._client._call("{action}", values, models.{output}, timeout=timeout)).voices',
         returns="list[models.VoiceInfo]",
         returns_doc="One entry per voice.",
     ),
@@ -100,7 +102,7 @@ METHODS: tuple[MethodSpec, ...] = (
         action="delete_voice",
         summary="Delete a stored voice. Built-in voices cannot be deleted.",
         positional=("name",),
-        call='return await self._client._call("delete_voice", values, timeout=timeout)',
+        call='return await self._client._call("{action}", values, models.{output}, timeout=timeout)',
         returns="models.DeleteVoiceOutput",
         returns_doc="The name and whether it was deleted.",
     ),

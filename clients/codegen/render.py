@@ -139,7 +139,7 @@ def wrap_doc(name: str, text: str, indent: str) -> str:
 class Param:
     name: str
     annotation: str
-    default: str | None  # python source, None when required
+    default: str | None  # python source (`NOT_GIVEN`), None when required
     doc: str
     value: str  # expression that puts the argument into the job input
 
@@ -150,14 +150,18 @@ class Method:
     description: str | None
     positional: tuple[Param, ...]
     keyword: tuple[Param, ...]
+    call: str  # the body's return statement
 
 
 def _param(f: FieldSpec) -> Param:
+    """An optional field defaults to `NOT_GIVEN` rather than the contract's default: the client sends only what
+    the caller set, and the worker applies its own default to the rest (the docstring still names it)."""
     is_audio = f.type.kind == "ref" and f.type.name == AUDIO_SOURCE
+    annotation = param_annotation(f.type)
     return Param(
         name=f.name,
-        annotation=param_annotation(f.type),
-        default=None if f.required else py_literal(f.default),
+        annotation=annotation if f.required else f"{annotation} | NotGiven",
+        default=None if f.required else "NOT_GIVEN",
         doc=param_doc(f),
         value=f"audio_source({f.name}, {py_literal(f.name)})" if is_audio else f.name,
     )
@@ -175,7 +179,8 @@ def build_methods(contract: Contract) -> list[Method]:
         keyword = tuple(_param(f) for f in fields if f.name not in spec.positional)
         if any(p.default is None for p in keyword):
             raise ValueError(f"{spec.name}: required contract fields must be positional")
-        methods.append(Method(spec, model.description, positional, keyword))
+        call = spec.call.format(action=spec.action, output=contract.actions[spec.action][1])
+        methods.append(Method(spec, model.description, positional, keyword, call))
     return methods
 
 
@@ -211,9 +216,9 @@ def render_models(contract: Contract, header: str) -> str:
     return render("models.py.jinja", header, contract=contract, models=contract.models_in_dependency_order())
 
 
-def render_errors(contract: Contract, header: str) -> str:
+def render_error_code_exceptions(contract: Contract, header: str) -> str:
     errors = [(code, exception_name(code)) for code in contract.error_codes]
-    return render("errors.py.jinja", header, errors=errors)
+    return render("error_code_exceptions.py.jinja", header, errors=errors)
 
 
 def render_params(contract: Contract, header: str) -> str:
@@ -228,6 +233,7 @@ def render_async_client(contract: Contract, header: str) -> str:
         header,
         uses_literal=any("Literal[" in a for a in annotations),
         uses_audio=any("AudioInput" in a for a in annotations),
+        uses_not_given=any("NotGiven" in a for a in annotations),
         client_methods=[m for m in methods if m.spec.owner == "client"],
         voices_methods=[m for m in methods if m.spec.owner == "voices"],
     )
@@ -280,7 +286,7 @@ def _cell(text: str) -> str:
 def render_docs_sections(contract: Contract) -> dict[str, str]:
     """Markdown tables for docs/client.md: the synthesis parameters and the error codes, from the contract."""
     model = contract.models[contract.actions["synthesize"][0]]
-    rows = ["| parameter | type | default | range | meaning |", "|---|---|---|---|---|"]
+    rows = ["| parameter | type | worker default | range | meaning |", "|---|---|---|---|---|"]
     for f in model.fields:
         if f.name in ("action", "stream"):
             continue

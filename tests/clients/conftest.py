@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from f5tts_client import AsyncClient, Client
+from f5tts_client import AsyncClient, Client, cli
 
 from tests.clients.fake_runpod import API_KEY, ENDPOINT_URL, FakeRunPod
 from tests.clients.helpers import FAST
@@ -44,6 +44,22 @@ def make_client(fake: FakeRunPod, flavour: str) -> Iterator[Callable[..., Any]]:
 
     yield make
 
+
+@pytest.fixture
+def run_cli(fake: FakeRunPod, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
+    """`run_cli(*argv)` -> (exit code, stdout, stderr), the `f5tts` command line talking to `fake`."""
+    monkeypatch.setenv("RUNPOD_API_KEY", API_KEY)
+    monkeypatch.setenv("F5TTS_ENDPOINT_URL", ENDPOINT_URL)
+
+    def factory(**options: Any) -> Client:
+        return Client(http_client=httpx.Client(transport=httpx.MockTransport(fake)), **{**options, **FAST})
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = cli.main(list(argv), client_factory=factory)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
 
 
 @dataclass

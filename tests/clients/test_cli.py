@@ -13,10 +13,9 @@ import wave
 
 import httpx
 import pytest
-from f5tts_client import Client, JobState, cli
+from f5tts_client import JobState, cli
 
-from tests.clients.fake_runpod import API_KEY, ENDPOINT_URL, FakeRunPod, Plan, stream_chunk, stream_end, synth_output
-from tests.clients.helpers import FAST
+from tests.clients.fake_runpod import FakeRunPod, Plan, stream_chunk, stream_end, synth_output
 from worker.voices import BUILTIN_TEXT, builtin_audio_file
 
 
@@ -28,23 +27,6 @@ def pcm_wav(frames: int, value: int = 1000) -> bytes:
         w.setframerate(24000)
         w.writeframes(value.to_bytes(2, "little", signed=True) * frames)
     return buffer.getvalue()
-
-
-@pytest.fixture
-def run_cli(fake: FakeRunPod, capsys, monkeypatch):
-    """`run_cli(*argv)` -> (exit code, stdout, stderr), the CLI talking to the scripted API."""
-    monkeypatch.setenv("RUNPOD_API_KEY", API_KEY)
-    monkeypatch.setenv("F5TTS_ENDPOINT_URL", ENDPOINT_URL)
-
-    def factory(**options):
-        return Client(http_client=httpx.Client(transport=httpx.MockTransport(fake)), **{**options, **FAST})
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        code = cli.main(list(argv), client_factory=factory)
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 def sent(fake: FakeRunPod) -> dict:

@@ -6,13 +6,15 @@ from __future__ import annotations
 import ast
 import inspect
 import json
+import subprocess
+import sys
 
 import f5tts_client as f5
 import pytest
 from f5tts_client._async._base import AsyncClientBase
 from f5tts_client._sync._base import ClientBase
 
-from clients.codegen import CONTRACT, generate
+from clients.codegen import CONTRACT, PACKAGE, REPO, SYNC_NAMES, generate, unused_sync_names
 from clients.codegen.contract import parse_type
 
 
@@ -37,8 +39,9 @@ def test_a_new_contract_field_appears_in_both_clients_the_models_and_the_cli(tmp
             fn = _functions(files[path], cls)[method]
             names = [a.arg for a in fn.args.kwonlyargs]
             assert "pitch_shift" in names, (cls, method)
-            default = fn.args.kw_defaults[names.index("pitch_shift")]
-            assert ast.literal_eval(default) == 0.0
+            index = names.index("pitch_shift")
+            assert ast.unparse(fn.args.kw_defaults[index]) == "NOT_GIVEN"  # left out unless the caller sets it
+            assert ast.unparse(fn.args.kwonlyargs[index].annotation) == "float | NotGiven"
             doc = ast.get_docstring(fn)
             assert "pitch_shift: Pitch shift in semitones. From -12.0 to 12.0. Default: `0.0`." in doc
             assert "'pitch_shift': pitch_shift" in ast.unparse(fn)  # sent with the job
@@ -77,7 +80,7 @@ def test_api_methods_are_keyword_only_after_their_required_arguments():
     kinds = {name: p.kind for name, p in signature.parameters.items()}
     assert kinds["text"] is inspect.Parameter.POSITIONAL_OR_KEYWORD
     assert all(kind is inspect.Parameter.KEYWORD_ONLY for name, kind in kinds.items() if name not in ("self", "text"))
-    assert signature.parameters["format"].default == "wav" and signature.parameters["nfe_step"].default == 32
+    assert signature.parameters["format"].default is f5.NOT_GIVEN and signature.parameters["nfe_step"].default is f5.NOT_GIVEN
     upload = inspect.signature(f5.Voices.upload).parameters
     assert list(upload)[:4] == ["self", "name", "audio", "text"]
 
@@ -94,6 +97,22 @@ def test_the_sync_twin_has_no_async_left():
                 n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)
             } | {n.name for n in ast.walk(tree) if isinstance(n, (ast.ClassDef, ast.FunctionDef))}
             assert not [n for n in names if n.startswith(("Async", "Sync", "_async")) or n in ASYNC_ONLY], rel
+
+
+def test_every_sync_rename_rule_renames_something_and_a_stale_one_fails_the_generation(monkeypatch):
+    sources = [p.read_text() for p in (PACKAGE / "_async").glob("*.py")]
+    assert unused_sync_names(sources) == []
+    monkeypatch.setitem(SYNC_NAMES, "AsyncLeftOver", "LeftOver")
+    with pytest.raises(ValueError, match="AsyncLeftOver"):
+        generate()
+
+
+def test_the_sync_twins_imports_are_sorted_as_ruff_sorts_them():
+    # Renaming `_async` to `_sync` and `asyncio` to `time` moves imports within the alphabet.
+    sync_files = sorted(str(p) for p in (PACKAGE / "_sync").glob("*.py"))
+    check = [sys.executable, "-m", "ruff", "check", "--select", "I", "--quiet", *sync_files]
+    done = subprocess.run(check, cwd=REPO, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 @pytest.mark.parametrize(

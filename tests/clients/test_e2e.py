@@ -73,6 +73,16 @@ async def test_synthesize_voices_and_health(stack_client, flavour, tmp_path):
     assert inline.voice == "inline" and inline.duration > 0
 
 
+async def test_the_endpoint_receives_exactly_the_arguments_given(stack_client, devstack):
+    client = stack_client().client
+    # cfg_strength=2.0 is the worker's default: sent all the same, because the caller set it.
+    job = await resolve(client.submit("Sent as given.", cfg_strength=2.0, seed=None, **QUICK))
+    received = devstack.call(lambda: devstack.queue.jobs[job.id].input)
+    assert received == {"action": "synthesize", "text": "Sent as given.", "cfg_strength": 2.0, "seed": None, **QUICK}
+    result = await resolve(job.wait())  # the worker took every key
+    assert result.duration > 0 and result.format == "wav"
+
+
 async def test_streaming_yields_every_chunk(stack_client):
     client = stack_client().client
     stream = client.synthesize_stream(TWO_CHUNKS, seed=5, **QUICK)

@@ -42,7 +42,9 @@ async def test_synthesize_via_runsync_returns_a_typed_result(make_client, fake, 
     result = await resolve(client.synthesize("Hello there.", voice="alice", speed=1.2, seed=5, format="wav"))
 
     assert fake.count("POST", "runsync") == 1 and fake.count("GET", "status") == 0
-    assert sent_input(fake) == {"action": "synthesize", "text": "Hello there.", "voice": "alice", "speed": 1.2, "seed": 5}
+    assert sent_input(fake) == {
+        "action": "synthesize", "text": "Hello there.", "voice": "alice", "speed": 1.2, "seed": 5, "format": "wav"
+    }  # format="wav" is the worker's default, but the caller set it
     assert fake.jobs["job-1"]["wait"] == "30000"  # RunPod's wait is in milliseconds
     assert isinstance(result, f5.AsyncSynthesisResult if isinstance(client, f5.AsyncClient) else f5.SynthesisResult)
     assert (result.duration, result.sample_rate, result.seed, result.timings.rtf) == (1.25, 24000, 7, 0.32)
@@ -117,7 +119,7 @@ async def test_submit_returns_a_job_handle(make_client, fake):
     job = await resolve(client.submit("Queued text.", nfe_step=16))
     assert fake.count("POST", "run") == 1 and fake.count("POST", "runsync") == 0
     assert sent_input(fake) == {"action": "synthesize", "text": "Queued text.", "nfe_step": 16}
-    assert (await resolve(job.status())).status == f5.JobStatus.IN_PROGRESS
+    assert (await resolve(job.status())).status == f5.RunPodJobStatus.IN_PROGRESS
     seen = []
     result = await resolve(job.wait(on_status=lambda state: seen.append(state.status)))
     assert result.seed == 7 and seen[-1] == "COMPLETED"

@@ -32,20 +32,24 @@ from f5tts_client._exceptions import (
     WorkerError,
 )
 from f5tts_client._generated import models
-from f5tts_client._generated.errors import *
-from f5tts_client._generated.errors import ERRORS_BY_CODE
-from f5tts_client._generated.errors import __all__ as _error_names
+from f5tts_client._generated.error_code_exceptions import *
+from f5tts_client._generated.error_code_exceptions import ERRORS_BY_CODE
+from f5tts_client._generated.error_code_exceptions import __all__ as _error_names
 from f5tts_client._generated.models import CONTRACT_VERSION, ErrorCode
+from f5tts_client._not_given import NOT_GIVEN, NotGiven
 from f5tts_client._sync._client import Client, Voices
 from f5tts_client._sync._jobs import Job
 from f5tts_client._sync._results import SynthesisResult
 from f5tts_client._sync._stream import AudioStream
-from f5tts_client._types import AudioChunk, JobState, JobStatus
+from f5tts_client._types import AudioChunk, JobState, RunPodJobStatus
 from f5tts_client._version import __version__
+
+JobStatus = RunPodJobStatus  # its former name, kept so that existing imports work
 
 __all__ = [
     "CONTRACT_VERSION",
     "ERRORS_BY_CODE",
+    "NOT_GIVEN",
     "APIConnectionError",
     "APIStatusError",
     "APITimeoutError",
@@ -69,7 +73,9 @@ __all__ = [
     "JobState",
     "JobStatus",
     "JobTimeout",
+    "NotGiven",
     "RateLimitError",
+    "RunPodJobStatus",
     "ServerError",
     "SynthesisResult",
     "UnexpectedResponse",

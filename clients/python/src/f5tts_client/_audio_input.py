@@ -7,15 +7,16 @@ import os
 from pathlib import Path
 from typing import Union
 
-from f5tts_client._generated.errors import InvalidInput
+from f5tts_client._generated.error_code_exceptions import InvalidInput
+from f5tts_client._not_given import NotGiven
 
 AudioInput = Union[str, "os.PathLike[str]", bytes]
 
 
-def audio_source(value: AudioInput | None, field: str) -> dict[str, str] | None:
+def audio_source(value: AudioInput | None | NotGiven, field: str) -> dict[str, str] | None | NotGiven:
     """`{"url": ...}` for an http(s) URL (the worker fetches it), else `{"base64": ...}` of the bytes or file."""
-    if value is None:
-        return None
+    if value is None or isinstance(value, NotGiven):
+        return value
     if isinstance(value, (bytes, bytearray, memoryview)):
         data = bytes(value)
     elif isinstance(value, str) and value.startswith(("http://", "https://")):

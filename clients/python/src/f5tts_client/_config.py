@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import NoReturn
 
 from f5tts_client._exceptions import ConfigurationError
 
@@ -34,7 +35,7 @@ class Secret:
 
     __str__ = __repr__
 
-    def __reduce__(self):  # pickling would write the key out in clear
+    def __reduce__(self) -> NoReturn:  # pickling would write the key out in clear
         raise TypeError("a Secret cannot be pickled")
 
 

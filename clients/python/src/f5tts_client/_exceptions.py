@@ -1,4 +1,7 @@
-"""The client's exception hierarchy (the per-error-code subclasses of `WorkerError` are generated).
+"""The client's exception classes, hand-written: every failure kind except the worker's own error codes.
+
+The subclass of `WorkerError` per contract error code is generated into `_generated/error_code_exceptions.py`;
+`_error_responses.py` reads a failed HTTP answer or job into the right one of these exceptions.
 
     F5TTSError
     ├── ConfigurationError          no endpoint / no key / bad settings

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
 from functools import cached_property
 from typing import Any
 
@@ -12,8 +13,8 @@ from f5tts_client._exceptions import UnexpectedResponse
 from f5tts_client._generated import models
 
 
-class JobStatus:
-    """RunPod's job states."""
+class RunPodJobStatus:
+    """The job states RunPod's queue API reports in `JobState.status` (plain strings, compared as such)."""
 
     IN_QUEUE = "IN_QUEUE"
     IN_PROGRESS = "IN_PROGRESS"
@@ -38,9 +39,9 @@ class JobState(BaseModel):
 
     @property
     def done(self) -> bool:
-        return self.status in JobStatus.TERMINAL
+        return self.status in RunPodJobStatus.TERMINAL
 
-    def __repr_args__(self):
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         # The output may hold megabytes of base64 audio: show its type, not its content.
         for key, value in super().__repr_args__():
             yield (key, f"<{type(value).__name__}>") if key == "output" and value is not None else (key, value)
@@ -67,7 +68,7 @@ class AudioChunk(models.StreamChunk):
     def audio(self) -> bytes:
         return base64.b64decode(self.audio_base64)
 
-    def __repr_args__(self):
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         for key, value in super().__repr_args__():
             yield (key, f"<{len(value)} base64 chars>") if key == "audio_base64" else (key, value)
 

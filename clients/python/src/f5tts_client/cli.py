@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, TextIO
+from typing import Any, ClassVar, Literal, TextIO
 
 from f5tts_client._audio_sink import STREAMABLE_FORMATS, AudioSink
 from f5tts_client._config import ENV_API_KEY, ENV_ENDPOINT_ID, ENV_ENDPOINT_URL
@@ -35,8 +35,9 @@ from f5tts_client._exceptions import (
     WorkerError,
 )
 from f5tts_client._generated.params import OPTIONS, Option
+from f5tts_client._not_given import NOT_GIVEN
 from f5tts_client._sync._client import Client
-from f5tts_client._types import JobState, JobStatus
+from f5tts_client._types import JobState, RunPodJobStatus
 from f5tts_client._version import __version__
 
 # Exit codes a script can branch on (2 is also argparse's own for a bad command line).
@@ -50,7 +51,8 @@ EXIT_TIMEOUT = 6  # gave up waiting (the job may still finish)
 EXIT_UNAVAILABLE = 7  # API unreachable, rate limited, server errors, model not loaded: try again later
 EXIT_INTERRUPTED = 130
 
-FORMAT_BY_EXTENSION = {".wav": "wav", ".flac": "flac", ".mp3": "mp3", ".ogg": "ogg", ".opus": "ogg"}
+AudioFormat = Literal["wav", "flac", "mp3", "ogg"]
+FORMAT_BY_EXTENSION: dict[str, AudioFormat] = {".wav": "wav", ".flac": "flac", ".mp3": "mp3", ".ogg": "ogg", ".opus": "ogg"}
 # Contract fields `say` handles itself rather than as generated options.
 SAY_OWN_FIELDS = ("text", "format", "stream")
 
@@ -82,7 +84,7 @@ class UsageError(Exception):
 class Progress:
     """One self-rewriting status line on a terminal (`queued 2.1 s`, `running 4.0 s`); silent otherwise."""
 
-    LABELS: ClassVar[dict[str, str]] = {JobStatus.IN_QUEUE: "queued", JobStatus.IN_PROGRESS: "running"}
+    LABELS: ClassVar[dict[str, str]] = {RunPodJobStatus.IN_QUEUE: "queued", RunPodJobStatus.IN_PROGRESS: "running"}
 
     def __init__(self, stream: TextIO, enabled: bool | None = None) -> None:
         self.stream = stream
@@ -130,7 +132,7 @@ def cmd_say(client: Client, args: argparse.Namespace, progress: Progress) -> int
 
 
 def _say_streaming(
-    client: Client, text: str, values: dict[str, Any], output: Path, fmt: str, timeout: float | None, progress: Progress
+    client: Client, text: str, values: dict[str, Any], output: Path, fmt: AudioFormat, timeout: float | None, progress: Progress
 ) -> int:
     if fmt not in STREAMABLE_FORMATS:
         raise UsageError(f"{fmt} cannot be streamed into one file; use -o with .{', .'.join(STREAMABLE_FORMATS)}")
@@ -148,6 +150,7 @@ def _say_streaming(
         sink.close()
         progress.done()
     summary = stream.summary
+    assert summary is not None  # an exhausted stream has its summary (or raised UnexpectedResponse)
     print(f"{output}  {summary.duration:.2f} s of {fmt} audio in {summary.chunks} chunks, voice {summary.voice}, seed {summary.seed}")
     return EXIT_OK
 
@@ -195,7 +198,8 @@ def _say_options() -> list[Option]:
 
 def _add_contract_option(parser: argparse.ArgumentParser, option: Option) -> None:
     flag = "--" + option.name.replace("_", "-")
-    kwargs: dict[str, Any] = {"dest": option.name, "default": option.default, "help": option.help.replace("%", "%%")}
+    # An option not on the command line is not sent: the worker applies its own default (the help names it).
+    kwargs: dict[str, Any] = {"dest": option.name, "default": NOT_GIVEN, "help": option.help.replace("%", "%%")}
     if option.kind == "bool":
         kwargs["action"] = argparse.BooleanOptionalAction
     elif option.kind == "choice":
@@ -208,7 +212,7 @@ def _add_contract_option(parser: argparse.ArgumentParser, option: Option) -> Non
     parser.add_argument(flag, **kwargs)
 
 
-def _output_and_format(output: str | None, fmt: str | None) -> tuple[Path, str]:
+def _output_and_format(output: str | None, fmt: AudioFormat | None) -> tuple[Path, AudioFormat]:
     """The output path and the audio format: from --format, else from the extension, else wav."""
     if output is None:
         fmt = fmt or "wav"
@@ -270,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("name", help="voice name: lowercase letters, digits, '-' and '_'")
     add.add_argument("audio", help="reference clip: a file path or an http(s) URL (the worker fetches it)")
     add.add_argument("--text", help="the clip's transcript")
-    add.add_argument("--overwrite", action="store_true", help="replace an existing voice of that name")
+    add.add_argument("--overwrite", action="store_true", default=NOT_GIVEN, help="replace an existing voice of that name")
     add.set_defaults(handler=cmd_voices_add)
     remove = voices.add_parser("rm", parents=[common], help="delete a stored voice")
     remove.add_argument("name")
@@ -311,7 +315,8 @@ def main(argv: list[str] | None = None, *, client_factory: Callable[..., Client]
         with client_factory(
             endpoint_url=args.endpoint_url, endpoint_id=args.endpoint_id, poll_interval_max=1.0
         ) as client:
-            return args.handler(client, args, progress)
+            handler: Callable[[Client, argparse.Namespace, Progress], int] = args.handler
+            return handler(client, args, progress)
     except (F5TTSError, UsageError) as exc:
         progress.done()
         code, message, hint = _explain(exc)

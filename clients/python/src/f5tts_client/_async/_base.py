@@ -19,11 +19,13 @@ from f5tts_client._async._transport import AsyncTransport
 from f5tts_client._config import ClientSettings, resolve_settings
 from f5tts_client._exceptions import UnexpectedResponse
 from f5tts_client._generated import models
-from f5tts_client._generated.errors import InvalidInput
+from f5tts_client._generated.error_code_exceptions import InvalidInput
+from f5tts_client._not_given import given
 from f5tts_client._retry import Deadline
 from f5tts_client._types import single_output
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 
 class AsyncClientBase:
@@ -103,9 +105,8 @@ class AsyncClientBase:
         return AsyncJob(self._transport, job_id, self._synthesis_parser(job_id))
 
     # ------------------------------------------------------------------------------------------ calls
-    async def _call(self, action: str, values: dict[str, Any], *, timeout: float | None) -> Any:
-        """Run one action to completion and return its output model."""
-        output_model = models.ACTIONS[action][1]
+    async def _call(self, action: str, values: dict[str, Any], output_model: type[M], *, timeout: float | None) -> M:
+        """Run one action to completion and return its output, read as `output_model`."""
         return await self._run(action, values, timeout, lambda job_id: _model_parser(output_model))
 
     async def _synthesize(self, values: dict[str, Any], *, timeout: float | None) -> AsyncSynthesisResult:
@@ -147,24 +148,26 @@ class AsyncClientBase:
 
     @staticmethod
     def _job_input(action: str, values: dict[str, Any]) -> dict[str, Any]:
-        """Validate against the contract's input model; keep only what differs from the contract's defaults.
+        """The job input: every argument the caller gave (checked against the contract's input model), and no other.
 
-        Checking here gives the same `InvalidInput` the worker would, without a round trip; rules the schema
-        cannot express (e.g. `voice` and `ref_audio` together) are still checked by the worker.
+        An argument left out (`NOT_GIVEN`) is left out of the job, so the worker applies its own default; one given,
+        even at the worker's default value, is sent as given. Checking here gives the same `InvalidInput` the
+        worker would, without a round trip; rules the schema cannot express (e.g. `voice` and `ref_audio`
+        together) are still checked by the worker.
         """
         input_model: type[BaseModel] = models.ACTIONS[action][0]
         try:
-            parsed = input_model.model_validate({**values, "action": action})
+            parsed = input_model.model_validate({**given(values), "action": action})
         except ValidationError as exc:
             first = exc.errors(include_url=False)[0]
             field = ".".join(str(p) for p in first["loc"]) or None
             message = first["msg"].removeprefix("Value error, ")
             raise InvalidInput(f"{field}: {message}" if field else message, field=field) from None
-        return {"action": action, **parsed.model_dump(mode="json", exclude_defaults=True, exclude={"action"})}
+        return {"action": action, **parsed.model_dump(mode="json", exclude_unset=True, exclude={"action"})}
 
 
-def _model_parser(output_model: type[BaseModel]) -> Callable[[Any], Any]:
-    def parse(output: Any) -> Any:
+def _model_parser(output_model: type[M]) -> Callable[[Any], M]:
+    def parse(output: Any) -> M:
         try:
             return output_model.model_validate(single_output(output))
         except ValidationError as exc:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from pydantic import PrivateAttr
 
@@ -22,7 +24,7 @@ class AsyncSynthesisResult(models.SynthesizeOutput):
     _audio: bytes | None = PrivateAttr(None)
 
     @classmethod
-    def _from_output(cls, output: dict, transport: AsyncTransport, job_id: str | None) -> AsyncSynthesisResult:
+    def _from_output(cls, output: dict[str, Any], transport: AsyncTransport, job_id: str | None) -> AsyncSynthesisResult:
         result = cls.model_validate(output)
         result._transport, result._job_id = transport, job_id
         return result
@@ -50,6 +52,6 @@ class AsyncSynthesisResult(models.SynthesizeOutput):
         target.write_bytes(data)
         return target
 
-    def __repr_args__(self):
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         for key, value in super().__repr_args__():
             yield (key, f"<{len(value)} base64 chars>") if key == "audio_base64" and value else (key, value)

@@ -11,7 +11,7 @@ from f5tts_client._async._transport import AsyncTransport
 from f5tts_client._exceptions import F5TTSError, JobTimeout, UnexpectedResponse
 from f5tts_client._generated import models
 from f5tts_client._retry import Deadline
-from f5tts_client._types import AudioChunk, JobStatus
+from f5tts_client._types import AudioChunk, RunPodJobStatus
 
 
 class AsyncAudioStream:
@@ -75,7 +75,7 @@ class AsyncAudioStream:
                 while next_index in held:
                     yield held.pop(next_index)
                     next_index += 1
-            if answer.status in JobStatus.TERMINAL:
+            if answer.status in RunPodJobStatus.TERMINAL:
                 break
             if answer.items:
                 interval = settings.poll_interval
@@ -88,7 +88,7 @@ class AsyncAudioStream:
                     )
         self.finished = True
         final = None
-        if answer.status != JobStatus.COMPLETED:
+        if answer.status != RunPodJobStatus.COMPLETED:
             # The error (or cancellation) is on the job's status, not in its stream.
             final = await self._transport.status(self.job_id, deadline)
             AsyncJob(self._transport, self.job_id, lambda output: output, final)._outcome(final)

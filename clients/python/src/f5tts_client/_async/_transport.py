@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from f5tts_client._config import ClientSettings
-from f5tts_client._errors import redact, status_error
+from f5tts_client._error_responses import redact, status_error
 from f5tts_client._exceptions import APIConnectionError, APITimeoutError, JobNotFound, UnexpectedResponse
 from f5tts_client._retry import (
     NEVER_SENT,

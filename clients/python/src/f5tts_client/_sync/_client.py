@@ -12,6 +12,7 @@ from typing import Literal
 
 from f5tts_client._audio_input import AudioInput, audio_source
 from f5tts_client._generated import models
+from f5tts_client._not_given import NOT_GIVEN, NotGiven
 from f5tts_client._sync._base import ClientBase
 from f5tts_client._sync._jobs import Job
 from f5tts_client._sync._results import SynthesisResult
@@ -30,14 +31,16 @@ class Voices:
         self,
         name: str,
         audio: AudioInput,
-        text: str | None = None,
+        text: str | None | NotGiven = NOT_GIVEN,
         *,
-        overwrite: bool = False,
+        overwrite: bool | NotGiven = NOT_GIVEN,
         timeout: float | None = None,
     ) -> models.UploadVoiceOutput:
         """Upload a reference clip (a file path, raw bytes or an http(s) URL) as a stored voice.
 
         Store a reference clip and its transcript under a name.
+
+        An argument left out is not sent, and the worker applies its own default (named below).
 
         Args:
             name: Lowercase letters, digits, '-' and '_'; 1-64 chars.
@@ -59,7 +62,7 @@ class Voices:
             "text": text,
             "overwrite": overwrite,
         }
-        return self._client._call("upload_voice", values, timeout=timeout)
+        return self._client._call("upload_voice", values, models.UploadVoiceOutput, timeout=timeout)
 
     def list(
         self,
@@ -79,7 +82,7 @@ class Voices:
             F5TTSError: any other failure (`JobTimeout`, `APIConnectionError`, `APIStatusError`, ...).
         """
         values: dict[str, object] = {}
-        return (self._client._call("list_voices", values, timeout=timeout)).voices
+        return (self._client._call("list_voices", values, models.ListVoicesOutput, timeout=timeout)).voices
 
     def delete(
         self,
@@ -103,7 +106,7 @@ class Voices:
         values = {
             "name": name,
         }
-        return self._client._call("delete_voice", values, timeout=timeout)
+        return self._client._call("delete_voice", values, models.DeleteVoiceOutput, timeout=timeout)
 
 
 class Client(ClientBase):
@@ -122,24 +125,26 @@ class Client(ClientBase):
         self,
         text: str,
         *,
-        voice: str | None = None,
-        ref_audio: AudioInput | None = None,
-        ref_text: str | None = None,
-        speed: float = 1.0,
-        nfe_step: int = 32,
-        cfg_strength: float = 2.0,
-        sway_sampling_coef: float = -1.0,
-        cross_fade_duration: float = 0.15,
-        seed: int | None = None,
-        remove_silence: bool = False,
-        format: Literal["wav", "flac", "mp3", "ogg"] = "wav",
-        delivery: Literal["url", "base64"] | None = None,
+        voice: str | None | NotGiven = NOT_GIVEN,
+        ref_audio: AudioInput | None | NotGiven = NOT_GIVEN,
+        ref_text: str | None | NotGiven = NOT_GIVEN,
+        speed: float | NotGiven = NOT_GIVEN,
+        nfe_step: int | NotGiven = NOT_GIVEN,
+        cfg_strength: float | NotGiven = NOT_GIVEN,
+        sway_sampling_coef: float | NotGiven = NOT_GIVEN,
+        cross_fade_duration: float | NotGiven = NOT_GIVEN,
+        seed: int | None | NotGiven = NOT_GIVEN,
+        remove_silence: bool | NotGiven = NOT_GIVEN,
+        format: Literal["wav", "flac", "mp3", "ogg"] | NotGiven = NOT_GIVEN,
+        delivery: Literal["url", "base64"] | None | NotGiven = NOT_GIVEN,
         timeout: float | None = None,
     ) -> SynthesisResult:
         """Synthesize speech and wait for the result (`/runsync`, then `/status` polling if the job outlasts
         it).
 
         Speak `text` in a stored voice or in a reference given with the job.
+
+        An argument left out is not sent, and the worker applies its own default (named below).
 
         Args:
             text: Text to speak. 1 to 5000 characters.
@@ -189,24 +194,26 @@ class Client(ClientBase):
         self,
         text: str,
         *,
-        voice: str | None = None,
-        ref_audio: AudioInput | None = None,
-        ref_text: str | None = None,
-        speed: float = 1.0,
-        nfe_step: int = 32,
-        cfg_strength: float = 2.0,
-        sway_sampling_coef: float = -1.0,
-        cross_fade_duration: float = 0.15,
-        seed: int | None = None,
-        remove_silence: bool = False,
-        format: Literal["wav", "flac", "mp3", "ogg"] = "wav",
-        delivery: Literal["url", "base64"] | None = None,
+        voice: str | None | NotGiven = NOT_GIVEN,
+        ref_audio: AudioInput | None | NotGiven = NOT_GIVEN,
+        ref_text: str | None | NotGiven = NOT_GIVEN,
+        speed: float | NotGiven = NOT_GIVEN,
+        nfe_step: int | NotGiven = NOT_GIVEN,
+        cfg_strength: float | NotGiven = NOT_GIVEN,
+        sway_sampling_coef: float | NotGiven = NOT_GIVEN,
+        cross_fade_duration: float | NotGiven = NOT_GIVEN,
+        seed: int | None | NotGiven = NOT_GIVEN,
+        remove_silence: bool | NotGiven = NOT_GIVEN,
+        format: Literal["wav", "flac", "mp3", "ogg"] | NotGiven = NOT_GIVEN,
+        delivery: Literal["url", "base64"] | None | NotGiven = NOT_GIVEN,
         timeout: float | None = None,
     ) -> AudioStream:
         """Synthesize speech as a stream: each text chunk's audio is yielded as soon as the worker has it
         (`/run` with `stream: true`, then `/stream` polling). Nothing is sent until iteration starts.
 
         Speak `text` in a stored voice or in a reference given with the job.
+
+        An argument left out is not sent, and the worker applies its own default (named below).
 
         Args:
             text: Text to speak. 1 to 5000 characters.
@@ -257,23 +264,25 @@ class Client(ClientBase):
         self,
         text: str,
         *,
-        voice: str | None = None,
-        ref_audio: AudioInput | None = None,
-        ref_text: str | None = None,
-        speed: float = 1.0,
-        nfe_step: int = 32,
-        cfg_strength: float = 2.0,
-        sway_sampling_coef: float = -1.0,
-        cross_fade_duration: float = 0.15,
-        seed: int | None = None,
-        remove_silence: bool = False,
-        format: Literal["wav", "flac", "mp3", "ogg"] = "wav",
-        delivery: Literal["url", "base64"] | None = None,
+        voice: str | None | NotGiven = NOT_GIVEN,
+        ref_audio: AudioInput | None | NotGiven = NOT_GIVEN,
+        ref_text: str | None | NotGiven = NOT_GIVEN,
+        speed: float | NotGiven = NOT_GIVEN,
+        nfe_step: int | NotGiven = NOT_GIVEN,
+        cfg_strength: float | NotGiven = NOT_GIVEN,
+        sway_sampling_coef: float | NotGiven = NOT_GIVEN,
+        cross_fade_duration: float | NotGiven = NOT_GIVEN,
+        seed: int | None | NotGiven = NOT_GIVEN,
+        remove_silence: bool | NotGiven = NOT_GIVEN,
+        format: Literal["wav", "flac", "mp3", "ogg"] | NotGiven = NOT_GIVEN,
+        delivery: Literal["url", "base64"] | None | NotGiven = NOT_GIVEN,
         timeout: float | None = None,
-    ) -> Job:
+    ) -> Job[SynthesisResult]:
         """Queue a synthesis job (`/run`) and return at once with a handle to it.
 
         Speak `text` in a stored voice or in a reference given with the job.
+
+        An argument left out is not sent, and the worker applies its own default (named below).
 
         Args:
             text: Text to speak. 1 to 5000 characters.
@@ -336,4 +345,4 @@ class Client(ClientBase):
             F5TTSError: any other failure (`JobTimeout`, `APIConnectionError`, `APIStatusError`, ...).
         """
         values: dict[str, object] = {}
-        return self._call("health", values, timeout=timeout)
+        return self._call("health", values, models.HealthOutput, timeout=timeout)

@@ -7,11 +7,11 @@ import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from f5tts_client._errors import job_error
+from f5tts_client._error_responses import job_error
 from f5tts_client._exceptions import JobCancelled, JobTimeout, UnexpectedResponse
 from f5tts_client._retry import Deadline
 from f5tts_client._sync._transport import Transport
-from f5tts_client._types import JobState, JobStatus
+from f5tts_client._types import JobState, RunPodJobStatus
 
 T = TypeVar("T")
 StatusCallback = Callable[[JobState], Any]
@@ -33,7 +33,7 @@ class Job(Generic[T]):
         return f"{type(self).__name__}(id={self.id!r}, status={status!r})"
 
     def status(self, *, timeout: float | None = None) -> JobState:
-        """The job's current state (`status` is one of `JobStatus`); raises `JobNotFound` once it expired."""
+        """The job's current state (`status` is one of `RunPodJobStatus`); raises `JobNotFound` once it expired."""
         self.last_state = self._transport.status(self.id, self._deadline(timeout))
         return self.last_state
 
@@ -75,12 +75,12 @@ class Job(Generic[T]):
         return self._outcome(state)
 
     def _outcome(self, state: JobState) -> T:
-        if state.status == JobStatus.COMPLETED:
+        if state.status == RunPodJobStatus.COMPLETED:
             return self._parse(state.output)
-        if state.status == JobStatus.FAILED:
+        if state.status == RunPodJobStatus.FAILED:
             raise job_error(state.error, job_id=self.id)
-        if state.status == JobStatus.CANCELLED:
+        if state.status == RunPodJobStatus.CANCELLED:
             raise JobCancelled(f"job {self.id} was cancelled", job_id=self.id)
-        if state.status == JobStatus.TIMED_OUT:
+        if state.status == RunPodJobStatus.TIMED_OUT:
             raise JobTimeout(f"the endpoint timed job {self.id} out (its execution timeout)", job_id=self.id, on_server=True)
         raise UnexpectedResponse(f"job {self.id} has an unknown status {state.status!r}")

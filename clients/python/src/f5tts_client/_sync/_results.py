@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from pydantic import PrivateAttr
 
@@ -23,7 +25,7 @@ class SynthesisResult(models.SynthesizeOutput):
     _audio: bytes | None = PrivateAttr(None)
 
     @classmethod
-    def _from_output(cls, output: dict, transport: Transport, job_id: str | None) -> SynthesisResult:
+    def _from_output(cls, output: dict[str, Any], transport: Transport, job_id: str | None) -> SynthesisResult:
         result = cls.model_validate(output)
         result._transport, result._job_id = transport, job_id
         return result
@@ -51,6 +53,6 @@ class SynthesisResult(models.SynthesizeOutput):
         target.write_bytes(data)
         return target
 
-    def __repr_args__(self):
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         for key, value in super().__repr_args__():
             yield (key, f"<{len(value)} base64 chars>") if key == "audio_base64" and value else (key, value)

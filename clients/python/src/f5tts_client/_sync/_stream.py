@@ -12,7 +12,7 @@ from f5tts_client._generated import models
 from f5tts_client._retry import Deadline
 from f5tts_client._sync._jobs import Job
 from f5tts_client._sync._transport import Transport
-from f5tts_client._types import AudioChunk, JobStatus
+from f5tts_client._types import AudioChunk, RunPodJobStatus
 
 
 class AudioStream:
@@ -76,7 +76,7 @@ class AudioStream:
                 while next_index in held:
                     yield held.pop(next_index)
                     next_index += 1
-            if answer.status in JobStatus.TERMINAL:
+            if answer.status in RunPodJobStatus.TERMINAL:
                 break
             if answer.items:
                 interval = settings.poll_interval
@@ -89,7 +89,7 @@ class AudioStream:
                     )
         self.finished = True
         final = None
-        if answer.status != JobStatus.COMPLETED:
+        if answer.status != RunPodJobStatus.COMPLETED:
             # The error (or cancellation) is on the job's status, not in its stream.
             final = self._transport.status(self.job_id, deadline)
             Job(self._transport, self.job_id, lambda output: output, final)._outcome(final)

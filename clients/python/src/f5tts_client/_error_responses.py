@@ -1,4 +1,5 @@
-"""Turning what the API and the worker send back on failure into typed exceptions.
+"""Reading what the API and the worker send back on failure into the typed exceptions of `_exceptions.py`
+(and of `_generated/error_code_exceptions.py`, one per worker error code).
 
 A failed job's `error` reaches the client in one of three shapes, depending on how the handler failed:
 
@@ -28,7 +29,7 @@ from f5tts_client._exceptions import (
     ServerError,
     WorkerError,
 )
-from f5tts_client._generated.errors import ERRORS_BY_CODE
+from f5tts_client._generated.error_code_exceptions import ERRORS_BY_CODE
 
 INTERNAL = "internal"
 MAX_MESSAGE_CHARS = 1000
