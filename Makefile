@@ -13,12 +13,16 @@ system-deps:
 	@bash scripts/install-system-deps.sh
 
 # One hash-pinned set (requirements/*.txt, compiled by `make pins`) for the image and for the tests.
-# --no-deps: the compiled files are complete; see requirements/overrides.txt for why pip's resolver is skipped.
-$(STAMP): requirements/worker.txt requirements/dev.txt clients/python/pyproject.toml
+# `sync`: the venv holds exactly the runtime set plus the dev tools (nothing left over from older pins), so a
+# runtime dependency missing from worker.txt fails a test here, not a deploy. --no-deps: the compiled files are
+# complete, and f5-tts's declared training/Gradio dependencies are kept out on purpose (requirements/excludes.txt).
+# WITH_WHISPER=1 installs the optional Whisper extra (requirements/whisper.txt) as the image's build arg does.
+RUNTIME_PINS := requirements/$(if $(filter 1 true yes,$(WITH_WHISPER)),whisper,worker).txt
+$(STAMP): requirements/worker.txt requirements/whisper.txt requirements/dev.txt clients/python/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip
 	$(PY) -m pip install -q --disable-pip-version-check uv==0.13.9
-	$(UV) pip install -q --python $(PY) --require-hashes --no-deps -r requirements/worker.txt -r requirements/dev.txt
+	$(UV) pip sync -q --python $(PY) --require-hashes $(RUNTIME_PINS) requirements/dev.txt
 	$(UV) pip install -q --python $(PY) --no-deps -e clients/python
 	touch $(STAMP)
 
