@@ -454,14 +454,14 @@ class Engine:
             yield GeneratedChunk(chunk, np.asarray(wave, dtype=np.float32).reshape(-1), inference_s)
         pieces.close()
 
-    def warmup(self) -> None:
-        """One very short synthesis with f5-tts's example reference: the first real job then finds kernels
-        loaded and memory allocated."""
+    def warmup(self) -> float:
+        """One very short synthesis with the built-in reference: the first real job then finds kernels loaded and
+        memory allocated. Returns the seconds of audio it generated."""
         import soundfile as sf
 
         samples, sample_rate = sf.read(str(files("f5_tts").joinpath(BUILTIN_REFERENCE_AUDIO)), dtype="float32")
-        for _ in self.generate(samples, sample_rate, BUILTIN_REFERENCE_TEXT, "Hello.", nfe_step=4, seed=0):
-            pass
+        generated = self.generate(samples, sample_rate, BUILTIN_REFERENCE_TEXT, "Hello.", nfe_step=4, seed=0)
+        return sum(chunk.samples.size for chunk in generated) / self.sample_rate
 
     def transcribe(self, samples: np.ndarray, sample_rate: int) -> str:
         """F5's Whisper path (transformers' ASR pipeline, downloaded on first use); never called by default."""
