@@ -46,6 +46,11 @@ DEFAULT_MODEL = "F5TTS_v1_Base"  # the model the image bakes in and the worker l
 VOCOS_REPO = "charactr/vocos-mel-24khz"
 VOCOS_FILES = (HubFile(VOCOS_REPO, "config.yaml"), HubFile(VOCOS_REPO, "pytorch_model.bin"))
 
+# The Whisper model f5-tts's transcription loads (initialize_asr_pipeline), for the optional Whisper extra, and the
+# files of its repository that transformers' pipeline reads (weights as safetensors only).
+WHISPER_REPO = "openai/whisper-large-v3-turbo"
+WHISPER_FILE_PATTERNS = ("*.json", "*.txt", "model.safetensors")
+
 # f5-tts's own example reference (a path inside the installed f5_tts package) and its transcript: the built-in
 # `default` voice, and the warm-up's reference.
 BUILTIN_REFERENCE_AUDIO = "infer/examples/basic/basic_ref_en.wav"

@@ -17,7 +17,14 @@ import struct
 import sys
 from pathlib import Path
 
-from worker.model_facts import DEFAULT_MODEL, PUBLISHED_MODELS, HubFile, baked_files
+from worker.model_facts import (
+    DEFAULT_MODEL,
+    PUBLISHED_MODELS,
+    WHISPER_FILE_PATTERNS,
+    WHISPER_REPO,
+    HubFile,
+    baked_files,
+)
 
 
 class PrefetchError(RuntimeError):
@@ -36,6 +43,14 @@ def download(model: str, cache_dir: str | None = None) -> list[Path]:
     from huggingface_hub import hf_hub_download
 
     return [Path(hf_hub_download(f.repo_id, f.filename, cache_dir=cache_dir)) for f in required_files(model)]
+
+
+def download_whisper(cache_dir: str | None = None) -> Path:
+    """Fetch the Whisper model f5-tts transcribes with (image build arg WITH_WHISPER=true): the worker runs with
+    HF_HUB_OFFLINE=1, so transcription finds it only if it was baked in."""
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(WHISPER_REPO, allow_patterns=list(WHISPER_FILE_PATTERNS), cache_dir=cache_dir))
 
 
 def safetensors_intact(path: Path) -> bool:
@@ -79,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="verify the cached weights offline instead of downloading")
     parser.add_argument("--model", default=os.environ.get("F5TTS_MODEL", DEFAULT_MODEL), help="F5-TTS model name")
     parser.add_argument("--cache-dir", default=None, help="HF cache directory (default: HF_HOME / HF_HUB_CACHE)")
+    parser.add_argument("--whisper", action="store_true", help=f"also fetch {WHISPER_REPO} (the Whisper extra)")
     args = parser.parse_args(argv)
     try:
         if args.check:
@@ -90,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1 if problems else 0
         for path in download(args.model, args.cache_dir):
             print(f"prefetch: {path}")
+        if args.whisper:
+            print(f"prefetch: {download_whisper(args.cache_dir)}")
         problems = check(args.model, args.cache_dir)
         for problem in problems:
             print(f"prefetch: {problem}", file=sys.stderr)
