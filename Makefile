@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 UV     := $(VENV)/bin/uv
-STAMP  := $(VENV)/.installed
+RUNTIME := $(if $(filter 1 true yes,$(WITH_WHISPER)),whisper,worker)
+STAMP  := $(VENV)/.installed-$(RUNTIME)
 
 .PHONY: setup system-deps test demo bench schema clients lint clean
 
@@ -17,13 +18,13 @@ system-deps:
 # runtime dependency missing from worker.txt fails a test here, not a deploy. --no-deps: the compiled files are
 # complete, and f5-tts's declared training/Gradio dependencies are kept out on purpose (requirements/excludes.txt).
 # WITH_WHISPER=1 installs the optional Whisper extra (requirements/whisper.txt) as the image's build arg does.
-RUNTIME_PINS := requirements/$(if $(filter 1 true yes,$(WITH_WHISPER)),whisper,worker).txt
 $(STAMP): requirements/worker.txt requirements/whisper.txt requirements/dev.txt clients/python/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip
 	$(PY) -m pip install -q --disable-pip-version-check uv==0.13.9
-	$(UV) pip sync -q --python $(PY) --require-hashes $(RUNTIME_PINS) requirements/dev.txt
+	$(UV) pip sync -q --python $(PY) --require-hashes requirements/$(RUNTIME).txt requirements/dev.txt
 	$(UV) pip install -q --python $(PY) --no-deps -e clients/python
+	rm -f $(VENV)/.installed*  # one variant at a time: switching WITH_WHISPER syncs again
 	touch $(STAMP)
 
 test: setup
