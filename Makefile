@@ -44,11 +44,11 @@ clients: setup
 
 # Recompile the hash-pinned sets. worker.txt: the runtime set (excludes.txt and the Whisper extra kept out);
 # whisper.txt: the runtime set plus Whisper (image build arg WITH_WHISPER); dev.txt: test and tooling extras.
-COMPILE := $(UV) pip compile --override overrides.txt --excludes excludes.txt --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28
+COMPILE := $(abspath $(UV)) pip compile --override overrides.txt --excludes excludes.txt --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28
 pins:
-	cd requirements && ../$(COMPILE) worker.in --excludes whisper.in -o worker.txt
-	cd requirements && ../$(COMPILE) worker.in whisper.in -c worker.txt -o whisper.txt
-	cd requirements && ../$(COMPILE) dev.in --excludes whisper.in -o dev.txt
+	cd requirements && $(COMPILE) worker.in --excludes whisper.in -o worker.txt
+	cd requirements && $(COMPILE) worker.in whisper.in -c worker.txt -o whisper.txt
+	cd requirements && $(COMPILE) dev.in --excludes whisper.in -o dev.txt
 
 lint: setup
 	$(PY) -m ruff check .
