@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 UV     := $(VENV)/bin/uv
-STAMP  := $(VENV)/.installed
+RUNTIME := $(if $(filter 1 true yes,$(WITH_WHISPER)),whisper,worker)
+STAMP  := $(VENV)/.installed-$(RUNTIME)
 
 .PHONY: setup system-deps test demo bench schema clients lint clean
 
@@ -13,13 +14,17 @@ system-deps:
 	@bash scripts/install-system-deps.sh
 
 # One hash-pinned set (requirements/*.txt, compiled by `make pins`) for the image and for the tests.
-# --no-deps: the compiled files are complete; see requirements/overrides.txt for why pip's resolver is skipped.
-$(STAMP): requirements/worker.txt requirements/dev.txt clients/python/pyproject.toml
+# `sync`: the venv holds exactly the runtime set plus the dev tools (nothing left over from older pins), so a
+# runtime dependency missing from worker.txt fails a test here, not a deploy. --no-deps: the compiled files are
+# complete, and f5-tts's declared training/Gradio dependencies are kept out on purpose (requirements/excludes.txt).
+# WITH_WHISPER=1 installs the optional Whisper extra (requirements/whisper.txt) as the image's build arg does.
+$(STAMP): requirements/worker.txt requirements/whisper.txt requirements/dev.txt clients/python/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip
 	$(PY) -m pip install -q --disable-pip-version-check uv==0.13.9
-	$(UV) pip install -q --python $(PY) --require-hashes --no-deps -r requirements/worker.txt -r requirements/dev.txt
+	$(UV) pip sync -q --python $(PY) --require-hashes requirements/$(RUNTIME).txt requirements/dev.txt
 	$(UV) pip install -q --python $(PY) --no-deps -e clients/python
+	rm -f $(VENV)/.installed*  # one variant at a time: switching WITH_WHISPER syncs again
 	touch $(STAMP)
 
 test: setup
@@ -38,9 +43,13 @@ clients: setup
 	$(PY) -m worker.schema --write clients/schema/contract.json
 	$(PY) -m clients.codegen
 
+# Recompile the hash-pinned sets. worker.txt: the runtime set (excludes.txt and the Whisper extra kept out);
+# whisper.txt: the runtime set plus Whisper (image build arg WITH_WHISPER); dev.txt: test and tooling extras.
+COMPILE := $(abspath $(UV)) pip compile --override overrides.txt --excludes excludes.txt --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28
 pins:
-	cd requirements && uv pip compile worker.in --override overrides.txt --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 -o worker.txt
-	cd requirements && uv pip compile dev.in --override overrides.txt --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 -o dev.txt
+	cd requirements && $(COMPILE) worker.in --excludes whisper.in -o worker.txt
+	cd requirements && $(COMPILE) worker.in whisper.in -c worker.txt -o whisper.txt
+	cd requirements && $(COMPILE) dev.in --excludes whisper.in -o dev.txt
 
 lint: setup
 	$(PY) -m ruff check .

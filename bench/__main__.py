@@ -21,6 +21,7 @@ CPU_BENCHES = [
     ("bench.worker_overhead", "worker_overhead_ratio", 1.05),
     ("bench.cold_start", "cold_start_ratio", 2.0),
     ("bench.client_overhead", "client_overhead_ratio", 1.1),
+    ("bench.image_size", "image_size_gb", 9.0),  # estimated image, GB (not a ratio)
 ]
 GPU_BENCH = ("bench.gpu_rtf", "gpu_rtf_nfe32", 0.03)
 

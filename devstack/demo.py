@@ -1,6 +1,7 @@
 """`make demo`: one sentence through the whole path — RunPod API → worker → S3 → presigned URL → download.
 
-Starts the stack with one worker, synthesizes through the client SDK (`f5tts_client`) when it is installed, else
+Speaks with the real F5TTS_v1_Base when its weights are cached, or fetched now (~1.4 GB, once) when the Hugging
+Face Hub is reachable; else, at once and loudly, with the tiny random-weight model (noise). Starts the stack with one worker, synthesizes through the client SDK (`f5tts_client`) when it is installed, else
 through plain HTTP calls of the same API, writes the WAV, checks that it decodes, and stops everything. Every wait
 is bounded, so a broken setup fails with a message instead of hanging.
 """
@@ -20,24 +21,26 @@ from devstack.stack import Stack
 
 DEFAULT_TEXT = "Hello! This sentence was spoken by F5-TTS, through a local RunPod-compatible stack."
 JOB_TIMEOUT_S = 180.0
+REAL_JOB_TIMEOUT_S = 900.0  # the full-size model on a laptop CPU: a sentence takes a minute or more
 
 
 class DemoError(RuntimeError):
     pass
 
 
-def _synthesize_with_client(stack: Stack, text: str, out: Path) -> str:
+def _synthesize_with_client(stack: Stack, text: str, out: Path, timeout_s: float = JOB_TIMEOUT_S) -> str:
     from f5tts_client import Client
 
-    result = Client(api_key=stack.api_key, endpoint_url=stack.endpoint_url).synthesize(text, format="wav")
+    client = Client(api_key=stack.api_key, endpoint_url=stack.endpoint_url)
+    result = client.synthesize(text, format="wav", timeout=timeout_s)
     result.save(out)
     return result.audio_url
 
 
-def _synthesize_with_http(stack: Stack, text: str, out: Path) -> str:
+def _synthesize_with_http(stack: Stack, text: str, out: Path, timeout_s: float = JOB_TIMEOUT_S) -> str:
     """The same calls the SDK makes: /runsync, /status polling while the job outlasts the wait, download."""
     headers = {"Authorization": f"Bearer {stack.api_key}"}
-    deadline = time.monotonic() + JOB_TIMEOUT_S
+    deadline = time.monotonic() + timeout_s
     with httpx.Client(base_url=stack.endpoint_url + "/", headers=headers, timeout=90) as api:
         job: dict[str, Any] = api.post(
             "runsync", params={"wait": 60_000}, json={"input": {"text": text, "format": "wav"}}
@@ -45,7 +48,7 @@ def _synthesize_with_http(stack: Stack, text: str, out: Path) -> str:
         while job.get("status") in ("IN_QUEUE", "IN_PROGRESS"):
             if time.monotonic() > deadline:
                 api.post(f"cancel/{job['id']}")
-                raise DemoError(f"the job did not finish within {JOB_TIMEOUT_S:.0f} s")
+                raise DemoError(f"the job did not finish within {timeout_s:.0f} s")
             time.sleep(0.5)
             job = api.get(f"status/{job['id']}").json()
     if job.get("status") != "COMPLETED":
@@ -57,20 +60,20 @@ def _synthesize_with_http(stack: Stack, text: str, out: Path) -> str:
     return audio_url
 
 
-def synthesize(stack: Stack, text: str, out: Path) -> tuple[str, str]:
+def synthesize(stack: Stack, text: str, out: Path, timeout_s: float = JOB_TIMEOUT_S) -> tuple[str, str]:
     """(audio URL, which client path was used)."""
     try:
         import f5tts_client  # noqa: F401
     except ImportError:
-        return _synthesize_with_http(stack, text, out), "plain HTTP (f5tts_client is not installed)"
-    return _synthesize_with_client(stack, text, out), "f5tts_client"
+        return _synthesize_with_http(stack, text, out, timeout_s), "plain HTTP (f5tts_client is not installed)"
+    return _synthesize_with_client(stack, text, out, timeout_s), "f5tts_client"
 
 
 def run_demo(out: Path, text: str = DEFAULT_TEXT, model: ModelMode = "auto", log: IO[str] = sys.stderr) -> Path:
     started = time.monotonic()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.unlink(missing_ok=True)
-    choice = choose_model(model)
+    choice = choose_model(model, fetch=True, out=log)
     announce_model(choice, log)
     print("starting the local stack (S3, queue emulator, 1 worker)...", file=log, flush=True)
     with Stack(workers=1, model=choice) as stack:
@@ -81,7 +84,7 @@ def run_demo(out: Path, text: str = DEFAULT_TEXT, model: ModelMode = "auto", log
         )
         t0 = time.monotonic()
         try:
-            audio_url, path = synthesize(stack, text, out)
+            audio_url, path = synthesize(stack, text, out, JOB_TIMEOUT_S if choice.is_noise else REAL_JOB_TIMEOUT_S)
         except Exception:
             print(f"the demo failed; the worker's last lines:\n{stack.log_tails()}", file=log, flush=True)
             raise

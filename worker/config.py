@@ -15,6 +15,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from worker.model_facts import DEFAULT_MODEL
+
 # RunPod refuses a job result larger than this for /runsync and /status (its documented payload limit).
 RUNPOD_RESULT_LIMIT_BYTES = 20 * 1024 * 1024
 
@@ -28,7 +30,7 @@ class ModelSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="F5TTS_", extra="ignore", protected_namespaces=())
 
-    model: str = Field("F5TTS_v1_Base", description="Model name: picks `f5_tts/configs/<model>.yaml` and the published checkpoint.")
+    model: str = Field(DEFAULT_MODEL, description="Model name: picks `f5_tts/configs/<model>.yaml` and the published checkpoint.")
     model_cfg: Path | None = Field(
         None, description="Model YAML (f5-tts config format); default: the one shipped with f5-tts for `F5TTS_MODEL`."
     )
@@ -41,7 +43,12 @@ class ModelSettings(BaseSettings):
     vocoder_dir: Path | None = Field(
         None, description="Local Vocos directory (config.yaml + pytorch_model.bin); default: charactr/vocos-mel-24khz from the HF cache."
     )
-    device: str = Field("auto", description="`auto` (cuda if available, else cpu), `cuda`, `cuda:N` or `cpu`.")
+    device: str = Field(
+        "auto",
+        description="`cuda`, `cuda:N`, `cpu` or `auto`: cuda when usable, else cpu with a warning; on RunPod "
+        "(`RUNPOD_POD_ID` set) `auto` means `cuda`. Without a usable GPU, `cuda` fails every job with "
+        "`model_unavailable` and the reason, never a silent CPU worker (the image sets `cuda`).",
+    )
     dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
         "auto", description="Weights dtype; `auto` is float16 on CUDA and float32 on CPU."
     )
@@ -50,7 +57,9 @@ class ModelSettings(BaseSettings):
     )
     warmup: bool = Field(True, description="Run one short synthesis before taking the first job.")
     auto_transcribe: bool = Field(
-        False, description="Transcribe references that come without a transcript (F5's Whisper path; downloads Whisper)."
+        False,
+        description="Transcribe references that come without a transcript (F5's Whisper path). Needs the Whisper "
+        "extra: image build arg `WITH_WHISPER=true` (its weights baked in), or `make setup WITH_WHISPER=1`.",
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import io
 import logging
 import os
@@ -28,26 +29,26 @@ import torch
 import yaml
 
 from worker.config import ModelSettings
+from worker.model_facts import (
+    BUILTIN_REFERENCE_AUDIO,
+    BUILTIN_REFERENCE_TEXT,
+    MEL_SETTINGS,
+    PUBLISHED_MODELS,
+    SAMPLE_RATE,
+    VOCOS_FILES,
+)
 from worker.schema import ContractError, ErrorCode
 from worker.stand_ins import DeferredAttribute, StandIn, deferred, import_with_stand_ins
 
 log = logging.getLogger("worker.engine")
 
-SAMPLE_RATE = 24000  # f5-tts's load_model hard-codes 24 kHz, 100 mels, hop 256; configs must agree
-_MEL_SETTINGS = {"target_sample_rate": 24000, "n_mel_channels": 100, "hop_length": 256}
 TARGET_RMS = 0.1  # f5-tts's default reference loudness
 
-# The published checkpoints, as f5-tts's infer_cli names them; the vocabulary sits next to each.
-DEFAULT_CHECKPOINTS = {
-    "F5TTS_v1_Base": "hf://SWivid/F5-TTS/F5TTS_v1_Base/model_1250000.safetensors",
-    "F5TTS_Base": "hf://SWivid/F5-TTS/F5TTS_Base/model_1200000.safetensors",
-    "E2TTS_Base": "hf://SWivid/E2-TTS/E2TTS_Base/model_1200000.safetensors",
-}
-VOCOS_REPO = "charactr/vocos-mel-24khz"
-
-# f5-tts's example reference and its transcript: the warm-up needs no stored voice.
-WARMUP_REF_AUDIO = "infer/examples/basic/basic_ref_en.wav"
-WARMUP_REF_TEXT = "Some call me nature, others call me mother nature."
+WHISPER_MISSING = (
+    "automatic transcription (F5TTS_AUTO_TRANSCRIBE) needs the Whisper extra, which this worker lacks: send the "
+    "reference's transcript (ref_text, or text for upload_voice), or build the image with "
+    "--build-arg WITH_WHISPER=true (locally: make setup WITH_WHISPER=1)"
+)
 
 
 class EngineLoadError(RuntimeError):
@@ -147,9 +148,10 @@ def resolve_model_files(settings: ModelSettings) -> ModelFiles:
     if not model_cfg.is_file():
         raise EngineLoadError(f"model config not found: {model_cfg} (set F5TTS_MODEL_CFG for model {settings.model!r})")
 
-    ckpt_location = settings.ckpt_file or DEFAULT_CHECKPOINTS.get(settings.model)
+    published = PUBLISHED_MODELS.get(settings.model)
+    ckpt_location = settings.ckpt_file or (published.checkpoint.uri if published else None)
     if ckpt_location is None:
-        known = ", ".join(DEFAULT_CHECKPOINTS)
+        known = ", ".join(PUBLISHED_MODELS)
         raise EngineLoadError(
             f"no published checkpoint for model {settings.model!r} (known: {known}); set F5TTS_CKPT_FILE"
         )
@@ -163,9 +165,10 @@ def resolve_model_files(settings: ModelSettings) -> ModelFiles:
     if settings.vocoder_dir is not None:
         vocoder_dir = settings.vocoder_dir
     else:
-        vocoder_dir = resolve_file(f"hf://{VOCOS_REPO}/config.yaml", "vocoder config").parent
-        resolve_file(f"hf://{VOCOS_REPO}/pytorch_model.bin", "vocoder weights")  # same snapshot folder
-    for name in ("config.yaml", "pytorch_model.bin"):
+        config, weights = VOCOS_FILES
+        vocoder_dir = resolve_file(config.uri, "vocoder config").parent
+        resolve_file(weights.uri, "vocoder weights")  # same snapshot folder
+    for name in (hub_file.filename for hub_file in VOCOS_FILES):
         if not (vocoder_dir / name).is_file():
             raise EngineLoadError(f"vocoder directory {vocoder_dir} lacks {name}")
     return ModelFiles(model_cfg, ckpt_file, vocab_file, vocoder_dir)
@@ -194,27 +197,60 @@ def read_model_config(path: Path, attn_backend: str) -> tuple[str, dict[str, Any
         ) from exc
     if mel.get("mel_spec_type", "vocos") != "vocos":
         raise EngineLoadError(f"model config {path}: only the Vocos vocoder is supported, not {mel['mel_spec_type']!r}")
-    wrong = {k: mel.get(k) for k, v in _MEL_SETTINGS.items() if mel.get(k, v) != v}
+    wrong = {k: mel.get(k) for k, v in MEL_SETTINGS.items() if mel.get(k, v) != v}
     if wrong:
         raise EngineLoadError(
-            f"model config {path}: f5-tts's inference needs mel settings {_MEL_SETTINGS}, got {wrong}"
+            f"model config {path}: f5-tts's inference needs mel settings {MEL_SETTINGS}, got {wrong}"
         )
     arch["attn_backend"] = attn_backend
     return backbone, arch
 
 
 # ------------------------------------------------------------------------------------------------ engine
+def on_runpod() -> bool:
+    """RunPod sets RUNPOD_POD_ID in every worker it starts."""
+    return bool(os.environ.get("RUNPOD_POD_ID"))
+
+
+def cuda_unusable_reason(device: str = "cuda") -> str | None:
+    """Why `device` (cuda or cuda:N) cannot run a kernel, or None when it can. Asks CUDA itself, so the reason
+    is the driver's ("no NVIDIA driver", "CUDA driver version is insufficient", ...), not a guess."""
+    if torch.version.cuda is None:
+        return f"this torch ({torch.__version__}) is built without CUDA"
+    try:
+        torch.cuda.init()
+        index = torch.device(device).index or 0
+        if index >= torch.cuda.device_count():
+            return f"{device} does not exist: {torch.cuda.device_count()} CUDA device(s) visible"
+        (torch.zeros(1, device=device) + 1).item()  # a real allocation and kernel launch
+    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, AssertionError or AcceleratorError
+        return f"{type(exc).__name__}: {exc}".strip()
+    return None
+
+
 def resolve_device(setting: str) -> str:
+    """The torch device for F5TTS_DEVICE. Never a silent CPU fallback where a GPU was meant: `cuda` without a
+    usable GPU raises (every job then gets model_unavailable with the reason), and so does `auto` on RunPod,
+    where a CPU worker would be ~50x slower and still billed as a GPU; elsewhere `auto` may pick the CPU, with
+    a warning that says why."""
+    requested = setting
     if setting == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        if on_runpod():
+            setting = "cuda"  # RunPod runs this worker on GPUs only: a missing GPU is a fault, not a choice
+        elif (reason := cuda_unusable_reason()) is None:
+            return "cuda"
+        else:
+            log.warning("F5TTS_DEVICE=auto: running on the CPU (much slower) because CUDA is not usable: %s", reason)
+            return "cpu"
     try:
         device = torch.device(setting)
     except RuntimeError as exc:
         raise EngineLoadError(f"F5TTS_DEVICE={setting!r} is not a device (auto, cpu, cuda or cuda:N)") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise EngineLoadError(f"F5TTS_DEVICE={setting!r} but no CUDA device is available")
     if device.type not in ("cpu", "cuda"):
         raise EngineLoadError(f"F5TTS_DEVICE={setting!r}: only cpu and cuda are supported")
+    if device.type == "cuda" and (reason := cuda_unusable_reason(str(device))) is not None:
+        where = " (auto means cuda on RunPod)" if requested == "auto" else ""
+        raise EngineLoadError(f"F5TTS_DEVICE={requested!r}{where} but no usable GPU: {reason}")
     return str(device)
 
 
@@ -273,17 +309,14 @@ class Engine:
         dtype: torch.dtype,
         model_name: str,
         attn_backend: str,
-        model_files: ModelFiles,
     ) -> None:
         self._f5 = f5
         self.model = model
         self.vocoder = vocoder
         self.device = device
-        self.torch_dtype = dtype
-        self.dtype = str(dtype).removeprefix("torch.")
+        self.dtype = str(dtype).removeprefix("torch.")  # the weights' dtype by name ("float16"), as health reports it
         self.model_name = model_name
         self.attn_backend = attn_backend
-        self.files = model_files
         self._asr_lock = threading.Lock()
 
     @classmethod
@@ -337,7 +370,6 @@ class Engine:
             dtype=dtype,
             model_name=settings.model,
             attn_backend=settings.attn_backend,
-            model_files=model_files,
         )
 
     # ------------------------------------------------------------------------------------------- synthesis
@@ -422,17 +454,19 @@ class Engine:
             yield GeneratedChunk(chunk, np.asarray(wave, dtype=np.float32).reshape(-1), inference_s)
         pieces.close()
 
-    def warmup(self) -> None:
-        """One very short synthesis with f5-tts's example reference: the first real job then finds kernels
-        loaded and memory allocated."""
+    def warmup(self) -> float:
+        """One very short synthesis with the built-in reference: the first real job then finds kernels loaded and
+        memory allocated. Returns the seconds of audio it generated."""
         import soundfile as sf
 
-        samples, sample_rate = sf.read(str(files("f5_tts").joinpath(WARMUP_REF_AUDIO)), dtype="float32")
-        for _ in self.generate(samples, sample_rate, WARMUP_REF_TEXT, "Hello.", nfe_step=4, seed=0):
-            pass
+        samples, sample_rate = sf.read(str(files("f5_tts").joinpath(BUILTIN_REFERENCE_AUDIO)), dtype="float32")
+        generated = self.generate(samples, sample_rate, BUILTIN_REFERENCE_TEXT, "Hello.", nfe_step=4, seed=0)
+        return sum(chunk.samples.size for chunk in generated) / self.sample_rate
 
     def transcribe(self, samples: np.ndarray, sample_rate: int) -> str:
         """F5's Whisper path (transformers' ASR pipeline, downloaded on first use); never called by default."""
+        if importlib.util.find_spec("transformers") is None:
+            raise ContractError(ErrorCode.invalid_input, WHISPER_MISSING)
         with self._asr_lock:
             if self._f5.asr_pipe is None:
                 self._f5.initialize_asr_pipeline(device=self.device)

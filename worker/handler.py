@@ -6,12 +6,15 @@ returned to every job as `model_unavailable` (see WorkerService). The handler is
 collected into the job's output list for `/runsync` and `/status`. A job that is not streamed yields exactly one
 item, so its output is a one-element list.
 
-`python -m worker.handler --test_input '{"input": {...}}'` runs one job locally and prints its result.
+`python -m worker.handler --test_input '{"input": {...}}'` runs one job locally and prints its result;
+`python -m worker.handler --self-check [--skip-device]` checks a start's imports, model files and device
+(worker/self_check.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import platform
 import sys
@@ -30,13 +33,19 @@ log = logging.getLogger("worker")
 _service: WorkerService | None = None
 
 
-def build_service() -> WorkerService:
-    """The process's one WorkerService, its engine loaded (or its load failure kept)."""
+def build_service(startup_failure: str | None = None) -> WorkerService:
+    """The process's one WorkerService, its engine loaded (or its load failure kept).
+
+    `startup_failure`, a fault found before the model load (runpod's import), is kept the same way: the engine
+    is not loaded and every job gets model_unavailable with that reason.
+    """
     global _service
     if _service is None:
         settings = get_settings()
 
         def load_engine():
+            if startup_failure is not None:
+                raise RuntimeError(startup_failure)
             from worker.engine import Engine
 
             return Engine.load(settings.model)
@@ -68,6 +77,20 @@ def import_runpod() -> types.ModuleType:
     cpuinfo = types.ModuleType("cpuinfo")
     cpuinfo.get_cpu_info = lambda: {"brand_raw": _processor_name()}
     return import_with_stand_ins("runpod", {"cpuinfo": cpuinfo, "paramiko": StandIn("paramiko")})
+
+
+def load_runpod() -> tuple[types.ModuleType, str | None]:
+    """`runpod`, and why its lean import failed (None when it did not).
+
+    A failed lean import (a runpod upgrade that breaks a stand-in) falls back to the plain import, so the worker
+    can still answer: every job then gets model_unavailable with the reason, as for a failed model load, instead
+    of a crash loop that RunPod bills and that shows nobody the cause.
+    """
+    try:
+        return import_runpod(), None
+    except Exception as exc:
+        log.exception("runpod's lean import failed; every job will get model_unavailable")
+        return importlib.import_module("runpod"), f"runpod's import failed: {type(exc).__name__}: {exc}"
 
 
 _DONE = object()
@@ -107,8 +130,12 @@ def main() -> None:
     logging.basicConfig(
         level=settings.worker.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    runpod = import_runpod()  # not imported at module level: importers of this module (tests, devstack) need none
-    build_service()
+    if "--self-check" in sys.argv[1:]:
+        from worker.self_check import main as self_check
+
+        raise SystemExit(self_check(sys.argv[1:]))
+    runpod, runpod_failure = load_runpod()  # not at module level: importers of this module (tests, devstack) need none
+    build_service(runpod_failure)
     local_test = any(arg.startswith("--test_input") for arg in sys.argv[1:])
     runpod.serverless.start(
         {

@@ -4,8 +4,8 @@
     python -m worker.prefetch --check    # HEALTHCHECK: exit 0 only if every file is cached and intact
 
 The files are the ones f5-tts itself resolves at load time (the checkpoint and vocab of `F5TTS_MODEL` from
-SWivid's repos, the Vocos vocoder from `charactr/vocos-mel-24khz`), so a worker with `HF_HUB_OFFLINE=1` finds
-them where f5-tts looks. Only huggingface_hub and the standard library are imported: no torch, no f5_tts.
+SWivid's repos, the Vocos vocoder; see worker/model_facts.py), so a worker with `HF_HUB_OFFLINE=1` finds them
+where f5-tts looks. Only huggingface_hub and the standard library are imported: no torch, no f5_tts.
 """
 
 from __future__ import annotations
@@ -15,31 +15,16 @@ import json
 import os
 import struct
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_MODEL = "F5TTS_v1_Base"
-VOCODER_REPO = "charactr/vocos-mel-24khz"
-
-
-@dataclass(frozen=True)
-class HubFile:
-    repo_id: str
-    filename: str
-
-    @property
-    def uri(self) -> str:
-        return f"hf://{self.repo_id}/{self.filename}"
-
-
-# The published checkpoint f5-tts's own loaders resolve (f5_tts.api.F5TTS, infer_cli) for each baked model.
-MODEL_FILES: dict[str, tuple[HubFile, ...]] = {
-    "F5TTS_v1_Base": (
-        HubFile("SWivid/F5-TTS", "F5TTS_v1_Base/model_1250000.safetensors"),
-        HubFile("SWivid/F5-TTS", "F5TTS_v1_Base/vocab.txt"),
-    ),
-}
-VOCODER_FILES = (HubFile(VOCODER_REPO, "config.yaml"), HubFile(VOCODER_REPO, "pytorch_model.bin"))
+from worker.model_facts import (
+    DEFAULT_MODEL,
+    PUBLISHED_MODELS,
+    WHISPER_FILE_PATTERNS,
+    WHISPER_REPO,
+    HubFile,
+    baked_files,
+)
 
 
 class PrefetchError(RuntimeError):
@@ -47,9 +32,10 @@ class PrefetchError(RuntimeError):
 
 
 def required_files(model: str) -> tuple[HubFile, ...]:
-    if model not in MODEL_FILES:
-        raise PrefetchError(f"no published weights known for model {model!r}; known: {', '.join(MODEL_FILES)}")
-    return MODEL_FILES[model] + VOCODER_FILES
+    """The checkpoint and vocabulary of `model` (worker/model_facts.py), then the vocoder's files."""
+    if model not in PUBLISHED_MODELS:
+        raise PrefetchError(f"no published weights known for model {model!r}; known: {', '.join(PUBLISHED_MODELS)}")
+    return baked_files(model)
 
 
 def download(model: str, cache_dir: str | None = None) -> list[Path]:
@@ -59,7 +45,15 @@ def download(model: str, cache_dir: str | None = None) -> list[Path]:
     return [Path(hf_hub_download(f.repo_id, f.filename, cache_dir=cache_dir)) for f in required_files(model)]
 
 
-def _safetensors_intact(path: Path) -> bool:
+def download_whisper(cache_dir: str | None = None) -> Path:
+    """Fetch the Whisper model f5-tts transcribes with (image build arg WITH_WHISPER=true): the worker runs with
+    HF_HUB_OFFLINE=1, so transcription finds it only if it was baked in."""
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(WHISPER_REPO, allow_patterns=list(WHISPER_FILE_PATTERNS), cache_dir=cache_dir))
+
+
+def safetensors_intact(path: Path) -> bool:
     """The header parses and the file is as long as its tensors say: catches truncated downloads cheaply."""
     size = path.stat().st_size
     with path.open("rb") as fh:
@@ -90,7 +84,7 @@ def check(model: str, cache_dir: str | None = None) -> list[str]:
         path = Path(cached)
         if not path.is_file() or path.stat().st_size == 0:
             problems.append(f"{hub_file.uri}: empty or missing file")
-        elif path.suffix == ".safetensors" and not _safetensors_intact(path):
+        elif path.suffix == ".safetensors" and not safetensors_intact(path):
             problems.append(f"{hub_file.uri}: truncated or corrupt safetensors")
     return problems
 
@@ -100,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="verify the cached weights offline instead of downloading")
     parser.add_argument("--model", default=os.environ.get("F5TTS_MODEL", DEFAULT_MODEL), help="F5-TTS model name")
     parser.add_argument("--cache-dir", default=None, help="HF cache directory (default: HF_HOME / HF_HUB_CACHE)")
+    parser.add_argument("--whisper", action="store_true", help=f"also fetch {WHISPER_REPO} (the Whisper extra)")
     args = parser.parse_args(argv)
     try:
         if args.check:
@@ -111,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1 if problems else 0
         for path in download(args.model, args.cache_dir):
             print(f"prefetch: {path}")
+        if args.whisper:
+            print(f"prefetch: {download_whisper(args.cache_dir)}")
         problems = check(args.model, args.cache_dir)
         for problem in problems:
             print(f"prefetch: {problem}", file=sys.stderr)

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from worker.model_facts import BUILTIN_REFERENCE_AUDIO, BUILTIN_REFERENCE_TEXT
 from worker.schema import (
     BUILTIN_VOICE,
     VOICE_NAME_PATTERN,
@@ -53,8 +54,8 @@ META_VERSION = 1
 MEMORY_CACHE_VOICES = 8
 
 # The reference clip f5-tts ships (and uses as its own CLI default), with its transcript.
-BUILTIN_AUDIO_PATH = "infer/examples/basic/basic_ref_en.wav"
-BUILTIN_TEXT = "Some call me nature, others call me mother nature."
+BUILTIN_AUDIO_PATH = BUILTIN_REFERENCE_AUDIO  # inside the installed f5_tts package
+BUILTIN_TEXT = BUILTIN_REFERENCE_TEXT
 
 _NAME = re.compile(VOICE_NAME_PATTERN)
 _AUDIO_FILE = re.compile(r"^[0-9a-f]{16}\.wav$")

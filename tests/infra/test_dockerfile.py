@@ -80,40 +80,55 @@ def test_flash_attn_wheel_matches_the_pinned_torch_python_and_cuda():
     assert f">={python}" in requires
     assert f"--python-version {python}" in (ROOT / "requirements/worker.txt").read_text()
 
+    # The base is a slim Python of that version, not a CUDA image: CUDA's user-space libraries come from the
+    # nvidia-* pins that torch's wheel depends on (CUDA 12, as the wheel), the driver from the host.
     base = next(args_ for kind, args_ in _instructions() if kind == "FROM")
-    cuda = re.search(r"nvidia/cuda:(\d+)\.(\d+)\.\d+-", base)
-    assert cuda, base
-    assert cuda.group(1) == wheel["cuda"][:2] == "12"
-    # torch's own CUDA runtime (pip) and the base image's are the same minor release.
-    assert _pin("nvidia-cuda-runtime-cu12").startswith(f"{cuda.group(1)}.{cuda.group(2)}.")
+    assert base == "python:${PYTHON_VERSION}-slim-bookworm"
+    assert "nvidia/cuda" not in DOCKERFILE.read_text().split("FROM", 1)[1]
+    assert _pin("nvidia-cuda-runtime-cu12").startswith(f"{wheel['cuda'][:2]}.")
 
 
 def test_runtime_pins_are_installed_from_the_shared_hash_pinned_file():
     runs = [args for kind, args in _instructions() if kind == "RUN"]
     installs = [r for r in runs if "pip install" in r and "requirements/" in r]
     assert len(installs) == 1
-    assert "--require-hashes" in installs[0] and "--no-deps" in installs[0]
-    assert "-r requirements/worker.txt" in installs[0]
+    (install,) = installs
+    assert "--require-hashes" in install and "--no-deps" in install and '-r "${pins}"' in install
+    # The pins are worker.txt, or whisper.txt (the same set plus the Whisper extra) with WITH_WHISPER=true.
+    assert 'if [ "${WITH_WHISPER}" = "true" ]; then pins=requirements/whisper.txt; else pins=requirements/worker.txt; fi' in install
+    assert _args()["WITH_WHISPER"] == "false"
+    assert "scripts/prune-site-packages.sh" in install  # pruned in the same layer, or the files stay in the image
     copies = [args for kind, args in _instructions() if kind == "COPY"]
-    assert "requirements/worker.txt requirements/worker.txt" in copies
+    assert "requirements/worker.txt requirements/whisper.txt requirements/" in copies
     # Nothing else gets installed by name from an index: the only other install is the pinned flash-attn wheel.
     others = [r for r in runs if "pip install" in r and r not in installs]
     assert len(others) == 1 and '"/tmp/${FLASH_ATTN_WHEEL}"' in others[0]
 
 
-def test_weights_are_baked_then_the_runtime_is_offline():
+def test_weights_are_baked_then_the_runtime_is_offline_on_the_gpu():
     order = [(kind, args) for kind, args in _instructions()]
-    prefetch = order.index(("RUN", "python -m worker.prefetch"))
+    prefetch = next(i for i, (kind, args) in enumerate(order) if kind == "RUN" and "python -m worker.prefetch" in args)
+    assert "python -m worker.prefetch --whisper" in order[prefetch][1]  # the Whisper extra's weights, when asked
     offline = next(i for i, (kind, args) in enumerate(order) if kind == "ENV" and "HF_HUB_OFFLINE=1" in args)
     assert prefetch < offline
     env = _env()
     assert env["HF_HUB_OFFLINE"] == "1"
     assert env["F5TTS_ATTN_BACKEND"] == "flash_attn"
+    assert env["F5TTS_DEVICE"] == "cuda"  # never a silent CPU worker
     validate_worker_env({k: v for k, v in env.items() if k.startswith("F5TTS_")})  # values the worker accepts
 
     healthcheck = next(args for kind, args in order if kind == "HEALTHCHECK")
     assert '"python", "-m", "worker.prefetch", "--check"' in healthcheck
     assert order[-1] == ("CMD", '["python", "-m", "worker.handler"]')
+
+
+def test_the_self_check_runs_at_build_after_everything_a_start_needs():
+    order = [(kind, args) for kind, args in _instructions()]
+    check = order.index(("RUN", "python -m worker.handler --self-check --skip-device"))
+    last_copy = max(i for i, (kind, _) in enumerate(order) if kind == "COPY")
+    last_env = max(i for i, (kind, _) in enumerate(order) if kind == "ENV")
+    flash_attn = next(i for i, (kind, args) in enumerate(order) if kind == "RUN" and "FLASH_ATTN_WHEEL" in args)
+    assert check > max(last_copy, last_env, flash_attn)  # the worker code, settings and flash-attn of a real start
 
 
 def test_dockerignore_sends_only_what_the_image_copies():
@@ -128,6 +143,16 @@ def test_dockerignore_sends_only_what_the_image_copies():
         assert any(source == a or source.startswith(a + "/") for a in allowed), source
 
 
-@pytest.mark.parametrize("path", ["worker/prefetch.py", "requirements/worker.txt"])
+@pytest.mark.parametrize(
+    "path",
+    ["worker/prefetch.py", "worker/model_facts.py", "requirements/worker.txt", "requirements/whisper.txt",
+     "scripts/prune-site-packages.sh"],
+)
 def test_copied_files_exist(path):
     assert (ROOT / path).is_file()
+
+
+def test_runpod_hub_builds_the_same_dockerfile():
+    hub_dockerfile = ROOT / ".runpod" / "Dockerfile"
+    assert hub_dockerfile.resolve() == DOCKERFILE.resolve()  # a link: one Dockerfile to keep right
+    assert (ROOT / ".runpod" / "handler.py").is_file() and (ROOT / ".runpod" / "README.md").is_file()

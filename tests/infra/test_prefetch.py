@@ -127,6 +127,6 @@ def test_download_fetches_each_file_into_the_given_cache(tmp_path, monkeypatch):
 def test_safetensors_check_catches_broken_headers(tmp_path, cut):
     path = tmp_path / "m.safetensors"
     save_file({"w": np.zeros(8, dtype=np.float32)}, str(path))
-    assert prefetch._safetensors_intact(path)
+    assert prefetch.safetensors_intact(path)
     path.write_bytes(path.read_bytes()[:cut])
-    assert not prefetch._safetensors_intact(path)
+    assert not prefetch.safetensors_intact(path)

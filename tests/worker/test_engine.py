@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import importlib.util
+import io
 import json
 import subprocess
 import sys
@@ -16,14 +19,17 @@ import torch
 from safetensors.torch import load_file
 
 from worker import engine as engine_module
+from worker.config import ModelSettings, Settings, StorageSettings, WorkerSettings
 from worker.engine import Engine, EngineLoadError, cross_fade, read_model_config
-from worker.schema import ContractError
+from worker.model_facts import BUILTIN_REFERENCE_AUDIO, BUILTIN_REFERENCE_TEXT
+from worker.schema import ContractError, ErrorBody, ErrorCode
+from worker.service import WorkerService
 from worker.tiny import build_tiny_checkpoint
 
 pytestmark = pytest.mark.timeout(300)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-REF_TEXT = "Some call me nature, others call me mother nature."
+REF_TEXT = BUILTIN_REFERENCE_TEXT
 LONG_TEXT = (
     "I don't really care what you call me. I've been a silent spectator, watching species evolve, empires rise "
     "and fall. But always remember, I am mighty and enduring. Respect me and I'll nurture you; ignore me and you "
@@ -41,7 +47,7 @@ FAST = {"nfe_step": 4}  # flow-matching steps: few suffice to exercise the path
 @pytest.fixture(scope="module")
 def reference() -> tuple[np.ndarray, int]:
     """f5-tts's example reference clip (24 kHz mono, ~5.3 s); its transcript is REF_TEXT."""
-    samples, rate = sf.read(str(files("f5_tts").joinpath("infer/examples/basic/basic_ref_en.wav")), dtype="float32")
+    samples, rate = sf.read(str(files("f5_tts").joinpath(BUILTIN_REFERENCE_AUDIO)), dtype="float32")
     return samples, rate
 
 
@@ -116,16 +122,51 @@ def test_a_resampled_reference_works(engine: Engine, reference: tuple[np.ndarray
     assert chunk.samples.size > 0
 
 
-def test_empty_inputs_are_refused(engine: Engine, reference: tuple[np.ndarray, int]) -> None:
+@pytest.mark.parametrize(
+    ("ref_text", "cut", "text", "field"),
+    [("  ", None, "Hello.", "ref_text"), (REF_TEXT, 0, "Hello.", "ref_audio"), (REF_TEXT, None, "", "text")],
+)
+def test_empty_inputs_are_refused(engine: Engine, reference, ref_text, cut, text, field) -> None:
     samples, rate = reference
-    with pytest.raises(ContractError):
-        engine.generate(samples, rate, "  ", "Hello.", seed=0)
-    with pytest.raises(ContractError):
-        engine.generate(samples[:0], rate, REF_TEXT, "Hello.", seed=0)
+    with pytest.raises(ContractError) as refused:
+        engine.generate(samples[:cut], rate, ref_text, text, seed=0)
+    assert (refused.value.code, refused.value.body.field) == (ErrorCode.invalid_input, field)
 
 
-def test_warmup_runs(engine: Engine) -> None:
-    engine.warmup()
+def test_warmup_speaks_the_builtin_reference_voice(engine: Engine, monkeypatch) -> None:
+    calls = []
+    real_generate = engine.generate
+
+    def spy(samples, sample_rate, ref_text, text, **kwargs):
+        calls.append((samples.size / sample_rate, ref_text, text, kwargs))
+        return real_generate(samples, sample_rate, ref_text, text, **kwargs)
+
+    monkeypatch.setattr(engine, "generate", spy)
+    seconds = engine.warmup()
+    assert seconds > 0
+    ((ref_seconds, ref_text, text, kwargs),) = calls
+    assert ref_text == BUILTIN_REFERENCE_TEXT and text == "Hello." and kwargs["nfe_step"] == 4
+    assert 5 < ref_seconds < 6  # f5-tts's example clip, ~5.3 s
+
+
+def test_transcription_without_the_whisper_extra_is_a_coded_error(engine: Engine, reference, tmp_path) -> None:
+    if importlib.util.find_spec("transformers") is not None:
+        pytest.skip("the Whisper extra is installed (make setup WITH_WHISPER=1)")
+    settings = Settings(
+        model=ModelSettings(_env_file=None, warmup=False, auto_transcribe=True),
+        storage=StorageSettings(_env_file=None),
+        worker=WorkerSettings(_env_file=None, data_dir=tmp_path),
+    )
+    service = WorkerService(settings, engine_factory=lambda: engine)
+    service.start()
+    wav = io.BytesIO()
+    sf.write(wav, reference[0][: 3 * reference[1]], reference[1], format="WAV")
+    job = {"text": "Hello.", "ref_audio": {"base64": base64.b64encode(wav.getvalue()).decode()}}
+    (item,) = service.run(job)
+    error = ErrorBody.model_validate_json(item["error"])
+    assert error.code == ErrorCode.invalid_input
+    assert "Whisper extra" in error.message and "--build-arg WITH_WHISPER=true" in error.message
+    assert "ref_text" in error.message
 
 
 def test_cross_fade_matches_f5() -> None:
@@ -198,6 +239,8 @@ try:
     asr = "no error"
 except KeyError as exc:
     asr = "transformers: " + str(exc)[:40]
+except ModuleNotFoundError as exc:  # the Whisper extra is not installed (requirements/whisper.in)
+    asr = "not installed: " + str(exc.name)
 import x_transformers.x_transformers as xt
 einx_call = xt.einx.subtract.__module__
 print(json.dumps({"loaded": loaded, "usable": usable, "asr": asr, "einx": einx_call}))
@@ -216,7 +259,10 @@ def test_importing_the_engine_skips_training_asr_and_plotting_stacks() -> None:
     )
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["loaded"] == [] and report["usable"]
-    assert report["asr"].startswith("transformers: ") and "Unknown task" in report["asr"]
+    if importlib.util.find_spec("transformers") is None:
+        assert report["asr"] == "not installed: transformers"  # the real import was attempted on first use
+    else:
+        assert report["asr"].startswith("transformers: ") and "Unknown task" in report["asr"]
     assert report["einx"].startswith("einx")
 
 

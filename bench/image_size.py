@@ -1,0 +1,166 @@
+"""Image size: the runtime set as Dockerfile.runpod installs it, the baked weights and an estimated image total,
+for the image before issue #12 (nvidia/cuda base, f5-tts's full dependency set) and today's, side by side.
+
+    python -m bench.image_size          # ~1 min, offline: installs both sets from uv's cache into a temp dir
+
+No Docker engine is needed (none runs here). Each figure says where it comes from:
+- measured: installed here with `uv pip install --offline --target` from uv's wheel cache, bytecode compiled
+  as pip compiles it in the image, pruned as the Dockerfile prunes it (scripts/prune-site-packages.sh); `du -sb`.
+- apt: Debian's own package sizes (Installed-Size) for what the Dockerfile's apt-get installs, resolved by apt.
+- published: sizes published by the image registry, the Hub or GitHub, written down here by hand.
+- recorded: a figure measured earlier with the same command, used when this machine cannot measure it now
+  (the old set's wheels are not in uv's cache on a fresh clone).
+The headline `image_size_gb` is today's estimated image (uncompressed, GB = 1e9 bytes); the target is <= 9.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench._common import REPO_ROOT
+
+GB = 1e9
+# The last commit with the old image (nvidia/cuda base, f5-tts installed with all its declared dependencies).
+OLD_COMMIT = "cbb41a2f910682b590b348373c1ab825ad8a5d0c"
+UV = Path(sys.executable).parent / "uv"
+
+# Recorded on the 2-core dev VM with measure_set() (same command), for when uv's cache lacks the wheels.
+RECORDED_SETS = {"old": (7.94e9, 0.40e9), "new": (6.28e9, 0.15e9)}  # (pruned set without bytecode, bytecode)
+RECORDED_APT_FFMPEG = 0.48e9  # `apt-get -s` closure of ffmpeg ca-certificates curl on bookworm, minus the base
+
+# Published sizes (uncompressed on disk, linux/amd64), written down by hand: check them when a tag changes.
+PUBLISHED = {
+    # Docker Hub library/python: ~45 MB compressed; ~0.13 GB unpacked (Debian bookworm slim + CPython 3.11).
+    "python:3.11-slim-bookworm": 0.13e9,
+    # SWivid/F5-TTS F5TTS_v1_Base/model_1250000.safetensors (1.35 GB) + vocab.txt; charactr/vocos-mel-24khz
+    # pytorch_model.bin (54 MB) + config.yaml: file sizes listed on the Hugging Face Hub.
+    "weights": 1.35e9 + 0.054e9,
+    # openai/whisper-large-v3-turbo model.safetensors (1.62 GB) + tokenizer files, only with WITH_WHISPER=true.
+    "whisper weights": 1.62e9 + 0.005e9,
+    # flash_attn-2.8.3+cu12torch2.8cxx11abiTRUE-cp311 from GitHub releases (~0.26 GB wheel): unreachable here,
+    # so its unpacked size is an estimate (~2x the wheel). The same in both images.
+    "flash-attn": 0.5e9,
+}
+# nvidia/cuda:12.8.1-runtime-ubuntu22.04 is Ubuntu 22.04 plus CUDA's runtime libraries. Its CUDA libraries that
+# torch's nvidia-* wheels also ship are measured from the wheels (CUDA_OVERLAP); the rest (NPP, nvJPEG, Ubuntu,
+# the deadsnakes Python 3.11 the old Dockerfile added) is this estimate.
+CUDA_BASE_REST = 0.45e9
+# Debian packages python:3.11-slim-bookworm already holds (debian:bookworm-slim plus the Python image's runtime
+# libraries), written down from its package list: apt resolves as on an empty system, so these are not counted.
+IN_SLIM_BASE = {
+    "libc6", "libgcc-s1", "libstdc++6", "zlib1g", "libssl3", "ca-certificates", "libsqlite3-0", "tzdata", "netbase",
+    "libgnutls30", "libsystemd0", "libudev1", "libzstd1", "liblzma5", "libbz2-1.0", "libcrypt1", "libgmp10",
+    "libffi8", "libidn2-0", "libp11-kit0", "libtasn1-6", "libunistring2", "libnettle8", "libhogweed6", "libseccomp2",
+    "libselinux1", "libpcre2-8-0", "libcap2", "libacl1", "libattr1", "libdb5.3", "libgcrypt20", "libgpg-error0",
+    "liblz4-1", "libxxhash0", "libaudit1", "libaudit-common", "libcap-ng0", "libmd0", "libtinfo6", "libncursesw6",
+    "libreadline8", "readline-common", "libuuid1", "libblkid1", "libmount1", "libsmartcols1", "debconf", "perl-base",
+    "libgdbm6", "libexpat1", "openssl",
+}
+CUDA_OVERLAP = ("cublas", "cufft", "curand", "cusparse", "cusolver", "cuda_nvrtc", "nvjitlink", "cuda_runtime", "nccl")
+
+
+@dataclass
+class SetSize:
+    total: float  # bytes as installed in the image (bytecode included)
+    bytecode: float
+    cuda_overlap: float  # bytes of nvidia/<lib> that a CUDA base image holds again
+    source: str
+
+
+def _du(path: Path) -> int:
+    return int(subprocess.run(["du", "-sb", str(path)], check=True, capture_output=True, text=True).stdout.split()[0])
+
+
+def measure_set(pins: str, *, prune: bool) -> SetSize | None:
+    """Install `pins` (hash-pinned requirements text) into a temp dir from uv's cache; None when not cached."""
+    workdir = Path(tempfile.mkdtemp(prefix="f5tts-image-size-"))
+    try:
+        (workdir / "pins.txt").write_text(pins)
+        site = workdir / "site"
+        install = [str(UV), "pip", "install", "-q", "--offline", "--compile-bytecode", "--target", str(site)]
+        install += ["--python", sys.executable, "--require-hashes", "--no-deps", "-r", str(workdir / "pins.txt")]
+        if subprocess.run(install, check=False, capture_output=True, text=True).returncode != 0:
+            return None
+        if prune:
+            subprocess.run(["bash", str(REPO_ROOT / "scripts/prune-site-packages.sh"), str(site)], check=True)
+        bytecode = sum(p.stat().st_size for p in site.rglob("*.pyc"))
+        overlap = sum(_du(site / "nvidia" / lib) for lib in CUDA_OVERLAP if (site / "nvidia" / lib).is_dir())
+        how = "measured (uv --target, bytecode, pruned)" if prune else "measured (uv --target, bytecode)"
+        return SetSize(_du(site), bytecode, overlap, how)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def apt_size(packages: list[str]) -> tuple[float, str]:
+    """Installed-Size of what `apt-get install --no-install-recommends packages` installs on an empty system."""
+    try:
+        simulated = subprocess.run(
+            ["apt-get", "-s", "-o", "Dir::State::status=/dev/null", "install", "--no-install-recommends", *packages],
+            check=True, capture_output=True, text=True, timeout=60,
+        ).stdout
+        names = [line.split()[1] for line in simulated.splitlines() if line.startswith("Inst ")]
+        names = [name for name in names if name.split(":")[0] not in IN_SLIM_BASE]
+        shown = subprocess.run(
+            ["apt-cache", "show", "--no-all-versions", *names], check=True, capture_output=True, text=True, timeout=60
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return RECORDED_APT_FFMPEG, "recorded (apt closure on Debian bookworm)"
+    kib = sum(int(line.split()[1]) for line in shown.splitlines() if line.startswith("Installed-Size:"))
+    return kib * 1024, f"apt ({len(names)} packages not in the slim base, Installed-Size; FFmpeg's CLI pulls Mesa/LLVM)"
+
+
+def old_pins() -> str | None:
+    done = subprocess.run(
+        ["git", "show", f"{OLD_COMMIT}:requirements/worker.txt"], cwd=REPO_ROOT, capture_output=True, text=True, check=False
+    )
+    return done.stdout if done.returncode == 0 else None
+
+
+def main() -> int:
+    pins = (REPO_ROOT / "requirements" / "worker.txt").read_text()
+    new = measure_set(pins, prune=True)
+    if new is None:
+        total, pyc = RECORDED_SETS["new"]
+        new = SetSize(total + pyc, pyc, 2.83e9, "recorded (wheels not in uv's cache: run `make setup`)")
+    old_text = old_pins()
+    old = measure_set(old_text, prune=False) if old_text else None
+    if old is None:
+        total, pyc = RECORDED_SETS["old"]
+        old = SetSize(total + pyc, pyc, new.cuda_overlap, "recorded (old wheels not in uv's cache)")
+    ffmpeg, ffmpeg_source = apt_size(["ffmpeg", "ca-certificates", "curl"])
+    old_base = new.cuda_overlap + CUDA_BASE_REST
+
+    rows = [
+        ("base image", old_base, PUBLISHED["python:3.11-slim-bookworm"], (
+            "before: nvidia/cuda:12.8.1-runtime-ubuntu22.04 = its CUDA libs also in the nvidia-* wheels (measured) "
+            f"+ {CUDA_BASE_REST / GB:.2f} GB NPP/nvJPEG/Ubuntu/Python (estimate); after: python:3.11-slim-bookworm "
+            "(published)"
+        )),
+        ("FFmpeg (apt)", ffmpeg, ffmpeg, ffmpeg_source),
+        ("runtime set, no bytecode", old.total - old.bytecode, new.total - new.bytecode,
+         f"before: {old.source}; after: {new.source}"),
+        ("  + bytecode pip compiles", old.bytecode, new.bytecode, "measured (*.pyc of the install above)"),
+        ("flash-attn", PUBLISHED["flash-attn"], PUBLISHED["flash-attn"], "estimate (GitHub wheel ~0.26 GB, unpacked)"),
+        ("weights (F5TTS_v1_Base, Vocos)", PUBLISHED["weights"], PUBLISHED["weights"], "published (Hub file sizes)"),
+    ]
+    before = sum(row[1] for row in rows)
+    after = sum(row[2] for row in rows)
+    print("== image size (uncompressed; GB = 1e9 bytes) ==")
+    print(f"  {'':34} {'before':>7} {'after':>7}  source")
+    for label, old_value, new_value, source in rows:
+        print(f"  {label:34} {old_value / GB:7.2f} {new_value / GB:7.2f}  {source}")
+    print(f"  {'estimated image':34} {before / GB:7.2f} {after / GB:7.2f}  sum of the rows")
+    print(f"  CUDA libraries held twice before: {new.cuda_overlap / GB:.2f} GB (in the base and in the nvidia-* wheels)")
+    print(f"  WITH_WHISPER=true adds ~{(PUBLISHED['whisper weights'] + 0.07e9) / GB:.2f} GB (transformers + weights)")
+    print(f"  target: runtime set <= 6.4 GB (was 7.9): {(new.total - new.bytecode) / GB:.2f} GB; image <= 9 GB")
+    print(f"image_size_gb {after / GB:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""Start-up faults: `python -m worker.handler --self-check` (what the image build runs), StandIn failures that
+say what changed, a runpod import failure and a missing GPU kept as model_unavailable instead of a crash loop."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.worker.test_handler import run_handler
+from worker.config import Settings
+from worker.self_check import main as self_check_main
+from worker.self_check import run_checks
+
+pytestmark = pytest.mark.timeout(300)
+
+REPO = Path(__file__).resolve().parents[2]
+NO_GPU = not torch.cuda.is_available()
+
+
+def _env(tiny_model_env: dict[str, str], tmp_path: Path, **overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("F5TTS_", "BUCKET_", "RUNPOD_", "HF_"))}
+    env.update(HOME=str(tmp_path), PYTHONPATH=str(REPO), HF_HOME=str(tmp_path / "hf"), **tiny_model_env, **overrides)
+    return env
+
+
+def test_self_check_passes_through_the_real_entry_point(tiny_model_env, tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "worker.handler", "--self-check"],
+        cwd=tmp_path,
+        env=_env(tiny_model_env, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    lines = [line for line in done.stdout.splitlines() if line.startswith("self-check ok")]
+    names = [line.removeprefix("self-check ok").strip().partition(":")[0] for line in lines]
+    assert names == ["runpod", "f5-tts", "flash-attn", "model files", "device"]
+    assert "runpod 1." in lines[0] and "f5-tts 1." in lines[1]
+    assert "skipped (F5TTS_ATTN_BACKEND=torch)" in lines[2]
+    assert "model.safetensors, vocabulary and Vocos present and complete" in lines[3]
+    assert "F5TTS_DEVICE=cpu -> cpu (CPU), dtype float32" in lines[4]
+    assert done.stdout.splitlines()[-1].startswith("self-check passed")
+
+
+def test_self_check_names_a_truncated_checkpoint_and_a_missing_gpu(make_model_settings, tiny_model_env, tmp_path):
+    broken = tmp_path / "model.safetensors"
+    data = Path(tiny_model_env["F5TTS_CKPT_FILE"]).read_bytes()
+    broken.write_bytes(data[: len(data) // 2])  # an interrupted download
+    settings = Settings(model=make_model_settings(ckpt_file=str(broken), device="cuda"))
+
+    results = {r.name: r for r in run_checks(settings)}
+    assert not results["model files"].ok
+    assert f"{broken}: truncated or corrupt safetensors" in results["model files"].detail
+    assert results["runpod"].ok and results["f5-tts"].ok
+    if NO_GPU:
+        assert not results["device"].ok
+        assert "F5TTS_DEVICE='cuda' but no usable GPU" in results["device"].detail
+
+    # At image build there is no GPU: the device check is skipped, the other checks still run.
+    skipped = {r.name: r for r in run_checks(settings, device=False)}
+    assert skipped["device"].ok and skipped["device"].detail == "skipped (--skip-device)"
+    assert not skipped["model files"].ok
+
+
+def test_self_check_exit_status_and_flash_attn_check(make_model_settings, monkeypatch):
+    from worker import self_check
+
+    settings = Settings(model=make_model_settings(attn_backend="flash_attn"))
+    monkeypatch.setattr(self_check, "get_settings", lambda: settings)
+    out = io.StringIO()
+    status = self_check_main(["--self-check", "--skip-device"], out=out)
+    try:
+        import flash_attn  # noqa: F401
+    except ImportError:
+        assert status == 1
+        assert "self-check FAIL flash-attn: ModuleNotFoundError: No module named 'flash_attn'" in out.getvalue()
+        assert out.getvalue().splitlines()[-1].startswith("self-check failed: flash-attn")
+    else:
+        assert status == 0, out.getvalue()
+
+
+STAND_IN_PROBE = """
+from worker.engine import _stand_ins
+from worker.stand_ins import StandInError, import_with_stand_ins
+stand_ins = _stand_ins()
+del stand_ins["transformers"].pipeline  # as if f5-tts now imported a name the stand-in does not provide
+try:
+    import_with_stand_ins("f5_tts.infer.utils_infer", stand_ins)
+except StandInError as exc:
+    print(exc)
+"""
+
+
+def test_a_broken_stand_in_names_the_module_attribute_and_versions():
+    done = subprocess.run(
+        [sys.executable, "-c", STAND_IN_PROBE], cwd=REPO, capture_output=True, text=True, timeout=120, check=True
+    )
+    from importlib.metadata import version
+
+    message = done.stdout.strip()
+    assert message.startswith("importing f5_tts.infer.utils_infer (f5-tts ")
+    assert f"f5-tts {version('f5-tts')}" in message
+    assert "it needs transformers.pipeline, which the stand-in for transformers (transformers" in message
+
+
+def test_a_missing_real_module_is_named_as_a_missing_dependency(tmp_path, monkeypatch):
+    from worker.stand_ins import StandIn, StandInError, import_with_stand_ins
+
+    (tmp_path / "needs_missing_dep.py").write_text("import surely_not_installed_dep\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(StandInError, match="it imports surely_not_installed_dep, which is not installed"):
+        import_with_stand_ins("needs_missing_dep", {"unrelated": StandIn("unrelated")})
+
+
+RUNPOD_BROKEN_MAIN = """
+import sys
+from worker import handler
+from worker.stand_ins import StandInError
+
+def broken():
+    raise StandInError("importing runpod (runpod 9.9) with stand-ins failed: it needs cpuinfo.new_probe")
+
+handler.import_runpod = broken
+sys.argv = ["worker.handler", "--test_input", '{"input": {"action": "health"}}']
+handler.main()
+"""
+
+
+def test_a_runpod_import_failure_is_kept_and_every_job_gets_model_unavailable(tiny_model_env, tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", RUNPOD_BROKEN_MAIN],
+        cwd=tmp_path,
+        env=_env(tiny_model_env, tmp_path, F5TTS_DATA_DIR=str(tmp_path / "data"), RUNPOD_SKIP_GPU_CHECK="true"),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr[-2000:]  # runpod's --test_input code for a failed job
+    error = json.loads(done.stdout.split("failed with error: ")[1].splitlines()[0])
+    assert error["code"] == "model_unavailable"
+    assert "runpod's import failed: StandInError" in error["message"] and "cpuinfo.new_probe" in error["message"]
+
+
+@pytest.mark.skipif(not NO_GPU, reason="needs a machine without a usable GPU")
+@pytest.mark.parametrize(("device", "extra"), [("cuda", {}), ("auto", {"RUNPOD_POD_ID": "pod-123"})])
+def test_no_gpu_means_model_unavailable_with_the_reason_never_a_cpu_worker(tiny_model_env, tmp_path, device, extra):
+    done = run_handler(tmp_path, {**tiny_model_env, "F5TTS_DEVICE": device, **extra}, {"action": "health"})
+    assert done.returncode == 1
+    error = json.loads(done.stdout.split("failed with error: ")[1].splitlines()[0])
+    assert error["code"] == "model_unavailable"
+    assert f"F5TTS_DEVICE='{device}'" in error["message"] and "no usable GPU" in error["message"]
+
+
+def test_tests_run_on_the_runtime_set_without_whisper():
+    """The test environment is requirements/worker.txt + dev.txt (`make setup` syncs it): what excludes.txt and
+    whisper.in keep out of the image is not installed here either, so a test needing it fails here."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    kept_out = [
+        line.split("#")[0].strip()
+        for name in ("excludes.txt", "whisper.in")
+        for line in (REPO / "requirements" / name).read_text().splitlines()
+    ]
+    installed = []
+    for name in filter(None, kept_out):
+        try:
+            installed.append(distribution(name).metadata["Name"])
+        except PackageNotFoundError:
+            pass
+    # transformers is there only after `make setup WITH_WHISPER=1` (the image's WITH_WHISPER=true).
+    assert set(installed) <= {"transformers"}, f"run `make setup`: the venv has {installed}, which the image lacks"
+    assert shutil.which("ffmpeg"), "scripts/install-system-deps.sh installs FFmpeg"

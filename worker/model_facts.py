@@ -1,0 +1,68 @@
+"""Facts about the F5-TTS models every part of the project shares: which files are published where, the
+vocoder, the built-in reference clip, the audio format. Plain constants, no torch and no f5_tts import, so the
+image build (`worker.prefetch`), the devstack and the bench can read them as cheaply as the engine does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class HubFile:
+    """One file of a Hugging Face Hub repository."""
+
+    repo_id: str
+    filename: str
+
+    @property
+    def uri(self) -> str:
+        """The `hf://owner/repo/path` form that F5TTS_CKPT_FILE and friends accept."""
+        return f"hf://{self.repo_id}/{self.filename}"
+
+
+@dataclass(frozen=True)
+class PublishedModel:
+    """A checkpoint SWivid publishes, with the vocabulary that sits next to it."""
+
+    checkpoint: HubFile
+    vocab: HubFile
+
+
+def _published(repo_id: str, folder: str, checkpoint: str) -> PublishedModel:
+    return PublishedModel(HubFile(repo_id, f"{folder}/{checkpoint}"), HubFile(repo_id, f"{folder}/vocab.txt"))
+
+
+# The published checkpoints as f5-tts's own loaders resolve them (f5_tts.api.F5TTS, infer_cli), by model name
+# (the name also picks f5-tts's `configs/<name>.yaml`).
+PUBLISHED_MODELS: dict[str, PublishedModel] = {
+    "F5TTS_v1_Base": _published("SWivid/F5-TTS", "F5TTS_v1_Base", "model_1250000.safetensors"),
+    "F5TTS_Base": _published("SWivid/F5-TTS", "F5TTS_Base", "model_1200000.safetensors"),
+    "E2TTS_Base": _published("SWivid/E2-TTS", "E2TTS_Base", "model_1200000.safetensors"),
+}
+DEFAULT_MODEL = "F5TTS_v1_Base"  # the model the image bakes in and the worker loads by default
+
+# The Vocos vocoder f5-tts loads for every model above: its config and weights, in one snapshot folder.
+VOCOS_REPO = "charactr/vocos-mel-24khz"
+VOCOS_FILES = (HubFile(VOCOS_REPO, "config.yaml"), HubFile(VOCOS_REPO, "pytorch_model.bin"))
+
+# The Whisper model f5-tts's transcription loads (initialize_asr_pipeline), for the optional Whisper extra, and the
+# files of its repository that transformers' pipeline reads (weights as safetensors only).
+WHISPER_REPO = "openai/whisper-large-v3-turbo"
+WHISPER_FILE_PATTERNS = ("*.json", "*.txt", "model.safetensors")
+
+# f5-tts's own example reference (a path inside the installed f5_tts package) and its transcript: the built-in
+# `default` voice, and the warm-up's reference.
+BUILTIN_REFERENCE_AUDIO = "infer/examples/basic/basic_ref_en.wav"
+BUILTIN_REFERENCE_TEXT = "Some call me nature, others call me mother nature."
+
+# f5-tts's inference hard-codes these mel settings (load_model: 24 kHz, 100 mel channels, hop 256); every model
+# config and every reference must agree with them.
+SAMPLE_RATE = 24000
+MEL_SETTINGS = {"target_sample_rate": SAMPLE_RATE, "n_mel_channels": 100, "hop_length": 256}
+
+
+def baked_files(model: str) -> tuple[HubFile, ...]:
+    """Every Hub file a worker running `model` reads: checkpoint, vocabulary, vocoder. KeyError if unknown."""
+    published = PUBLISHED_MODELS[model]
+    return (published.checkpoint, published.vocab, *VOCOS_FILES)
