@@ -11,16 +11,16 @@ item, so its output is a one-element list.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import platform
 import sys
 import threading
 import types
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from worker.async_bridge import iterate_in_thread
 from worker.config import get_settings
 from worker.service import WorkerService
 from worker.stand_ins import StandIn, import_with_stand_ins
@@ -70,24 +70,12 @@ def import_runpod() -> types.ModuleType:
     return import_with_stand_ins("runpod", {"cpuinfo": cpuinfo, "paramiko": StandIn("paramiko")})
 
 
-_DONE = object()
-
-
-async def _iterate_in_thread(items: Iterator[Any]) -> AsyncIterator[Any]:
-    """Drive a blocking iterator from a worker thread, so the event loop (heartbeats, cancellation) stays free."""
-    while True:
-        item = await asyncio.to_thread(next, items, _DONE)
-        if item is _DONE:
-            return
-        yield item
-
-
 async def handler(job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
     # RunPod stops a job by cancelling this coroutine; the flag tells the job's thread to stop at the next chunk
     # instead of computing the rest of a result nobody will receive.
     cancelled = threading.Event()
     try:
-        async for item in _iterate_in_thread(build_service().run(job.get("input"), cancelled)):
+        async for item in iterate_in_thread(build_service().run(job.get("input"), cancelled)):
             yield item
     finally:
         cancelled.set()

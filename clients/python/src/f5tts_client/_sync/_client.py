@@ -132,7 +132,7 @@ class Client(ClientBase):
         cross_fade_duration: float = 0.15,
         seed: int | None = None,
         remove_silence: bool = False,
-        format: Literal["wav", "flac", "mp3", "ogg"] = "wav",
+        format: Literal["wav", "flac", "mp3", "ogg", "aac", "pcm"] = "wav",
         delivery: Literal["url", "base64"] | None = None,
         timeout: float | None = None,
     ) -> SynthesisResult:
@@ -154,8 +154,8 @@ class Client(ClientBase):
             cross_fade_duration: Cross-fade between text chunks, seconds. From 0.0 to 1.0. Default: `0.15`.
             seed: Random seed; echoed back, random if absent. From 0 to 2147483647.
             remove_silence: Strip long silences from the output. Default: `False`.
-            format: Output container: wav (PCM16), flac, mp3 or ogg (Opus). One of `wav`, `flac`, `mp3`, `ogg`.
-                Default: `"wav"`.
+            format: Output container: wav (PCM16), flac, mp3, ogg (Opus), aac (ADTS) or pcm (raw s16le mono).
+                One of `wav`, `flac`, `mp3`, `ogg`, `aac`, `pcm`. Default: `"wav"`.
             delivery: `url` (presigned, needs a bucket) or `base64`; default url when a bucket is configured.
                 One of `url`, `base64`.
             timeout: Seconds this call may take in all, queueing included; default: the client's `timeout`.
@@ -199,7 +199,7 @@ class Client(ClientBase):
         cross_fade_duration: float = 0.15,
         seed: int | None = None,
         remove_silence: bool = False,
-        format: Literal["wav", "flac", "mp3", "ogg"] = "wav",
+        format: Literal["wav", "flac", "mp3", "ogg", "aac", "pcm"] = "wav",
         delivery: Literal["url", "base64"] | None = None,
         timeout: float | None = None,
     ) -> AudioStream:
@@ -221,8 +221,8 @@ class Client(ClientBase):
             cross_fade_duration: Cross-fade between text chunks, seconds. From 0.0 to 1.0. Default: `0.15`.
             seed: Random seed; echoed back, random if absent. From 0 to 2147483647.
             remove_silence: Strip long silences from the output. Default: `False`.
-            format: Output container: wav (PCM16), flac, mp3 or ogg (Opus). One of `wav`, `flac`, `mp3`, `ogg`.
-                Default: `"wav"`.
+            format: Output container: wav (PCM16), flac, mp3, ogg (Opus), aac (ADTS) or pcm (raw s16le mono).
+                One of `wav`, `flac`, `mp3`, `ogg`, `aac`, `pcm`. Default: `"wav"`.
             delivery: `url` (presigned, needs a bucket) or `base64`; default url when a bucket is configured.
                 One of `url`, `base64`.
             timeout: Seconds this call may take in all, queueing included; default: the client's `timeout`.
@@ -267,7 +267,7 @@ class Client(ClientBase):
         cross_fade_duration: float = 0.15,
         seed: int | None = None,
         remove_silence: bool = False,
-        format: Literal["wav", "flac", "mp3", "ogg"] = "wav",
+        format: Literal["wav", "flac", "mp3", "ogg", "aac", "pcm"] = "wav",
         delivery: Literal["url", "base64"] | None = None,
         timeout: float | None = None,
     ) -> Job:
@@ -288,8 +288,8 @@ class Client(ClientBase):
             cross_fade_duration: Cross-fade between text chunks, seconds. From 0.0 to 1.0. Default: `0.15`.
             seed: Random seed; echoed back, random if absent. From 0 to 2147483647.
             remove_silence: Strip long silences from the output. Default: `False`.
-            format: Output container: wav (PCM16), flac, mp3 or ogg (Opus). One of `wav`, `flac`, `mp3`, `ogg`.
-                Default: `"wav"`.
+            format: Output container: wav (PCM16), flac, mp3, ogg (Opus), aac (ADTS) or pcm (raw s16le mono).
+                One of `wav`, `flac`, `mp3`, `ogg`, `aac`, `pcm`. Default: `"wav"`.
             delivery: `url` (presigned, needs a bucket) or `base64`; default url when a bucket is configured.
                 One of `url`, `base64`.
             timeout: Seconds this call may take in all, queueing included; default: the client's `timeout`.
