@@ -98,6 +98,7 @@ class WorkerSettings(BaseSettings):
         description="http mode: Bearer key every request but the health check must carry. Leave unset on RunPod "
         "(its load balancer checks the key); set it anywhere else so the server is never open by accident.",
     )
+    bind_host: str = Field("0.0.0.0", description="http mode: address the server listens on (the devstack uses 127.0.0.1).")
     busy_wait_s: float = Field(
         10.0,
         ge=0,

@@ -11,6 +11,7 @@ item, so its output is a one-element list.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import platform
 import sys
@@ -30,8 +31,8 @@ log = logging.getLogger("worker")
 _service: WorkerService | None = None
 
 
-def build_service() -> WorkerService:
-    """The process's one WorkerService, its engine loaded (or its load failure kept)."""
+def build_service(*, start: bool = True) -> WorkerService:
+    """The process's one WorkerService, its engine loaded (or its load failure kept) unless `start` is false."""
     global _service
     if _service is None:
         settings = get_settings()
@@ -42,7 +43,8 @@ def build_service() -> WorkerService:
             return Engine.load(settings.model)
 
         _service = WorkerService(settings, load_engine)
-        _service.start()
+        if start:
+            _service.start()
     return _service
 
 
@@ -95,6 +97,11 @@ def main() -> None:
     logging.basicConfig(
         level=settings.worker.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    if settings.worker.serve == "http":  # RunPod load-balancing endpoint: an HTTP server instead of the job queue
+        from worker.http_server import serve
+
+        asyncio.run(serve(build_service(start=False), settings))  # loads the model while /ping says 204
+        return
     runpod = import_runpod()  # not imported at module level: importers of this module (tests, devstack) need none
     build_service()
     local_test = any(arg.startswith("--test_input") for arg in sys.argv[1:])
