@@ -474,8 +474,14 @@ async def serve(service: WorkerService, settings: Settings) -> None:
     import uvicorn
 
     app = create_app(service, settings)
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            # uvicorn installs one signal handler per server, the last one wins: stop them all together.
+            for server in servers:
+                uvicorn.Server.handle_exit(server, sig, frame)
+
     host = settings.worker.bind_host
-    servers = [uvicorn.Server(uvicorn.Config(app, host=host, port=settings.http.port, access_log=False))]
+    servers: list[uvicorn.Server] = [Server(uvicorn.Config(app, host=host, port=settings.http.port, access_log=False))]
     health_port = settings.http.port_health
     if health_port is not None and health_port != settings.http.port:
         health_app = FastAPI(openapi_url=None)

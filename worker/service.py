@@ -105,7 +105,7 @@ def _piece(speech: Speech, index: int, text: str, samples: np.ndarray, inference
     """Interim (http branch): one piece, with the Speech's totals updated."""
     if remove_silence:
         samples = audio.remove_silences(samples, speech.sample_rate)
-    speech.chunks = index + 1
+    speech.chunks = max(speech.chunks, index + 1)
     speech.inference_s += inference_s
     speech.duration += len(samples) / speech.sample_rate
     return SpeechPiece(index, text, np.asarray(samples, dtype=np.float32), inference_s)
@@ -189,24 +189,25 @@ class WorkerService:
 
     @staticmethod
     def _pieces(speech: Speech, chunks: Iterator[Any], job: SynthesizeInput) -> Iterator[SpeechPiece]:
-        # Each chunk's tail is held back until the next chunk arrives, to be cross-faded with its head.
+        # Only each chunk's last `cross_fade_duration` is held back, to be cross-faded with the next chunk's head
+        # (as engine.cross_fade joins them); the final tail leaves as a last piece of the last chunk's index.
         rate = speech.sample_rate
-        held: np.ndarray | None = None
-        held_text, inference_s, index = "", 0.0, 0
-        for chunk in chunks:
+        fade = int(job.cross_fade_duration * rate)
+        held = np.zeros(0, dtype=np.float32)
+        index = -1
+        for index, chunk in enumerate(chunks):
             wave = np.asarray(chunk.samples, dtype=np.float32)
-            if held is not None:
-                overlap = min(int(job.cross_fade_duration * rate), len(held), len(wave))
-                if overlap > 0:
-                    faded = held[-overlap:] * np.linspace(1, 0, overlap) + wave[:overlap] * np.linspace(0, 1, overlap)
-                    out, wave = held[:-overlap], np.concatenate([faded, wave[overlap:]]).astype(np.float32)
-                else:
-                    out = held
-                yield _piece(speech, index, held_text, out, inference_s, job.remove_silence)
-                index += 1
-            held, held_text, inference_s = wave, chunk.text, chunk.inference_s
-        if held is not None:
-            yield _piece(speech, index, held_text, held, inference_s, job.remove_silence)
+            overlap = min(fade, len(held), len(wave)) if index > 0 else 0
+            if overlap > 0:
+                faded = held[-overlap:] * np.linspace(1, 0, overlap) + wave[:overlap] * np.linspace(0, 1, overlap)
+                wave = np.concatenate([held[:-overlap], faded, wave[overlap:]])  # float64, as in cross_fade
+            else:
+                wave = np.concatenate([held, wave])
+            keep = min(fade, len(wave))
+            held = wave[len(wave) - keep :]
+            yield _piece(speech, index, chunk.text, wave[: len(wave) - keep], chunk.inference_s, job.remove_silence)
+        if len(held):
+            yield _piece(speech, index, "", held, 0.0, job.remove_silence)
 
     # ---- end of the interim `speak`
 
