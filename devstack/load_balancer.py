@@ -76,6 +76,7 @@ class Backend:
     state: str = INITIALIZING
     in_flight: int = 0
     served: int = 0
+    answered: bool = False  # the health check has answered at least once
 
 
 class LoadBalancer:
@@ -120,8 +121,10 @@ class LoadBalancer:
                 try:
                     answer = await self._http.get(backend.health_url, timeout=2.0)
                     state = {200: HEALTHY, 204: INITIALIZING}.get(answer.status_code, UNHEALTHY)
+                    backend.answered = True
                 except httpx.HTTPError:
-                    state = UNHEALTHY
+                    # A container still starting has no server yet: initialising until it first answers.
+                    state = UNHEALTHY if backend.answered else INITIALIZING
                 if state != backend.state:
                     log.info("worker %s is %s", backend.worker_id, state)
                     backend.state = state
