@@ -77,6 +77,7 @@ class Backend:
     in_flight: int = 0
     served: int = 0
     answered: bool = False  # the health check has answered at least once
+    last_picked: float = 0.0
 
 
 class LoadBalancer:
@@ -132,12 +133,14 @@ class LoadBalancer:
             await asyncio.sleep(self.config.health_interval_s)
 
     async def _pick(self) -> Backend | None:
-        """The least busy healthy worker; waits for one up to `no_worker_timeout_s`."""
+        """The least busy healthy worker (round robin among equals); waits for one up to `no_worker_timeout_s`."""
         deadline = time.monotonic() + self.config.no_worker_timeout_s
         while True:
             healthy = [b for b in self.backends.values() if b.state == HEALTHY]
             if healthy:
-                return min(healthy, key=lambda b: (b.in_flight, b.served))
+                chosen = min(healthy, key=lambda b: (b.in_flight, b.last_picked))  # least busy, then round robin
+                chosen.last_picked = time.monotonic()
+                return chosen
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
@@ -230,6 +233,10 @@ class LoadBalancerStack:
     endpoint_type = "load_balancer"
 
     @property
+    def port(self) -> int:
+        return self._port
+
+    @property
     def base_url(self) -> str:
         """Stands for `https://<ENDPOINT_ID>.api.runpod.ai`."""
         return f"http://127.0.0.1:{self._port}"
@@ -313,7 +320,11 @@ class LoadBalancerStack:
             time.sleep(0.02)
         log.info("load-balancer emulator at %s", self.base_url)
 
-    def _spawn(self, slot: int) -> None:
+    def add_worker(self, extra_env: dict[str, str] | None = None) -> str:
+        """Start one more worker (as RunPod scales up); it gets requests once its health check says 200."""
+        return self._spawn(len(self._workers) + 1, extra_env)
+
+    def _spawn(self, slot: int, extra_env: dict[str, str] | None = None) -> str:
         worker_id = f"local-lb-worker-{slot}"
         assert self._run_dir is not None
         workdir = self._run_dir / worker_id
@@ -328,12 +339,14 @@ class LoadBalancerStack:
                     "F5TTS_BIND_HOST": "127.0.0.1", "RUNPOD_ENDPOINT_ID": self.config.endpoint_id,
                     "RUNPOD_POD_ID": worker_id})  # fmt: skip
         env.update(self.extra_worker_env)
+        env.update(extra_env or {})
         worker = WorkerProcess(worker_id, self.worker_cmd, env, workdir, echo=self.echo_logs)
         worker.start()
         self._workers.append(worker)
         path = env.get("HEALTH_CHECK_PATH", "/ping")
         backend = Backend(worker_id, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{health_port}{path}")
         self._call(lambda: self.balancer.add(backend))  # type: ignore[union-attr]
+        return worker_id
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.ready_timeout_s
