@@ -21,6 +21,7 @@ CPU_BENCHES = [
     ("bench.worker_overhead", "worker_overhead_ratio", 1.05),
     ("bench.cold_start", "cold_start_ratio", 2.0),
     ("bench.client_overhead", "client_overhead_ratio", 1.1),
+    ("bench.ttfb", "ttfb_ratio", 1.0),  # http mode's first audio byte vs the queue's first /stream chunk
 ]
 GPU_BENCH = ("bench.gpu_rtf", "gpu_rtf_nfe32", 0.03)
 

@@ -78,6 +78,7 @@ class Backend:
     served: int = 0
     answered: bool = False  # the health check has answered at least once
     last_picked: float = 0.0
+    last_status: int | None = None  # of the last health check; None: no answer (refused, timed out)
 
 
 class LoadBalancer:
@@ -122,8 +123,9 @@ class LoadBalancer:
                 try:
                     answer = await self._http.get(backend.health_url, timeout=2.0)
                     state = {200: HEALTHY, 204: INITIALIZING}.get(answer.status_code, UNHEALTHY)
-                    backend.answered = True
+                    backend.answered, backend.last_status = True, answer.status_code
                 except httpx.HTTPError:
+                    backend.last_status = None
                     # A container still starting has no server yet: initialising until it first answers.
                     state = UNHEALTHY if backend.answered else INITIALIZING
                 if state != backend.state:
@@ -354,10 +356,13 @@ class LoadBalancerStack:
             for worker in self._workers:
                 if worker.exit_code() is not None:
                     raise RuntimeError(f"worker {worker.worker_id} exited with {worker.exit_code()}:\n{worker.log_tail()}")
-            # Ready once every worker has finished starting, healthy or not: a worker whose model failed to load
-            # stays out of the routing pool, as on RunPod (tests of that case need the stack up).
-            states = self.worker_states()
-            if states and all(state != INITIALIZING for state in states.values()):
+            # Ready once every worker is healthy or has said it is not (an error status: a model that failed to
+            # load keeps it out of the routing pool, as on RunPod; tests of that case need the stack up). A health
+            # check that went unanswered (a worker busy loading its model) is waited out.
+            settled = self._call(lambda: {b.worker_id: b.state == HEALTHY or (b.last_status or 204) != 204
+                                          for b in self.balancer.backends.values()})  # type: ignore[union-attr]  # fmt: skip
+            if settled and all(settled.values()):
+                states = self.worker_states()
                 if not any(state == HEALTHY for state in states.values()):
                     log.warning("no worker is healthy: %s", states)
                 return
