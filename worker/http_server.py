@@ -31,6 +31,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Literal
 
+import anyio
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -426,7 +427,10 @@ async def _owning(body: AsyncIterator[bytes], resources: contextlib.AsyncExitSta
         log.exception("streamed response failed after %.2f s", time.perf_counter() - started)
         raise
     finally:
-        await resources.aclose()
+        # Shielded: when the client goes away, the server cancels this stream, and the slot and the job's thread
+        # must still be released (an unreleased slot would leave the worker "overloaded" for good).
+        with anyio.CancelScope(shield=True):
+            await resources.aclose()
 
 
 async def _run_one(service: WorkerService, job_input: dict[str, Any]) -> dict[str, Any]:

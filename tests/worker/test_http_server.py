@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
+import socket
 import subprocess
 import threading
+import time
 
 import httpx
 import numpy as np
@@ -333,3 +336,55 @@ def test_generated_requests_never_get_a_5xx_or_a_traceback(service, settings):
 def _operations(schema):
     for result in schema.get_all_operations():
         yield result.ok()
+
+
+# ------------------------------------------------------------------------------------------------ a real server
+@contextlib.contextmanager
+def serving(app):
+    """The app under uvicorn on a free loopback port, in a thread, stopped on exit."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def test_a_client_that_goes_away_mid_stream_frees_its_slot_and_stops_its_job(engine, tmp_path):
+    settings = settings_for(tmp_path, concurrency=1, busy_wait_s=0.1)
+    service = WorkerService(settings, engine_factory=lambda: engine)
+    service.start()
+    chunks_made = []
+    original = service._generate
+
+    def counting(*args, **kwargs):
+        for chunk in original(*args, **kwargs):
+            chunks_made.append(chunk)
+            yield chunk
+
+    service._generate = counting
+    text = " ".join(["The fox runs far away into the forest to hide from the dog."] * 20)  # ten text chunks
+    with serving(create_app(service, settings, start_service=False)) as url:
+        with httpx.stream("POST", f"{url}/v1/audio/speech", json=speech_body(input=text, response_format="pcm")) as r:
+            assert r.status_code == 200
+            next(r.iter_raw())  # the first chunk's audio, then the client hangs up
+        statuses = []
+        for _ in range(100):  # the slot comes back once the chunk in progress is done
+            statuses.append(httpx.post(f"{url}/v1/audio/speech", json=speech_body(), timeout=60).status_code)
+            if statuses[-1] == 200:
+                break
+            time.sleep(0.1)
+    assert statuses[-1] == 200 and set(statuses) <= {200, 503}
+    # The abandoned job stopped after the chunk it was computing (of its ten); the second request made one.
+    assert len(chunks_made) <= 4, len(chunks_made)
