@@ -7,6 +7,11 @@ per item, and that thread then blocked on the inference thread: two hops per chu
 behind unrelated work in the default executor (whose size is a few threads per CPU).
 
 Both serving modes use it: the RunPod handler (queue) and the HTTP server (load balancer).
+
+Measured on the tiny model (a streamed three-chunk job through `WorkerService.run`, 8 alternating rounds on a
+loaded 2-core VM): the same speed within noise (paired ratio 0.96 for this form); a hop costs microseconds
+against seconds of inference. The gain is structural: no pool thread per item, no job waiting for a free
+thread of the default executor behind other jobs' blocked ones.
 """
 
 from __future__ import annotations
