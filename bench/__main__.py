@@ -22,6 +22,7 @@ CPU_BENCHES = [
     ("bench.cold_start", "cold_start_ratio", 2.0),
     ("bench.client_overhead", "client_overhead_ratio", 1.1),
     ("bench.image_size", "image_size_gb", 9.0),  # estimated image, GB (not a ratio)
+    ("bench.ttfb", "ttfb_ratio", 1.0),  # http mode's first audio byte vs the queue's first /stream chunk
 ]
 GPU_BENCH = ("bench.gpu_rtf", "gpu_rtf_nfe32", 0.03)
 

@@ -1,8 +1,10 @@
 """Command line of the local stack.
 
-python -m devstack up [--workers N] [--port P] [--model auto|real|tiny]
+python -m devstack up [--endpoint-type queue|load_balancer] [--workers N] [--port P] [--model auto|real|tiny]
     Starts local S3, the queue emulator and N workers (`python -m worker.handler`); prints one line
     `ready <endpoint_url> <api_key>` on stdout once jobs are served; stops everything on Ctrl-C or SIGTERM.
+    With `--endpoint-type load_balancer`: RunPod's load balancer emulated in front of N workers in http mode;
+    `ready <base_url> <api_key>`, where base_url stands for https://<ENDPOINT_ID>.api.runpod.ai.
 python -m devstack demo [--out out/hello.wav] [--text "..."]
     Starts the stack, synthesizes one sentence through the client path, writes the WAV, stops the stack.
 """
@@ -27,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     up = commands.add_parser("up", help="run the stack until Ctrl-C or SIGTERM")
+    up.add_argument("--endpoint-type", choices=["queue", "load_balancer"], default="queue",
+                    help="RunPod endpoint type to emulate (default queue)")  # fmt: skip
     up.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     up.add_argument("--port", type=int, default=8000, help="emulator port on 127.0.0.1 (default 8000; 0: any free)")
     up.add_argument("--model", choices=["auto", "real", "tiny", "none"], default="auto",
@@ -61,6 +65,8 @@ def _up(args: argparse.Namespace) -> int:
         return 1
     if model is not None:
         announce_model(model, sys.stderr)
+    if args.endpoint_type == "load_balancer":
+        return _up_load_balancer(args, model, stop)
     stack = Stack(
         workers=args.workers,
         port=args.port,
@@ -82,6 +88,34 @@ def _up(args: argparse.Namespace) -> int:
         return 1
     finally:
         stopping = True
+        print("stopping...", file=sys.stderr, flush=True)
+        stack.stop()
+    return 0
+
+
+def _up_load_balancer(args: argparse.Namespace, model: object, stop: threading.Event) -> int:
+    from devstack.load_balancer import LoadBalancerStack
+
+    stack = LoadBalancerStack(
+        workers=args.workers,
+        port=args.port,
+        model=model,  # type: ignore[arg-type]
+        worker_cmd=shlex.split(args.worker_cmd) if args.worker_cmd else None,
+        api_key=args.api_key,
+        echo_logs=None if args.quiet else sys.stderr,
+    )
+    try:
+        stack.start()
+        print(f"bucket {stack.bucket} at {stack.s3_endpoint}; workers {stack.workers}", file=sys.stderr, flush=True)
+        print(f"ready {stack.base_url} {stack.api_key}", flush=True)
+        while not stop.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        pass
+    except (RuntimeError, OSError) as exc:
+        print(f"devstack: {exc}", file=sys.stderr)
+        return 1
+    finally:
         print("stopping...", file=sys.stderr, flush=True)
         stack.stop()
     return 0

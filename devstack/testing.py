@@ -47,8 +47,16 @@ def running_stack(
     worker_cmd: list[str] | None = None,
     worker_env: dict[str, str] | None = None,
     port: int = 0,
+    endpoint_type: str = "queue",
     **options: Any,
 ) -> Iterator[StackHandle]:
+    if endpoint_type == "load_balancer":  # RunPod load-balancing endpoint: workers in http mode behind its emulator
+        from devstack.load_balancer import LoadBalancerStack
+
+        options.setdefault("model", "tiny" if worker_cmd is None else None)
+        with LoadBalancerStack(workers, port=port, worker_cmd=worker_cmd, worker_env=worker_env, **options) as lb_stack:
+            yield lb_stack  # type: ignore[misc]  # base_url, endpoint_url, api_key, bucket, s3_endpoint, workers
+        return
     queue_options, config_options, stack_options = _split_options(options)
     # The real worker gets the tiny model unless told otherwise; another worker command loads no model.
     stack_options.setdefault("model", "tiny" if worker_cmd is None else None)

@@ -34,7 +34,9 @@ PHRASE_PAUSE_SECONDS = 0.25  # a pause at least this long separates phrases; wor
 EDGE_MARGIN_SECONDS = 0.1  # sound kept before the first and after the last voiced frame (soft onsets, decay)
 LONG_PAUSE_SECONDS = 1.0  # pauses in a reference are shortened to this; longer ones only skew F5's duration estimate
 
-CONTENT_TYPES = {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg", "ogg": "audio/ogg"}
+CONTENT_TYPES = {
+    "wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg", "ogg": "audio/ogg", "aac": "audio/aac", "pcm": "audio/pcm"
+}  # fmt: skip
 
 # fmt -> (libsndfile container, subtype, extra soundfile.write arguments)
 _SOUNDFILE_FORMATS: dict[str, tuple[str, str, dict]] = {
@@ -53,6 +55,7 @@ _FFMPEG = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error"]
 _FFMPEG_ENCODERS: dict[str, list[str]] = {
     "mp3": ["-c:a", "libmp3lame", "-b:a", "80k", "-f", "mp3"],
     "ogg": ["-ar", "48000", "-c:a", "libopus", "-b:a", "48k", "-f", "ogg"],
+    "aac": ["-c:a", "aac", "-b:a", "96k", "-f", "adts"],  # ADTS: AAC frames a player can start anywhere
 }
 
 # Phrase boundaries: the split f5-tts's chunk_text uses (punctuation followed by space, or CJK punctuation).
@@ -328,12 +331,14 @@ def _aligned_phrase_ends(text: str, segments: list[tuple[int, int]]) -> list[int
 
 # ------------------------------------------------------------------------------------------------ encoding
 def encode_audio(samples: np.ndarray, sample_rate: int, fmt: str) -> bytes:
-    """Encode mono float samples as wav (PCM16), flac, mp3 or ogg (Opus)."""
+    """Encode mono float samples as wav (PCM16), flac, mp3, ogg (Opus), aac (ADTS) or pcm (raw s16le)."""
     if fmt not in CONTENT_TYPES:
         raise ContractError(ErrorCode.invalid_input, f"unknown audio format {fmt!r}", "format")
     samples = np.clip(np.asarray(samples, dtype=np.float32).reshape(-1), -1.0, 1.0)
-    container, subtype, options = _SOUNDFILE_FORMATS[fmt]
-    if subtype in sf.available_subtypes(container):
+    if fmt == "pcm":  # raw signed 16-bit little-endian, no header (OpenAI's `pcm`)
+        return (samples * 32767.0).round().astype("<i2").tobytes()
+    container, subtype, options = _SOUNDFILE_FORMATS.get(fmt, ("", "", {}))
+    if container and subtype in sf.available_subtypes(container):
         buffer = io.BytesIO()
         sf.write(buffer, samples, sample_rate, format=container, subtype=subtype, **options)
         return buffer.getvalue()
@@ -341,7 +346,7 @@ def encode_audio(samples: np.ndarray, sample_rate: int, fmt: str) -> bytes:
 
 
 def encode_audio_ffmpeg(samples: np.ndarray, sample_rate: int, fmt: str) -> bytes:
-    """mp3 or ogg (Opus) through the ffmpeg CLI.
+    """mp3, ogg (Opus) or aac through the ffmpeg CLI.
 
     The output goes to a file, not a pipe: ffmpeg seeks back to write the MP3 Xing/LAME header (frame count,
     encoder delay), without which decoders report tens of milliseconds of extra audio.

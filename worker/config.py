@@ -97,6 +97,38 @@ class WorkerSettings(BaseSettings):
     )
     concurrency: int = Field(1, ge=1, le=16, description="Jobs one worker runs at once (RunPod concurrency_modifier).")
     log_level: str = Field("INFO", description="Python logging level.")
+    serve: Literal["queue", "http"] = Field(
+        "queue",
+        description="`queue`: RunPod's job queue (`runpod.serverless.start`); `http`: an HTTP server on `PORT` for "
+        "RunPod load-balancing endpoints (OpenAI-compatible `/v1/audio/speech` + the native contract; docs/http.md).",
+    )
+    api_key: SecretStr | None = Field(
+        None,
+        description="http mode: Bearer key every request but the health check must carry. Leave unset on RunPod "
+        "(its load balancer checks the key); set it anywhere else so the server is never open by accident.",
+    )
+    bind_host: str = Field("0.0.0.0", description="http mode: address the server listens on (the devstack uses 127.0.0.1).")
+    busy_wait_s: float = Field(
+        10.0,
+        ge=0,
+        le=300,
+        description="http mode: how long a request waits for one of the `F5TTS_CONCURRENCY` synthesis slots "
+        "before it is answered 503 with Retry-After (RunPod drops requests an overloaded worker piles up).",
+    )
+
+
+class HttpSettings(BaseSettings):
+    """Where the http serving mode listens: RunPod's own variable names for load-balancing endpoints."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore")
+
+    port: int = Field(80, ge=1, le=65535, description="http mode: port of the API server (RunPod's default is 80).")
+    port_health: int | None = Field(
+        None, ge=1, le=65535, description="http mode: port of the health check; default: `PORT`."
+    )
+    health_check_path: str = Field(
+        "/ping", pattern=r"^/[A-Za-z0-9/_.-]*$", description="http mode: path RunPod's load balancer polls."
+    )
 
 
 class Settings:
@@ -107,10 +139,12 @@ class Settings:
         model: ModelSettings | None = None,
         storage: StorageSettings | None = None,
         worker: WorkerSettings | None = None,
+        http: HttpSettings | None = None,
     ) -> None:
         self.model = model or ModelSettings()
         self.storage = storage or StorageSettings()
         self.worker = worker or WorkerSettings()
+        self.http = http or HttpSettings()
 
 
 @functools.lru_cache(maxsize=1)
@@ -121,7 +155,7 @@ def get_settings() -> Settings:
 def settings_markdown() -> str:
     """A Markdown table of every environment variable, for the README."""
     rows = ["| variable | default | meaning |", "|---|---|---|"]
-    for cls in (ModelSettings, StorageSettings, WorkerSettings):
+    for cls in (ModelSettings, StorageSettings, WorkerSettings, HttpSettings):
         prefix = cls.model_config["env_prefix"]
         for name, field in cls.model_fields.items():
             default = "(computed)" if field.default_factory else field.default

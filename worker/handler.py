@@ -20,10 +20,11 @@ import platform
 import sys
 import threading
 import types
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from worker.async_bridge import iterate_in_thread
 from worker.config import get_settings
 from worker.service import WorkerService
 from worker.stand_ins import StandIn, import_with_stand_ins
@@ -33,8 +34,8 @@ log = logging.getLogger("worker")
 _service: WorkerService | None = None
 
 
-def build_service(startup_failure: str | None = None) -> WorkerService:
-    """The process's one WorkerService, its engine loaded (or its load failure kept).
+def build_service(startup_failure: str | None = None, *, start: bool = True) -> WorkerService:
+    """The process's one WorkerService, its engine loaded (or its load failure kept) unless `start` is false.
 
     `startup_failure`, a fault found before the model load (runpod's import), is kept the same way: the engine
     is not loaded and every job gets model_unavailable with that reason.
@@ -51,7 +52,8 @@ def build_service(startup_failure: str | None = None) -> WorkerService:
             return Engine.load(settings.model)
 
         _service = WorkerService(settings, load_engine)
-        _service.start()
+        if start:
+            _service.start()
     return _service
 
 
@@ -93,24 +95,12 @@ def load_runpod() -> tuple[types.ModuleType, str | None]:
         return importlib.import_module("runpod"), f"runpod's import failed: {type(exc).__name__}: {exc}"
 
 
-_DONE = object()
-
-
-async def _iterate_in_thread(items: Iterator[Any]) -> AsyncIterator[Any]:
-    """Drive a blocking iterator from a worker thread, so the event loop (heartbeats, cancellation) stays free."""
-    while True:
-        item = await asyncio.to_thread(next, items, _DONE)
-        if item is _DONE:
-            return
-        yield item
-
-
 async def handler(job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
     # RunPod stops a job by cancelling this coroutine; the flag tells the job's thread to stop at the next chunk
     # instead of computing the rest of a result nobody will receive.
     cancelled = threading.Event()
     try:
-        async for item in _iterate_in_thread(build_service().run(job.get("input"), cancelled)):
+        async for item in iterate_in_thread(build_service().run(job.get("input"), cancelled)):
             yield item
     finally:
         cancelled.set()
@@ -134,6 +124,11 @@ def main() -> None:
         from worker.self_check import main as self_check
 
         raise SystemExit(self_check(sys.argv[1:]))
+    if settings.worker.serve == "http":  # RunPod load-balancing endpoint: an HTTP server instead of the job queue
+        from worker.http_server import serve
+
+        asyncio.run(serve(build_service(start=False), settings))  # loads the model while /ping says 204
+        return
     runpod, runpod_failure = load_runpod()  # not at module level: importers of this module (tests, devstack) need none
     build_service(runpod_failure)
     local_test = any(arg.startswith("--test_input") for arg in sys.argv[1:])

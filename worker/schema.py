@@ -25,7 +25,7 @@ MAX_REF_TEXT_CHARS = 1000
 MAX_REFERENCE_SECONDS = 12.0
 BUILTIN_VOICE = "default"
 
-AudioFormat = Literal["wav", "flac", "mp3", "ogg"]
+AudioFormat = Literal["wav", "flac", "mp3", "ogg", "aac", "pcm"]
 Delivery = Literal["url", "base64"]
 
 
@@ -42,6 +42,7 @@ class ErrorCode(str, Enum):
     storage_error = "storage_error"
     output_too_large = "output_too_large"
     model_unavailable = "model_unavailable"
+    overloaded = "overloaded"  # http mode: every synthesis slot stayed busy past F5TTS_BUSY_WAIT_S
     internal = "internal"
 
 
@@ -89,7 +90,7 @@ class SynthesizeInput(_Strict):
     cross_fade_duration: float = Field(0.15, ge=0.0, le=1.0, description="Cross-fade between text chunks, seconds.")
     seed: int | None = Field(None, ge=0, le=2**31 - 1, description="Random seed; echoed back, random if absent.")
     remove_silence: bool = Field(False, description="Strip long silences from the output.")
-    format: AudioFormat = Field("wav", description="Output container: wav (PCM16), flac, mp3 or ogg (Opus).")
+    format: AudioFormat = Field("wav", description="Output container: wav (PCM16), flac, mp3, ogg (Opus), aac (ADTS) or pcm (raw s16le mono).")
     delivery: Delivery | None = Field(None, description="`url` (presigned, needs a bucket) or `base64`; default url when a bucket is configured.")
     stream: bool = Field(False, description="Yield each text chunk's audio as soon as it is generated.")
 

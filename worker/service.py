@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -74,6 +74,42 @@ class Reference:
     samples: np.ndarray
     sample_rate: int
     text: str
+
+
+# ---- interim streaming interface (http branch): the `stream` branch's SpeechPiece / Speech / speak replace this
+# ---- block and the `speak` method below at merge; the http server codes against exactly this interface.
+@dataclass
+class SpeechPiece:
+    """Final audio of one text chunk; all pieces of a Speech, concatenated in order, are the whole result."""
+
+    index: int
+    text: str
+    samples: np.ndarray  # float32 mono at Speech.sample_rate
+    inference_s: float
+
+
+@dataclass
+class Speech:
+    """A synthesis in progress: `pieces` is lazy; `chunks`, `inference_s` and `duration` are final once it ends."""
+
+    voice: str
+    seed: int
+    sample_rate: int
+    pieces: Iterator[SpeechPiece] = field(default_factory=lambda: iter(()))
+    chunks: int = 0
+    inference_s: float = 0.0
+    duration: float = 0.0
+
+
+def _piece(speech: Speech, index: int, text: str, samples: np.ndarray, inference_s: float, remove_silence: bool) -> SpeechPiece:
+    """Interim (http branch): one piece, with the Speech's totals updated."""
+    if remove_silence:
+        samples = audio.remove_silences(samples, speech.sample_rate)
+    speech.chunks = max(speech.chunks, index + 1)
+    speech.inference_s += inference_s
+    speech.duration += len(samples) / speech.sample_rate
+    return SpeechPiece(index, text, np.asarray(samples, dtype=np.float32), inference_s)
+# ---- end of the interim streaming interface
 
 
 class WorkerService:
@@ -140,6 +176,41 @@ class WorkerService:
             yield {"error": ContractError(ErrorCode.internal, "internal error; see the worker log").to_error_string()}
 
     # ----------------------------------------------------------------------------------------------- synthesize
+    # ---- interim (http branch), replaced by the `stream` branch's `speak` at merge.
+    def speak(self, job: SynthesizeInput, cancelled: threading.Event) -> Speech:
+        """Start a synthesis whose audio comes piece by piece; reference and engine errors are raised here."""
+        if self.engine is None:
+            raise ContractError(ErrorCode.model_unavailable, self.startup_error or "model is not loaded")
+        reference = self._resolve_reference(job)
+        seed = job.seed if job.seed is not None else secrets.randbelow(2**31)
+        speech = Speech(voice=reference.name, seed=seed, sample_rate=self.engine.sample_rate)
+        speech.pieces = self._pieces(speech, self._generate(reference, job, seed, cancelled), job)
+        return speech
+
+    @staticmethod
+    def _pieces(speech: Speech, chunks: Iterator[Any], job: SynthesizeInput) -> Iterator[SpeechPiece]:
+        # Only each chunk's last `cross_fade_duration` is held back, to be cross-faded with the next chunk's head
+        # (as engine.cross_fade joins them); the final tail leaves as a last piece of the last chunk's index.
+        rate = speech.sample_rate
+        fade = int(job.cross_fade_duration * rate)
+        held = np.zeros(0, dtype=np.float32)
+        index = -1
+        for index, chunk in enumerate(chunks):
+            wave = np.asarray(chunk.samples, dtype=np.float32)
+            overlap = min(fade, len(held), len(wave)) if index > 0 else 0
+            if overlap > 0:
+                faded = held[-overlap:] * np.linspace(1, 0, overlap) + wave[:overlap] * np.linspace(0, 1, overlap)
+                wave = np.concatenate([held[:-overlap], faded, wave[overlap:]])  # float64, as in cross_fade
+            else:
+                wave = np.concatenate([held, wave])
+            keep = min(fade, len(wave))
+            held = wave[len(wave) - keep :]
+            yield _piece(speech, index, chunk.text, wave[: len(wave) - keep], chunk.inference_s, job.remove_silence)
+        if len(held):
+            yield _piece(speech, index, "", held, 0.0, job.remove_silence)
+
+    # ---- end of the interim `speak`
+
     def _synthesize(self, job: SynthesizeInput, started: float, cancelled: threading.Event) -> Iterator[dict[str, Any]]:
         delivery = job.delivery or ("url" if self.store.supports_urls else "base64")
         if delivery == "url" and not self.store.supports_urls:

@@ -51,6 +51,8 @@ SYNC_NAMES = {
     "AsyncSynthesisResult": "SynthesisResult",
     "_async": "_sync",
     "aclose": "close",
+    "aread": "read",
+    "aiter_bytes": "iter_bytes",
     # The async modules import asyncio only for asyncio.sleep, which becomes time.sleep.
     "asyncio": "time",
 }

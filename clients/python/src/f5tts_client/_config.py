@@ -3,20 +3,33 @@
 `RUNPOD_API_KEY` is the key; `F5TTS_ENDPOINT_ID` names a RunPod serverless endpoint, or `F5TTS_ENDPOINT_URL`
 gives any RunPod-compatible base URL (the devstack's emulator, a proxy). The key is held in a `Secret` so that
 no repr, log line or exception message can show it.
+
+The endpoint type (`F5TTS_ENDPOINT_TYPE`) picks the transport: `queue` (RunPod's job queue: `/run`,
+`/runsync`, `/status`, `/stream`) or `load_balancer` (a load-balancing endpoint: the worker's own HTTP server,
+jobs over `POST /job`). Unset, it is detected from the URL: a base URL ending in `/v2/<id>` is RunPod's queue
+API (or the devstack's queue emulator), any other URL (`https://<id>.api.runpod.ai`) a load balancer; an
+endpoint id alone means the queue.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import NoReturn
+from urllib.parse import urlsplit
 
 from f5tts_client._exceptions import ConfigurationError
 
 ENV_API_KEY = "RUNPOD_API_KEY"
 ENV_ENDPOINT_ID = "F5TTS_ENDPOINT_ID"
 ENV_ENDPOINT_URL = "F5TTS_ENDPOINT_URL"
+ENV_ENDPOINT_TYPE = "F5TTS_ENDPOINT_TYPE"
 RUNPOD_API_BASE = "https://api.runpod.ai/v2"
+RUNPOD_LB_HOST = "api.runpod.ai"  # a load-balancing endpoint is https://<id>.api.runpod.ai
+QUEUE, LOAD_BALANCER = "queue", "load_balancer"
+ENDPOINT_TYPES = (QUEUE, LOAD_BALANCER)
+_QUEUE_PATH = re.compile(r"/v2/[^/]+$")
 
 
 class Secret:
@@ -51,10 +64,14 @@ class ClientSettings:
     runsync_wait: float
     poll_interval: float
     poll_interval_max: float
+    endpoint_type: str = QUEUE  # "queue" or "load_balancer"
 
     def __repr__(self) -> str:
         key = "set" if self.api_key else "unset"
-        return f"ClientSettings(base_url={self.base_url!r}, api_key={key}, timeout={self.timeout}, max_retries={self.max_retries})"
+        return (
+            f"ClientSettings(base_url={self.base_url!r}, endpoint_type={self.endpoint_type!r}, api_key={key}, "
+            f"timeout={self.timeout}, max_retries={self.max_retries})"
+        )
 
 
 def resolve_settings(
@@ -70,6 +87,7 @@ def resolve_settings(
     runsync_wait: float,
     poll_interval: float,
     poll_interval_max: float,
+    endpoint_type: str | None = None,
 ) -> ClientSettings:
     """Arguments first, then the environment; a RunPod endpoint (by id) needs a key, a custom URL may not."""
     if endpoint_id and endpoint_url:
@@ -84,7 +102,11 @@ def resolve_settings(
     elif endpoint_id:
         if "/" in endpoint_id or not endpoint_id.strip():
             raise ConfigurationError(f"{endpoint_id!r} is not a RunPod endpoint id (pass a full URL as endpoint_url)")
-        base_url = f"{RUNPOD_API_BASE}/{endpoint_id.strip()}"
+        kind = _endpoint_type(endpoint_type)
+        if kind == LOAD_BALANCER:
+            base_url = f"https://{endpoint_id.strip()}.{RUNPOD_LB_HOST}"
+        else:
+            base_url = f"{RUNPOD_API_BASE}/{endpoint_id.strip()}"
     else:
         raise ConfigurationError(
             f"no endpoint configured: pass endpoint_id=... or set {ENV_ENDPOINT_ID} "
@@ -96,6 +118,7 @@ def resolve_settings(
     if timeout <= 0 or request_timeout <= 0 or runsync_wait < 0 or max_retries < 0:
         raise ConfigurationError("timeouts must be positive and max_retries not negative")
     return ClientSettings(
+        endpoint_type=_endpoint_type(endpoint_type) or detect_endpoint_type(base_url),
         base_url=base_url,
         api_key=Secret(key) if key else None,
         timeout=timeout,
@@ -107,3 +130,16 @@ def resolve_settings(
         poll_interval=poll_interval,
         poll_interval_max=poll_interval_max,
     )
+
+
+def _endpoint_type(given: str | None) -> str | None:
+    """The configured endpoint type (argument, else `F5TTS_ENDPOINT_TYPE`), None when neither says."""
+    kind = given or os.environ.get(ENV_ENDPOINT_TYPE) or None
+    if kind is not None and kind not in ENDPOINT_TYPES:
+        raise ConfigurationError(f"endpoint type must be one of {', '.join(ENDPOINT_TYPES)}, got {kind!r}")
+    return kind
+
+
+def detect_endpoint_type(base_url: str) -> str:
+    """`queue` for RunPod's queue API shape (`.../v2/<id>`), else `load_balancer` (`https://<id>.api.runpod.ai`)."""
+    return QUEUE if _QUEUE_PATH.search(urlsplit(base_url).path) else LOAD_BALANCER

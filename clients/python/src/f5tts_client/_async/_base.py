@@ -46,6 +46,8 @@ class AsyncClientBase:
         poll_interval: First interval between polls of `/status` and `/stream`; grows to `poll_interval_max`.
         poll_interval_max: Longest interval between polls.
         http_client: An httpx client to send requests with (proxies, custom transports); closing it is yours.
+        endpoint_type: `queue` or `load_balancer` (RunPod endpoint types); default `F5TTS_ENDPOINT_TYPE`, else
+            detected from the URL (`.../v2/<id>` is the queue API; `https://<id>.api.runpod.ai` a load balancer).
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class AsyncClientBase:
         poll_interval: float = 0.25,
         poll_interval_max: float = 2.0,
         http_client: httpx.AsyncClient | None = None,
+        endpoint_type: str | None = None,
     ) -> None:
         self._settings = resolve_settings(
             api_key,
@@ -76,6 +79,7 @@ class AsyncClientBase:
             runsync_wait=runsync_wait,
             poll_interval=poll_interval,
             poll_interval_max=poll_interval_max,
+            endpoint_type=endpoint_type,
         )
         self._transport = AsyncTransport(self._settings, http_client)
 

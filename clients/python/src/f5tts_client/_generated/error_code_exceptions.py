@@ -69,6 +69,12 @@ class ModelUnavailable(WorkerError):
     code = "model_unavailable"
 
 
+class OverloadedError(WorkerError):
+    """The worker refused or failed the job with error code `overloaded`."""
+
+    code = "overloaded"
+
+
 class InternalError(WorkerError):
     """The worker refused or failed the job with error code `internal`."""
 
@@ -86,6 +92,7 @@ ERRORS_BY_CODE: dict[str, type[WorkerError]] = {
     "storage_error": StorageError,
     "output_too_large": OutputTooLarge,
     "model_unavailable": ModelUnavailable,
+    "overloaded": OverloadedError,
     "internal": InternalError,
 }
 
@@ -100,6 +107,7 @@ __all__ = [  # noqa: RUF022 - in the order of the contract's error codes
     "StorageError",
     "OutputTooLarge",
     "ModelUnavailable",
+    "OverloadedError",
     "InternalError",
     "ERRORS_BY_CODE",
 ]

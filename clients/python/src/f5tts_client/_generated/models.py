@@ -28,6 +28,7 @@ class ErrorCode(str, Enum):
     storage_error = "storage_error"
     output_too_large = "output_too_large"
     model_unavailable = "model_unavailable"
+    overloaded = "overloaded"
     internal = "internal"
 
 
@@ -103,7 +104,7 @@ class StreamChunk(BaseModel):
     index: int
     text: str
     audio_base64: str
-    format: Literal["wav", "flac", "mp3", "ogg"]
+    format: Literal["wav", "flac", "mp3", "ogg", "aac", "pcm"]
     sample_rate: int
     duration: float
 
@@ -118,7 +119,7 @@ class StreamEnd(BaseModel):
     """The last item of a streaming job: a summary (no audio)."""
 
     type: Literal["end"] = "end"
-    format: Literal["wav", "flac", "mp3", "ogg"]
+    format: Literal["wav", "flac", "mp3", "ogg", "aac", "pcm"]
     sample_rate: int
     duration: float
     seed: int
@@ -144,7 +145,7 @@ class SynthesizeInput(BaseModel):
     cross_fade_duration: Annotated[float, Field(ge=0.0, le=1.0)] = Field(0.15, description="Cross-fade between text chunks, seconds.")
     seed: Annotated[int, Field(ge=0, le=2147483647)] | None = Field(None, description="Random seed; echoed back, random if absent.")
     remove_silence: bool = Field(False, description="Strip long silences from the output.")
-    format: Literal["wav", "flac", "mp3", "ogg"] = Field("wav", description="Output container: wav (PCM16), flac, mp3 or ogg (Opus).")
+    format: Literal["wav", "flac", "mp3", "ogg", "aac", "pcm"] = Field("wav", description="Output container: wav (PCM16), flac, mp3, ogg (Opus), aac (ADTS) or pcm (raw s16le mono).")
     delivery: Literal["url", "base64"] | None = Field(None, description="`url` (presigned, needs a bucket) or `base64`; default url when a bucket is configured.")
     stream: bool = Field(False, description="Yield each text chunk's audio as soon as it is generated.")
 
@@ -154,7 +155,7 @@ class SynthesizeOutput(BaseModel):
     expires_at: str | None = Field(None, description="When audio_url stops working (ISO 8601, UTC).")
     key: str | None = Field(None, description="Object key of the audio in the bucket.")
     audio_base64: str | None = Field(None, description="The encoded audio (delivery=base64).")
-    format: Literal["wav", "flac", "mp3", "ogg"]
+    format: Literal["wav", "flac", "mp3", "ogg", "aac", "pcm"]
     sample_rate: int
     duration: float = Field(description="Audio duration, seconds.")
     seed: int

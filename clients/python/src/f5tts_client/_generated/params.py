@@ -134,10 +134,10 @@ OPTIONS: dict[str, tuple[Option, ...]] = {
             "choice",
             required=False,
             default="wav",
-            choices=("wav", "flac", "mp3", "ogg"),
+            choices=("wav", "flac", "mp3", "ogg", "aac", "pcm"),
             minimum=None,
             maximum=None,
-            help="Output container: wav (PCM16), flac, mp3 or ogg (Opus). One of `wav`, `flac`, `mp3`, `ogg`. Default: `\"wav\"`.",
+            help="Output container: wav (PCM16), flac, mp3, ogg (Opus), aac (ADTS) or pcm (raw s16le mono). One of `wav`, `flac`, `mp3`, `ogg`, `aac`, `pcm`. Default: `\"wav\"`.",
         ),
         Option(
             "delivery",

@@ -47,6 +47,8 @@ class ClientBase:
         poll_interval: First interval between polls of `/status` and `/stream`; grows to `poll_interval_max`.
         poll_interval_max: Longest interval between polls.
         http_client: An httpx client to send requests with (proxies, custom transports); closing it is yours.
+        endpoint_type: `queue` or `load_balancer` (RunPod endpoint types); default `F5TTS_ENDPOINT_TYPE`, else
+            detected from the URL (`.../v2/<id>` is the queue API; `https://<id>.api.runpod.ai` a load balancer).
     """
 
     def __init__(
@@ -64,6 +66,7 @@ class ClientBase:
         poll_interval: float = 0.25,
         poll_interval_max: float = 2.0,
         http_client: httpx.Client | None = None,
+        endpoint_type: str | None = None,
     ) -> None:
         self._settings = resolve_settings(
             api_key,
@@ -77,6 +80,7 @@ class ClientBase:
             runsync_wait=runsync_wait,
             poll_interval=poll_interval,
             poll_interval_max=poll_interval_max,
+            endpoint_type=endpoint_type,
         )
         self._transport = Transport(self._settings, http_client)
 

@@ -135,7 +135,7 @@ class Client(ClientBase):
         cross_fade_duration: float | NotGiven = NOT_GIVEN,
         seed: int | None | NotGiven = NOT_GIVEN,
         remove_silence: bool | NotGiven = NOT_GIVEN,
-        format: Literal["wav", "flac", "mp3", "ogg"] | NotGiven = NOT_GIVEN,
+        format: Literal["wav", "flac", "mp3", "ogg", "aac", "pcm"] | NotGiven = NOT_GIVEN,
         delivery: Literal["url", "base64"] | None | NotGiven = NOT_GIVEN,
         timeout: float | None = None,
     ) -> SynthesisResult:
@@ -159,8 +159,8 @@ class Client(ClientBase):
             cross_fade_duration: Cross-fade between text chunks, seconds. From 0.0 to 1.0. Default: `0.15`.
             seed: Random seed; echoed back, random if absent. From 0 to 2147483647.
             remove_silence: Strip long silences from the output. Default: `False`.
-            format: Output container: wav (PCM16), flac, mp3 or ogg (Opus). One of `wav`, `flac`, `mp3`, `ogg`.
-                Default: `"wav"`.
+            format: Output container: wav (PCM16), flac, mp3, ogg (Opus), aac (ADTS) or pcm (raw s16le mono).
+                One of `wav`, `flac`, `mp3`, `ogg`, `aac`, `pcm`. Default: `"wav"`.
             delivery: `url` (presigned, needs a bucket) or `base64`; default url when a bucket is configured.
                 One of `url`, `base64`.
             timeout: Seconds this call may take in all, queueing included; default: the client's `timeout`.
@@ -204,7 +204,7 @@ class Client(ClientBase):
         cross_fade_duration: float | NotGiven = NOT_GIVEN,
         seed: int | None | NotGiven = NOT_GIVEN,
         remove_silence: bool | NotGiven = NOT_GIVEN,
-        format: Literal["wav", "flac", "mp3", "ogg"] | NotGiven = NOT_GIVEN,
+        format: Literal["wav", "flac", "mp3", "ogg", "aac", "pcm"] | NotGiven = NOT_GIVEN,
         delivery: Literal["url", "base64"] | None | NotGiven = NOT_GIVEN,
         timeout: float | None = None,
     ) -> AudioStream:
@@ -228,8 +228,8 @@ class Client(ClientBase):
             cross_fade_duration: Cross-fade between text chunks, seconds. From 0.0 to 1.0. Default: `0.15`.
             seed: Random seed; echoed back, random if absent. From 0 to 2147483647.
             remove_silence: Strip long silences from the output. Default: `False`.
-            format: Output container: wav (PCM16), flac, mp3 or ogg (Opus). One of `wav`, `flac`, `mp3`, `ogg`.
-                Default: `"wav"`.
+            format: Output container: wav (PCM16), flac, mp3, ogg (Opus), aac (ADTS) or pcm (raw s16le mono).
+                One of `wav`, `flac`, `mp3`, `ogg`, `aac`, `pcm`. Default: `"wav"`.
             delivery: `url` (presigned, needs a bucket) or `base64`; default url when a bucket is configured.
                 One of `url`, `base64`.
             timeout: Seconds this call may take in all, queueing included; default: the client's `timeout`.
@@ -274,7 +274,7 @@ class Client(ClientBase):
         cross_fade_duration: float | NotGiven = NOT_GIVEN,
         seed: int | None | NotGiven = NOT_GIVEN,
         remove_silence: bool | NotGiven = NOT_GIVEN,
-        format: Literal["wav", "flac", "mp3", "ogg"] | NotGiven = NOT_GIVEN,
+        format: Literal["wav", "flac", "mp3", "ogg", "aac", "pcm"] | NotGiven = NOT_GIVEN,
         delivery: Literal["url", "base64"] | None | NotGiven = NOT_GIVEN,
         timeout: float | None = None,
     ) -> Job[SynthesisResult]:
@@ -297,8 +297,8 @@ class Client(ClientBase):
             cross_fade_duration: Cross-fade between text chunks, seconds. From 0.0 to 1.0. Default: `0.15`.
             seed: Random seed; echoed back, random if absent. From 0 to 2147483647.
             remove_silence: Strip long silences from the output. Default: `False`.
-            format: Output container: wav (PCM16), flac, mp3 or ogg (Opus). One of `wav`, `flac`, `mp3`, `ogg`.
-                Default: `"wav"`.
+            format: Output container: wav (PCM16), flac, mp3, ogg (Opus), aac (ADTS) or pcm (raw s16le mono).
+                One of `wav`, `flac`, `mp3`, `ogg`, `aac`, `pcm`. Default: `"wav"`.
             delivery: `url` (presigned, needs a bucket) or `base64`; default url when a bucket is configured.
                 One of `url`, `base64`.
             timeout: Seconds this call may take in all, queueing included; default: the client's `timeout`.

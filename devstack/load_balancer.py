@@ -1,0 +1,388 @@
+"""A local emulator of RunPod's load-balancing endpoints, in front of N workers in `http` serving mode.
+
+What it does, as RunPod documents it (serverless/load-balancing):
+- every request needs `Authorization: Bearer <api key>`; otherwise 401;
+- each worker's health check (`HEALTH_CHECK_PATH`, default `/ping`, on `PORT_HEALTH`) is polled: 200 is healthy,
+  204 initialising, anything else (or no answer) unhealthy; requests go only to healthy workers, the least
+  busy first;
+- with no healthy worker, a request waits (RunPod: up to 2 min) and then gets `{"error": "no workers available"}`
+  (status 503 here; RunPod's docs give the body, not the status);
+- request and response bodies are capped at 30 MB, and a request may run 5.5 min;
+- responses are streamed through as the worker sends them (an httpx streaming proxy); nothing is retried.
+
+`LoadBalancerStack` runs it with local S3 and the workers (`python -m worker.handler` with `F5TTS_SERVE=http`);
+`python -m devstack up --endpoint-type load_balancer` and `running_stack(endpoint_type="load_balancer")` use it.
+Its `base_url` stands for `https://<ENDPOINT_ID>.api.runpod.ai`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import hmac
+import logging
+import os
+import secrets
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Self
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from devstack.model import ModelChoice, ModelMode, choose_model
+from devstack.s3 import LocalS3
+from devstack.workers import REAL_WORKER_CMD, WorkerProcess, base_env
+
+log = logging.getLogger("devstack.lb")
+
+MB = 1024 * 1024
+# Hop-by-hop headers (RFC 9110 §7.6.1) are the proxy's own; `host` names the worker, not the endpoint.
+_HOP_HEADERS = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+                "transfer-encoding", "upgrade", "host", "content-length"}  # fmt: skip
+_WORKER_SERVER_HEADERS = {"date", "server"}  # this server sets its own
+HEALTHY, INITIALIZING, UNHEALTHY = "healthy", "initializing", "unhealthy"
+
+
+@dataclass
+class LoadBalancerConfig:
+    endpoint_id: str = "local"
+    api_key: str = field(default_factory=lambda: "local-" + secrets.token_urlsafe(16))
+    no_worker_timeout_s: float = 120.0  # RunPod: "Request timeout 2 min (no worker available)"
+    processing_timeout_s: float = 330.0  # RunPod: 5.5 min per request
+    payload_limit_bytes: int = 30 * MB
+    health_interval_s: float = 0.25
+
+
+@dataclass
+class Backend:
+    """One worker as the load balancer sees it."""
+
+    worker_id: str
+    url: str  # http://127.0.0.1:<PORT>
+    health_url: str  # http://127.0.0.1:<PORT_HEALTH><HEALTH_CHECK_PATH>
+    state: str = INITIALIZING
+    in_flight: int = 0
+    served: int = 0
+    answered: bool = False  # the health check has answered at least once
+    last_picked: float = 0.0
+    last_status: int | None = None  # of the last health check; None: no answer (refused, timed out)
+
+
+class LoadBalancer:
+    """The routing state and the ASGI app. Runs on one event loop; `backends` may be added while it runs."""
+
+    def __init__(self, config: LoadBalancerConfig | None = None) -> None:
+        self.config = config or LoadBalancerConfig()
+        self.backends: dict[str, Backend] = {}
+        self._changed = asyncio.Event()
+        self._http: httpx.AsyncClient | None = None
+        self.app = Starlette(
+            routes=[Route("/{path:path}", self._proxy, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])],
+            lifespan=self._lifespan,
+        )
+
+    def add(self, backend: Backend) -> None:
+        self.backends[backend.worker_id] = backend
+
+    def remove(self, worker_id: str) -> None:
+        self.backends.pop(worker_id, None)
+
+    def states(self) -> dict[str, str]:
+        return {b.worker_id: b.state for b in self.backends.values()}
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(self.config.processing_timeout_s, connect=5.0), limits=limits)
+        poller = asyncio.create_task(self._poll_health())
+        try:
+            yield
+        finally:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
+            await self._http.aclose()
+
+    async def _poll_health(self) -> None:
+        assert self._http is not None
+        while True:
+            for backend in list(self.backends.values()):
+                try:
+                    answer = await self._http.get(backend.health_url, timeout=2.0)
+                    state = {200: HEALTHY, 204: INITIALIZING}.get(answer.status_code, UNHEALTHY)
+                    backend.answered, backend.last_status = True, answer.status_code
+                except httpx.HTTPError:
+                    backend.last_status = None
+                    # A container still starting has no server yet: initialising until it first answers.
+                    state = UNHEALTHY if backend.answered else INITIALIZING
+                if state != backend.state:
+                    log.info("worker %s is %s", backend.worker_id, state)
+                    backend.state = state
+                    self._changed.set()
+            await asyncio.sleep(self.config.health_interval_s)
+
+    async def _pick(self) -> Backend | None:
+        """The least busy healthy worker (round robin among equals); waits for one up to `no_worker_timeout_s`."""
+        deadline = time.monotonic() + self.config.no_worker_timeout_s
+        while True:
+            healthy = [b for b in self.backends.values() if b.state == HEALTHY]
+            if healthy:
+                chosen = min(healthy, key=lambda b: (b.in_flight, b.last_picked))  # least busy, then round robin
+                chosen.last_picked = time.monotonic()
+                return chosen
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout=min(remaining, 1.0))
+
+    async def _proxy(self, request: Request) -> Response:
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {self.config.api_key}".encode()):
+            return JSONResponse({"error": "unauthorized: missing or invalid API key"}, status_code=401)
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.config.payload_limit_bytes:
+            return JSONResponse({"error": "request payload too large (30 MB limit)"}, status_code=413)
+        backend = await self._pick()
+        if backend is None:
+            return JSONResponse({"error": "no workers available"}, status_code=503)
+        assert self._http is not None
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS | {"authorization"}]
+        body = await request.body()  # requests are small (≤ 30 MB); responses are what streams
+        url = backend.url + request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        backend.in_flight += 1
+        backend.served += 1
+        try:
+            upstream = await self._http.send(
+                self._http.build_request(request.method, url, headers=headers, content=body), stream=True
+            )
+        except httpx.HTTPError as exc:
+            backend.in_flight -= 1
+            log.warning("worker %s did not answer: %s", backend.worker_id, exc)
+            return JSONResponse({"error": f"worker {backend.worker_id} did not answer"}, status_code=502)
+
+        async def done() -> None:
+            backend.in_flight -= 1
+            await upstream.aclose()
+
+        dropped = _HOP_HEADERS | _WORKER_SERVER_HEADERS
+        response_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in dropped}
+        return StreamingResponse(
+            upstream.aiter_raw(), status_code=upstream.status_code, headers=response_headers, background=BackgroundTask(done)
+        )
+
+
+# ------------------------------------------------------------------------------------------------ the stack
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LoadBalancerStack:
+    """Local S3 + the load-balancer emulator + N workers in http mode. Use as a context manager."""
+
+    def __init__(
+        self,
+        workers: int = 1,
+        *,
+        port: int = 0,
+        model: ModelMode | ModelChoice | None = "auto",
+        api_key: str | None = None,
+        worker_cmd: list[str] | None = None,
+        worker_env: dict[str, str] | None = None,
+        ready_timeout_s: float = 240.0,
+        stop_grace_s: float = 5.0,
+        echo_logs: IO[str] | None = None,
+        config: LoadBalancerConfig | None = None,
+    ) -> None:
+        self.worker_count = workers
+        self.worker_cmd = list(worker_cmd or REAL_WORKER_CMD)
+        self.extra_worker_env = dict(worker_env or {})
+        self.model_mode = model
+        self.model: ModelChoice | None = model if isinstance(model, ModelChoice) else None
+        self.ready_timeout_s = ready_timeout_s
+        self.stop_grace_s = stop_grace_s
+        self.echo_logs = echo_logs
+        self.config = config or LoadBalancerConfig()
+        if api_key is not None:
+            self.config.api_key = api_key
+        self.s3 = LocalS3()
+        self.balancer: LoadBalancer | None = None
+        self._port = port
+        self._sock: socket.socket | None = None
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._workers: list[WorkerProcess] = []
+        self._run_dir: Path | None = None
+        self._stopped = False
+
+    endpoint_type = "load_balancer"
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        """Stands for `https://<ENDPOINT_ID>.api.runpod.ai`."""
+        return f"http://127.0.0.1:{self._port}"
+
+    endpoint_url = base_url
+
+    @property
+    def api_key(self) -> str:
+        return self.config.api_key
+
+    @property
+    def bucket(self) -> str:
+        return self.s3.bucket
+
+    @property
+    def s3_endpoint(self) -> str:
+        return self.s3.endpoint_url
+
+    @property
+    def workers(self) -> dict[str, int]:
+        return {w.worker_id: w.pid for w in self._workers if w.exit_code() is None}
+
+    def worker_states(self) -> dict[str, str]:
+        """Worker id → healthy / initializing / unhealthy, as the load balancer last saw it."""
+        return self._call(lambda: self.balancer.states())  # type: ignore[union-attr]
+
+    def log_tails(self, lines: int = 30) -> str:
+        return "\n".join(f"--- {w.worker_id}\n{w.log_tail(lines)}" for w in self._workers)
+
+    def _call(self, fn: Any) -> Any:
+        async def run() -> Any:
+            return fn()
+
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(10)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> Self:
+        atexit.register(self.stop)
+        self._run_dir = Path(tempfile.mkdtemp(prefix="devstack-lb-"))
+        try:
+            if self.model is None and isinstance(self.model_mode, str):
+                self.model = choose_model(self.model_mode)
+            self.s3.start()
+            self._start_balancer()
+            for slot in range(1, self.worker_count + 1):
+                self._spawn(slot)
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_balancer(self) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", self._port))
+        self._port = self._sock.getsockname()[1]
+        ready = threading.Event()
+
+        async def serve() -> None:
+            self._loop = asyncio.get_running_loop()
+            self.balancer = LoadBalancer(self.config)  # its asyncio.Event belongs to this loop
+            self._server = uvicorn.Server(
+                uvicorn.Config(self.balancer.app, log_level="warning", access_log=False, timeout_graceful_shutdown=3)
+            )
+            ready.set()
+            await self._server.serve(sockets=[self._sock])
+
+        self._thread = threading.Thread(target=lambda: asyncio.run(serve()), name="devstack-lb", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 15
+        while not (ready.is_set() and self._server is not None and self._server.started):
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the load-balancer emulator did not start")
+            time.sleep(0.02)
+        log.info("load-balancer emulator at %s", self.base_url)
+
+    def add_worker(self, extra_env: dict[str, str] | None = None) -> str:
+        """Start one more worker (as RunPod scales up); it gets requests once its health check says 200."""
+        return self._spawn(len(self._workers) + 1, extra_env)
+
+    def _spawn(self, slot: int, extra_env: dict[str, str] | None = None) -> str:
+        worker_id = f"local-lb-worker-{slot}"
+        assert self._run_dir is not None
+        workdir = self._run_dir / worker_id
+        port, health_port = _free_port(), _free_port()
+        threads = max(1, (os.cpu_count() or 1) // max(1, self.worker_count))
+        env = base_env(workdir, threads)
+        env.update(self.s3.worker_env())
+        if self.model is not None:
+            env.update(self.model.env)
+        # What a RunPod load-balancing endpoint sets (the infra program does the same), on loopback here.
+        env.update({"F5TTS_SERVE": "http", "PORT": str(port), "PORT_HEALTH": str(health_port),
+                    "F5TTS_BIND_HOST": "127.0.0.1", "RUNPOD_ENDPOINT_ID": self.config.endpoint_id,
+                    "RUNPOD_POD_ID": worker_id})  # fmt: skip
+        env.update(self.extra_worker_env)
+        env.update(extra_env or {})
+        worker = WorkerProcess(worker_id, self.worker_cmd, env, workdir, echo=self.echo_logs)
+        worker.start()
+        self._workers.append(worker)
+        path = env.get("HEALTH_CHECK_PATH", "/ping")
+        backend = Backend(worker_id, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{health_port}{path}")
+        self._call(lambda: self.balancer.add(backend))  # type: ignore[union-attr]
+        return worker_id
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.ready_timeout_s
+        while True:
+            for worker in self._workers:
+                if worker.exit_code() is not None:
+                    raise RuntimeError(f"worker {worker.worker_id} exited with {worker.exit_code()}:\n{worker.log_tail()}")
+            # Ready once every worker is healthy or has said it is not (an error status: a model that failed to
+            # load keeps it out of the routing pool, as on RunPod; tests of that case need the stack up). A health
+            # check that went unanswered (a worker busy loading its model) is waited out.
+            settled = self._call(lambda: {b.worker_id: b.state == HEALTHY or (b.last_status or 204) != 204
+                                          for b in self.balancer.backends.values()})  # type: ignore[union-attr]  # fmt: skip
+            if settled and all(settled.values()):
+                states = self.worker_states()
+                if not any(state == HEALTHY for state in states.values()):
+                    log.warning("no worker is healthy: %s", states)
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"workers not healthy after {self.ready_timeout_s:.0f} s ({states}):\n{self.log_tails()}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        atexit.unregister(self.stop)
+        for worker in self._workers:
+            worker.stop(self.stop_grace_s)
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if self._sock is not None:
+            self._sock.close()
+        self.s3.stop()
+        if self._run_dir is not None:
+            shutil.rmtree(self._run_dir, ignore_errors=True)

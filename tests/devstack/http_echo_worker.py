@@ -1,0 +1,57 @@
+"""A stand-in worker for the load-balancer emulator's own tests: an HTTP server on PORT with a health check on
+PORT_HEALTH, as RunPod runs a load-balancing worker, but no model (the real worker is tested through the same
+emulator in tests/clients/test_openai_compat.py and test_load_balancer_e2e.py).
+
+ECHO_READY_AFTER_S: the health check says 204 (initialising) for this long, then 200. ECHO_HEALTH_STATUS: answer
+the health check with this status instead (e.g. 500: unhealthy).
+"""
+
+import asyncio
+import os
+import time
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+STARTED = time.monotonic()
+WORKER = os.environ.get("RUNPOD_POD_ID", "?")
+
+app = FastAPI()
+health = FastAPI()
+
+
+@health.get("/ping")
+async def ping() -> Response:
+    forced = os.environ.get("ECHO_HEALTH_STATUS")
+    if forced:
+        return Response(status_code=int(forced))
+    ready = time.monotonic() - STARTED >= float(os.environ.get("ECHO_READY_AFTER_S", "0"))
+    return JSONResponse({"status": "ready"}) if ready else Response(status_code=204)
+
+
+@app.api_route("/echo/{rest:path}", methods=["GET", "POST", "DELETE"])
+async def echo(request: Request, rest: str) -> dict:
+    return {"worker": WORKER, "method": request.method, "path": rest, "query": request.url.query,
+            "body": (await request.body()).decode(), "authorization": request.headers.get("authorization")}  # fmt: skip
+
+
+@app.get("/slow")
+async def slow(n: int = 3, gap: float = 0.5) -> StreamingResponse:
+    async def parts():
+        for i in range(n):
+            if i:
+                await asyncio.sleep(gap)
+            yield f"part {i}\n".encode()
+
+    return StreamingResponse(parts(), media_type="text/plain", headers={"X-Worker": WORKER})
+
+
+async def main() -> None:
+    servers = [uvicorn.Server(uvicorn.Config(a, host="127.0.0.1", port=int(os.environ[p]), log_level="warning"))
+               for a, p in ((app, "PORT"), (health, "PORT_HEALTH"))]  # fmt: skip
+    await asyncio.gather(*(s.serve() for s in servers))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

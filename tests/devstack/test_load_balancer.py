@@ -1,0 +1,117 @@
+"""The load-balancer emulator (devstack/load_balancer.py) as RunPod documents its load-balancing endpoints: the
+Bearer key, routing only to workers whose health check says 200, "no workers available", responses streamed
+through; and `python -m devstack up --endpoint-type load_balancer`. Stand-in HTTP workers keep these tests fast;
+the real worker behind the same emulator is tested in tests/clients/ (openai SDK, client SDK, CLI)."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from devstack.load_balancer import HEALTHY, INITIALIZING, UNHEALTHY, LoadBalancerConfig
+from devstack.testing import running_stack
+from tests.devstack.helpers import group_gone, wait_until
+
+HTTP_ECHO_WORKER = [sys.executable, str(Path(__file__).with_name("http_echo_worker.py"))]
+REPO_ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.timeout(120)
+
+
+def lb_stack(workers: int = 2, **options):
+    return running_stack(workers, endpoint_type="load_balancer", worker_cmd=HTTP_ECHO_WORKER, **options)
+
+
+def test_the_key_is_checked_and_requests_reach_healthy_workers_without_it():
+    with lb_stack(2) as stack:
+        url = f"{stack.base_url}/echo/v1/things?x=1"
+        assert httpx.get(url).status_code == 401
+        assert httpx.get(url, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        key = {"Authorization": f"Bearer {stack.api_key}"}
+        answers = [httpx.post(url, headers=key, content=b"payload").json() for _ in range(6)]
+        assert {a["path"] for a in answers} == {"v1/things"} and {a["query"] for a in answers} == {"x=1"}
+        assert {a["body"] for a in answers} == {"payload"}
+        assert {a["authorization"] for a in answers} == {None}  # the endpoint's key stays at the load balancer
+        assert {a["worker"] for a in answers} == set(stack.workers)  # both workers serve
+        assert _status_of_oversized_post(stack.port, stack.api_key) == 413  # RunPod's 30 MB payload limit
+
+
+def test_responses_stream_through_as_the_worker_sends_them():
+    with lb_stack(1) as stack:
+        started = time.perf_counter()
+        arrivals = []
+        with httpx.stream("GET", f"{stack.base_url}/slow?n=3&gap=0.6", headers={"Authorization": f"Bearer {stack.api_key}"}) as r:
+            assert r.headers["x-worker"] == "local-lb-worker-1"
+            for line in r.iter_lines():
+                arrivals.append((line, time.perf_counter() - started))
+        assert [line for line, _ in arrivals] == ["part 0", "part 1", "part 2"]
+        assert arrivals[1][1] - arrivals[0][1] > 0.4 and arrivals[2][1] - arrivals[1][1] > 0.4
+
+
+def test_a_worker_gets_requests_only_once_its_health_check_says_200():
+    with lb_stack(1) as stack:
+        key = {"Authorization": f"Bearer {stack.api_key}"}
+        late = stack.add_worker({"ECHO_READY_AFTER_S": "2"})  # as RunPod scales up: 204 for 2 s, then 200
+        wait_until(lambda: late in stack.workers and stack.worker_states()[late] == INITIALIZING, 20, "the new worker")
+        asked = 0
+        while True:
+            served_by = httpx.get(f"{stack.base_url}/echo/x", headers=key).json()["worker"]
+            if stack.worker_states()[late] != INITIALIZING:  # still initialising after the answer: it was before too
+                break
+            assert served_by == "local-lb-worker-1"
+            asked += 1
+            time.sleep(0.1)
+        assert asked >= 5
+        wait_until(lambda: stack.worker_states()[late] == HEALTHY, 10, "the new worker to be healthy")
+        served = {httpx.get(f"{stack.base_url}/echo/x", headers=key).json()["worker"] for _ in range(6)}
+        assert served == {"local-lb-worker-1", late}
+
+
+def test_with_no_healthy_worker_a_request_waits_then_gets_no_workers_available():
+    config = LoadBalancerConfig(no_worker_timeout_s=1.0)
+    with lb_stack(1, worker_env={"ECHO_HEALTH_STATUS": "503"}, config=config) as stack:
+        assert stack.worker_states() == {"local-lb-worker-1": UNHEALTHY}
+        started = time.perf_counter()
+        answer = httpx.get(f"{stack.base_url}/echo/x", headers={"Authorization": f"Bearer {stack.api_key}"})
+        assert answer.status_code == 503 and answer.json() == {"error": "no workers available"}
+        assert time.perf_counter() - started >= 0.9
+
+
+def test_up_with_the_load_balancer_prints_ready_and_stops_on_sigterm(tmp_path):
+    cmd = [sys.executable, "-m", "devstack", "up", "--endpoint-type", "load_balancer", "--workers", "1", "--port", "0",
+           "--model", "none", "--worker-cmd", " ".join(HTTP_ECHO_WORKER), "--quiet"]  # fmt: skip
+    with open(tmp_path / "up.log", "w") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
+    try:
+        ready = proc.stdout.readline()
+        match = re.fullmatch(r"ready (http://127\.0\.0\.1:\d+) (\S+)\n", ready)
+        assert match, f"unexpected first line {ready!r}: {(tmp_path / 'up.log').read_text()[-2000:]}"
+        base_url, api_key = match.groups()
+        answer = httpx.get(f"{base_url}/echo/hi", headers={"Authorization": f"Bearer {api_key}"}, timeout=30)
+        assert answer.status_code == 200 and answer.json()["path"] == "hi"
+        pids = [int(p) for p in re.findall(r"started local-lb-worker-\d \(pid (\d+)\)", (tmp_path / "up.log").read_text())]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    wait_until(lambda: all(group_gone(pid) for pid in pids), 5, "every worker process to be gone")
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{base_url}/ping", timeout=5)
+
+
+def _status_of_oversized_post(port: int, api_key: str) -> int:
+    """POST a request announcing 31 MB (none of it sent: the limit is checked on the header) over a raw socket."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"POST /echo/x HTTP/1.1\r\nHost: lb\r\nAuthorization: Bearer {api_key}\r\n"
+                     f"Content-Length: {31 * 2**20}\r\n\r\n".encode())  # fmt: skip
+        status_line = sock.makefile("rb").readline().decode()
+    return int(status_line.split()[1])
