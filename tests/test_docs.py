@@ -95,7 +95,8 @@ def _value_type(node: ast.expr, names: dict[str, Any]) -> Any:
 
 @pytest.mark.parametrize("text", [README, CLIENT_README], ids=["README.md", "clients/python/README.md"])
 def test_the_readme_python_examples_call_the_public_client_api(text):
-    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    # Top-level blocks are the client SDK's examples; indented ones sit in lists about other clients (openai).
+    blocks = re.findall(r"^```python\n(.*?)```", text, flags=re.DOTALL | re.MULTILINE)
     assert blocks
     for block in blocks:
         names: dict[str, Any] = {}
