@@ -180,11 +180,11 @@ class _DeadlineStream(httpcore.NetworkStream):
     def close(self) -> None:
         self._stream.close()
 
-    def start_tls(self, ssl_context, server_hostname=None, timeout=None):  # noqa: ANN001 - httpcore's signature
+    def start_tls(self, ssl_context, server_hostname=None, timeout=None):
         tls = self._stream.start_tls(ssl_context, server_hostname, self._timeout(timeout, httpcore.ConnectTimeout))
         return _DeadlineStream(tls, self._deadline)
 
-    def get_extra_info(self, info: str):  # noqa: ANN201 - httpcore's signature
+    def get_extra_info(self, info: str):
         return self._stream.get_extra_info(info)
 
 

@@ -40,6 +40,10 @@ _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 _TEMP_PREFIX, _TEMP_SUFFIX = ".tmp-", ".part"
 
 
+def _caller_message(operation: str, kind: str) -> str:
+    return f"the object store failed to {operation} an object ({kind}); try again later"
+
+
 class ObjectNotFound(KeyError):
     """The object does not exist (raised by `get`)."""
 
@@ -213,18 +217,21 @@ class S3Store(ObjectStore):
         return text
 
     def _error(self, operation: str, key: str | None, exc: Exception) -> ContractError:
-        """A storage_error describing `exc` by its S3 error code or botocore class, never by its credentials."""
-        target = f" {key!r}" if key else ""
+        """A storage_error naming the failure kind only; the log keeps the endpoint, bucket and key.
+
+        Callers get neither the S3 error's other fields (they may echo the key id or the string to sign) nor
+        botocore's message (it names the endpoint URL, the bucket and the key).
+        """
         if isinstance(exc, ClientError):
             error = exc.response.get("Error", {})
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            # Only the code and status: an S3 error's other fields may echo the key id or the string to sign.
-            detail = f"{error.get('Code', 'error')} (HTTP {status})"
+            kind = f"{error.get('Code', 'error')} (HTTP {status})"
         else:
-            detail = f"{type(exc).__name__}: {exc}"
-        message = self._scrub(f"storage failed to {operation}{target}: {detail}")
-        log.warning("%s", message)
-        return ContractError(ErrorCode.storage_error, message)
+            kind = type(exc).__name__
+        log.warning(
+            "%s", self._scrub(f"storage failed to {operation} {key!r} in bucket {self.bucket!r} at {self.endpoint_url}: {exc}")
+        )
+        return ContractError(ErrorCode.storage_error, _caller_message(operation, kind))
 
     @staticmethod
     def _is_missing(exc: ClientError) -> bool:
@@ -331,10 +338,9 @@ class LocalStore(ObjectStore):
 
     @staticmethod
     def _error(operation: str, key: str, exc: OSError) -> ContractError:
-        # strerror only: the message goes to callers, who need not learn the worker's directory layout.
-        message = f"local storage failed to {operation} {key!r}: {exc.strerror or type(exc).__name__}"
-        log.warning("%s (%s)", message, exc)
-        return ContractError(ErrorCode.storage_error, message)
+        # The log has the path; callers need not learn the worker's directory layout or keys.
+        log.warning("local storage failed to %s %r: %s", operation, key, exc)
+        return ContractError(ErrorCode.storage_error, _caller_message(operation, exc.strerror or type(exc).__name__))
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         path = self._path(key)

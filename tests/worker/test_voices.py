@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.worker.s3_server import S3Bucket, s3_bucket, s3_server  # noqa: F401 - fixtures
+from tests.worker.s3_server import S3Bucket
 from worker.schema import ContractError, ErrorCode, UploadVoiceOutput
 from worker.storage import LocalStore, ObjectStore, open_store
 from worker.voices import BUILTIN_TEXT, VoiceLibrary
