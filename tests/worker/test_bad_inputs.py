@@ -158,3 +158,20 @@ def test_storage_unreachable_is_a_storage_error_and_the_worker_keeps_serving(unr
         assert internal not in body.message, body.message
     health = list(unreachable_storage_service.run({"action": "health"}))
     assert health[0]["status"] == "ok"
+
+
+@pytest.mark.parametrize("action", ["synthesize", "upload_voice"])
+def test_a_decode_bomb_is_audio_too_large_for_both_actions(s3_service, bucket_keys, action):
+    from tests.worker.test_audio import _bomb_declared_599s_8ch_384k
+
+    bomb = {"base64": base64.b64encode(_bomb_declared_599s_8ch_384k()).decode()}
+    job = (
+        {"text": "hi", "ref_audio": bomb, "ref_text": "x"}
+        if action == "synthesize"
+        else {"action": "upload_voice", "name": "bomb", "audio": bomb, "text": "x"}
+    )
+    before = bucket_keys()
+    items = list(s3_service.run(job))
+    body = ErrorBody.model_validate_json(items[0]["error"])
+    assert (body.code, body.field) == ("audio_too_large", "ref_audio" if action == "synthesize" else "audio")
+    assert bucket_keys() == before
