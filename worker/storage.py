@@ -315,8 +315,11 @@ class S3Store(ObjectStore):
             code = str(exc.response.get("Error", {}).get("Code", ""))
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if conditions:
-                # 412: the condition failed; 409: a concurrent write to the key won the race.
+                # 412: the condition failed; 409: a concurrent write to the key won the race; 404 (If-Match):
+                # the object it names is gone.
                 if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+                    raise PreconditionFailed(key) from None
+                if if_match and self._is_missing(exc):
                     raise PreconditionFailed(key) from None
                 if code == "NotImplemented" or status == 501:
                     log.warning("the object store does not support conditional writes (%s); using the fallback", code)

@@ -142,10 +142,10 @@ def _decode_wav(data: bytes) -> tuple[np.ndarray, int]:
 class VoiceLibrary:
     """Stored voices in `store`, with a local disk cache under `cache_dir`."""
 
-    def __init__(self, store: ObjectStore, cache_dir: Path, *, orphan_grace_s: float = ORPHAN_GRACE_S) -> None:
+    def __init__(self, store: ObjectStore, cache_dir: Path, *, orphan_grace_s: float | None = None) -> None:
         self.store = store
         self.cache_dir = Path(cache_dir)
-        self.orphan_grace_s = orphan_grace_s
+        self.orphan_grace_s = ORPHAN_GRACE_S if orphan_grace_s is None else orphan_grace_s
         self._memory: OrderedDict[str, tuple[np.ndarray, int]] = OrderedDict()
         self._memory_lock = threading.Lock()
         # Serialises this process's writes (fewer lost races to retry); other processes are coordinated by
@@ -291,23 +291,26 @@ class VoiceLibrary:
                 old, old_etag = self._read_meta_with_etag(name)
                 continue
             except ConditionalWritesUnsupported:
-                return self._write_meta_unconditionally(name, encoded, old, overwrite=overwrite)
+                return self._write_meta_unconditionally(name, encoded, overwrite=overwrite)
             return old
         raise ContractError(
             ErrorCode.storage_error, f"voice {name!r} kept changing while it was saved; try again", "name"
         )
 
-    def _write_meta_unconditionally(self, name: str, encoded: bytes, old: dict | None, *, overwrite: bool) -> dict | None:
+    def _write_meta_unconditionally(self, name: str, encoded: bytes, *, overwrite: bool) -> dict | None:
         """The fallback where the store has no conditional writes: check, write, read back.
 
         A creation checks that the name is still free just before writing, and afterwards that the metadata
         there is its own (else a concurrent creation won: voice_exists). Only two creations whose check-write
         steps overlap (milliseconds) can both succeed; the last one wins and the voice stays whole. An
-        overwrite replaces whatever is there; the audio of the version it read is deleted (no metadata can
-        point at it any more, as every save writes audio of its own).
+        overwrite replaces whatever is there and deletes the audio of the version it read just before (no
+        metadata can point at it any more, as every save writes audio of its own); overlapping overwrites
+        can leave an orphan, which the sweep removes.
         """
         key = _meta_key(name)
-        if not overwrite and self.store.head(key) is not None:
+        # Read again just before writing: the version replaced is most likely the one there now.
+        old = self._read_meta(name)
+        if old is not None and not overwrite:
             raise voice_exists(name)
         self.store.put(key, encoded, "application/json")
         if not overwrite:
