@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+from worker import log_redaction
 from worker.config import get_settings
 from worker.service import WorkerService
 from worker.stand_ins import StandIn, import_with_stand_ins
@@ -104,9 +105,7 @@ async def run_collected(job: dict[str, Any]) -> Any:
 
 def main() -> None:
     settings = get_settings()
-    logging.basicConfig(
-        level=settings.worker.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    log_redaction.install(settings.worker.log_level)  # before runpod is imported: it reads its level then
     runpod = import_runpod()  # not imported at module level: importers of this module (tests, devstack) need none
     build_service()
     local_test = any(arg.startswith("--test_input") for arg in sys.argv[1:])
