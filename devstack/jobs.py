@@ -48,7 +48,11 @@ class QueueOptions:
     take_hold_s: float = 5.0  # how long an empty job take is held open (long poll)
     stop_hold_s: float = 2.0  # how long an empty job-stop poll is held open
     stream_hold_s: float = 2.0  # how long /stream waits for a first new chunk
-    worker_lost_after_s: float = 20.0  # silence after which a worker's jobs are taken back
+    # Silence after which a worker's jobs are taken back. RunPod's SDK pings every RUNPOD_PING_INTERVAL (10 s,
+    # each ping with a 20 s timeout) and its main loop polls job-take/job-stop every few seconds: two missed
+    # intervals mark a frozen or cut-off worker as lost. A worker whose process ends is taken back at once
+    # (the launcher sees it exit), as RunPod does when a pod's container exits.
+    worker_lost_after_s: float = 20.0
     max_attempts: int = 2  # tries of a job whose worker was lost, before it FAILS
     sweep_interval_s: float = 0.1  # how often timeouts and expiries are checked
 

@@ -384,3 +384,21 @@ def test_a_result_that_is_not_strict_json_fails_the_job_instead_of_hanging_it(id
         status = client.get(f"status/{job_id}")
         assert status.status_code == 200
         assert status.json()["status"] == "FAILED" and "not strict JSON" in status.json()["error"]
+
+
+def test_a_frozen_worker_is_noticed_as_runpod_would_and_its_job_retried_elsewhere():
+    """A worker that stops answering (process frozen, network cut) but does not exit: after two missed ping
+    intervals (RunPod's SDK pings every 10 s) its job runs on another worker; the frozen one, thawed, stops it."""
+    with running_stack(2, worker_cmd=ECHO_WORKER) as stack, api(stack) as client:
+        job_id = client.post("run", json={"input": {"echo": "survivor", "sleep": 3}}).json()["id"]
+        victim = wait_status(client, job_id, "IN_PROGRESS")["workerId"]
+        group = os.getpgid(stack.workers[victim])
+        frozen_at = time.monotonic()
+        os.killpg(group, signal.SIGSTOP)
+        try:
+            done = wait_status(client, job_id, TERMINAL, timeout=60)
+            noticed_after = time.monotonic() - frozen_at
+        finally:
+            os.killpg(group, signal.SIGCONT)
+        assert done["status"] == "COMPLETED" and done["workerId"] != victim, done
+        assert stack.queue.options.worker_lost_after_s <= noticed_after < stack.queue.options.worker_lost_after_s + 15
