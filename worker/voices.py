@@ -352,7 +352,10 @@ class VoiceLibrary:
                 stale = [info for info in audio_objects if info.last_modified.timestamp() < cutoff]
                 if not stale:
                     continue
-                meta = self._read_meta(voice)  # read after listing: a save that landed since is seen
+                try:
+                    meta = self._read_meta(voice)  # read after listing: a save that landed since is seen
+                except CorruptVoice:
+                    continue  # which audio it means is unknown: keep all of it
                 referenced = meta["audio"] if meta else None
                 for info in stale:
                     if info.key.rsplit("/", 1)[1] != referenced:

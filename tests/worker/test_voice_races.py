@@ -263,3 +263,12 @@ def test_two_workers_saving_one_name_at_once(engine, s3_bucket: S3Bucket, tmp_pa
         seen = [s.voices.get("shared") for s in services]
         assert seen[0].info.text == seen[1].info.text == meta["text"], "workers disagree about the voice"
     assert [k for k in store.list("voices/shared/") if k.endswith(".wav")] == [f"voices/shared/{meta['audio']}"]
+
+
+def test_the_sweep_keeps_the_audio_of_a_voice_whose_metadata_is_corrupt(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    store.put("voices/bad/meta.json", b"{not json")
+    store.put("voices/bad/0123456789abcdef-0badf00d.wav", b"RIFF kept")
+    store.put("voices/gone/0123456789abcdef-0badf00d.wav", b"RIFF orphan")
+    assert VoiceLibrary(store, tmp_path / "cache", orphan_grace_s=0).sweep_orphans() == 1
+    assert store.list("voices/") == ["voices/bad/0123456789abcdef-0badf00d.wav", "voices/bad/meta.json"]
