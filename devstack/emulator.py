@@ -95,6 +95,25 @@ def _require_key(request: Request, expected: str) -> None:
         raise ApiError(401, "unauthorized: missing or wrong API key")
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def strict_json_loads(body: bytes) -> Any:
+    """Parse JSON as RunPod's API does: no NaN/Infinity, and text that is valid UTF-8 (no unpaired surrogates).
+
+    Python's json module accepts both, and what it accepts could then never be sent on (to a worker's job take,
+    or back to a client), leaving the job hanging.
+    """
+    data = json.loads(body, parse_constant=_reject_constant)
+    strict_json_dumps(data)  # an escaped lone surrogate (\ud800) parses, but cannot be encoded as UTF-8
+    return data
+
+
+def strict_json_dumps(data: Any) -> bytes:
+    return json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+
+
 async def _read_json(request: Request, limit: int) -> Any:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
@@ -105,9 +124,11 @@ async def _read_json(request: Request, limit: int) -> Any:
         if len(body) > limit:
             raise ApiError(413, f"payload too large: over {limit // MB} MB")
     try:
-        return json.loads(body)
-    except ValueError as exc:
-        raise ApiError(400, f"body is not JSON: {exc}") from None
+        return strict_json_loads(body)
+    except ValueError as exc:  # UnicodeError is a ValueError
+        raise ApiError(400, f"body is not strict JSON: {str(exc)[:200]}") from None
+    except RecursionError:
+        raise ApiError(400, "body nests too deeply") from None
 
 
 def _job_request(data: Any) -> tuple[Any, dict[str, Any]]:
@@ -259,14 +280,19 @@ def create_app(queue: JobQueue, config: EmulatorConfig, faults: FaultInjector | 
     async def worker_body(request: Request) -> Any:
         # The SDK labels JSON text as form-urlencoded: read the raw body, never as a form.
         try:
-            return json.loads(await request.body())
-        except ValueError as exc:
-            raise ApiError(400, f"body is not JSON: {exc}") from None
+            return strict_json_loads(await request.body())
+        except (ValueError, RecursionError) as exc:
+            raise ApiError(400, f"body is not strict JSON: {str(exc)[:200]}") from None
 
     @app.post(prefix + "/job-done/{worker_id}/{job_id}")
     async def job_done(request: Request, worker_id: str, job_id: str) -> JSONResponse:
         worker_auth(request)
-        accepted = queue.complete(worker_id, job_id, await worker_body(request))
+        try:
+            body = await worker_body(request)
+        except ApiError as exc:
+            # A result that could never be served (NaN, broken text) fails the job rather than leave it running.
+            body = {"error": f"the worker sent a result that is not strict JSON ({exc.message})"}
+        accepted = queue.complete(worker_id, job_id, body)
         return JSONResponse({"accepted": accepted})
 
     @app.post(prefix + "/job-stream/{worker_id}/{job_id}")

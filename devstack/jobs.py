@@ -23,7 +23,9 @@ from typing import Any
 log = logging.getLogger("devstack.jobs")
 
 
-class JobStatus(str, Enum):
+class EmulatedJobStatus(str, Enum):
+    """A job's status as the emulated RunPod queue reports it (the client SDK has its own view of these)."""
+
     IN_QUEUE = "IN_QUEUE"
     IN_PROGRESS = "IN_PROGRESS"
     COMPLETED = "COMPLETED"
@@ -32,7 +34,7 @@ class JobStatus(str, Enum):
     TIMED_OUT = "TIMED_OUT"
 
 
-TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.TIMED_OUT})
+TERMINAL = frozenset({EmulatedJobStatus.COMPLETED, EmulatedJobStatus.FAILED, EmulatedJobStatus.CANCELLED, EmulatedJobStatus.TIMED_OUT})
 
 
 @dataclass
@@ -46,7 +48,11 @@ class QueueOptions:
     take_hold_s: float = 5.0  # how long an empty job take is held open (long poll)
     stop_hold_s: float = 2.0  # how long an empty job-stop poll is held open
     stream_hold_s: float = 2.0  # how long /stream waits for a first new chunk
-    worker_lost_after_s: float = 20.0  # silence after which a worker's jobs are taken back
+    # Silence after which a worker's jobs are taken back. RunPod's SDK pings every RUNPOD_PING_INTERVAL (10 s,
+    # each ping with a 20 s timeout) and its main loop polls job-take/job-stop every few seconds: two missed
+    # intervals mark a frozen or cut-off worker as lost. A worker whose process ends is taken back at once
+    # (the launcher sees it exit), as RunPod does when a pod's container exits.
+    worker_lost_after_s: float = 20.0
     max_attempts: int = 2  # tries of a job whose worker was lost, before it FAILS
     sweep_interval_s: float = 0.1  # how often timeouts and expiries are checked
 
@@ -82,7 +88,7 @@ class Job:
     execution_timeout_s: float
     ttl_s: float
     created: float
-    status: JobStatus = JobStatus.IN_QUEUE
+    status: EmulatedJobStatus = EmulatedJobStatus.IN_QUEUE
     started: float | None = None
     finished: float | None = None
     expires: float | None = None  # when a terminal job is forgotten
@@ -107,9 +113,9 @@ class Job:
                 body["executionTime"] = round((self.finished - self.started) * 1000)
         if self.worker_id is not None:
             body["workerId"] = self.worker_id
-        if self.status is JobStatus.COMPLETED:
+        if self.status is EmulatedJobStatus.COMPLETED:
             body["output"] = self.output
-        if self.status is JobStatus.FAILED:
+        if self.status is EmulatedJobStatus.FAILED:
             body["error"] = self.error
         return body
 
@@ -123,8 +129,6 @@ class WorkerRecord:
     stop_signal: Signal = field(default_factory=Signal)
     lost: bool = False  # silent for too long; its jobs were taken back (it may come back)
     gone: bool = False  # its process is known to be dead (told by the launcher); never comes back
-    last_ping: float | None = None
-    pinged_jobs: str | None = None
 
 
 class JobQueue:
@@ -184,11 +188,11 @@ class JobQueue:
 
     def cancel(self, job: Job) -> None:
         if not job.terminal:
-            self._finish(job, JobStatus.CANCELLED)
+            self._finish(job, EmulatedJobStatus.CANCELLED)
 
     def retry(self, job: Job) -> bool:
         """Requeue a FAILED or TIMED_OUT job under the same id (RunPod's /retry)."""
-        if job.status not in (JobStatus.FAILED, JobStatus.TIMED_OUT):
+        if job.status not in (EmulatedJobStatus.FAILED, EmulatedJobStatus.TIMED_OUT):
             return False
         self._reset(job)
         self.counters["retried"] += 1
@@ -196,9 +200,9 @@ class JobQueue:
         return True
 
     def purge(self) -> int:
-        queued = [self.jobs[i] for i in self._queue if i in self.jobs and self.jobs[i].status is JobStatus.IN_QUEUE]
+        queued = [self.jobs[i] for i in self._queue if i in self.jobs and self.jobs[i].status is EmulatedJobStatus.IN_QUEUE]
         for job in queued:
-            self._finish(job, JobStatus.CANCELLED)
+            self._finish(job, EmulatedJobStatus.CANCELLED)
         self._queue.clear()
         return len(queued)
 
@@ -208,10 +212,10 @@ class JobQueue:
         live = [w for w in self.workers.values() if not (w.gone or w.lost)]
         return {
             "jobs": {
-                "completed": by_status[JobStatus.COMPLETED],
-                "failed": by_status[JobStatus.FAILED] + by_status[JobStatus.TIMED_OUT],
-                "inProgress": by_status[JobStatus.IN_PROGRESS],
-                "inQueue": by_status[JobStatus.IN_QUEUE],
+                "completed": by_status[EmulatedJobStatus.COMPLETED],
+                "failed": by_status[EmulatedJobStatus.FAILED] + by_status[EmulatedJobStatus.TIMED_OUT],
+                "inProgress": by_status[EmulatedJobStatus.IN_PROGRESS],
+                "inQueue": by_status[EmulatedJobStatus.IN_QUEUE],
                 "retried": self.counters["retried"],
             },
             "workers": {
@@ -248,7 +252,7 @@ class JobQueue:
             taken: list[Job] = []
             while self._queue and len(taken) < max_jobs:
                 job = self.jobs.get(self._queue.popleft())
-                if job is not None and job.status is JobStatus.IN_QUEUE:
+                if job is not None and job.status is EmulatedJobStatus.IN_QUEUE:
                     self._start(job, worker)
                     taken.append(job)
             if taken:
@@ -289,10 +293,10 @@ class JobQueue:
             body = {"error": f"worker sent a malformed result: {type(body).__name__}"}
         if body.get("error"):
             job.error = body["error"] if isinstance(body["error"], str) else str(body["error"])
-            self._finish(job, JobStatus.FAILED)
+            self._finish(job, EmulatedJobStatus.FAILED)
         else:
             job.output = body.get("output")
-            self._finish(job, JobStatus.COMPLETED)
+            self._finish(job, EmulatedJobStatus.COMPLETED)
         self.counters[job.status.value] += 1  # results accepted, per outcome: each job's should arrive once
         return True
 
@@ -307,11 +311,9 @@ class JobQueue:
         worker = self.workers.get(worker_id)
         if worker is None or worker.gone:
             return
-        worker.last_ping = time.monotonic()
-        worker.pinged_jobs = job_ids
         for job_id in filter(None, (job_ids or "").split(",")):
             job = self.jobs.get(job_id)
-            if job is not None and job.status is JobStatus.IN_PROGRESS and job.worker_id == worker_id:
+            if job is not None and job.status is EmulatedJobStatus.IN_PROGRESS and job.worker_id == worker_id:
                 continue
             if job_id not in worker.stop_ids:
                 worker.stop_ids.append(job_id)
@@ -356,8 +358,8 @@ class JobQueue:
                 log.info("job %s expired (ttl) while %s", job.id, job.status.value)
                 self._stop_on_worker(job)
                 self._forget(job)
-            elif job.status is JobStatus.IN_PROGRESS and now >= job.started + job.execution_timeout_s:
-                self._finish(job, JobStatus.TIMED_OUT)
+            elif job.status is EmulatedJobStatus.IN_PROGRESS and now >= job.started + job.execution_timeout_s:
+                self._finish(job, EmulatedJobStatus.TIMED_OUT)
         for worker in self.workers.values():
             if not (worker.gone or worker.lost) and now - worker.last_seen > self.options.worker_lost_after_s:
                 worker.lost = True
@@ -375,7 +377,7 @@ class JobQueue:
         job.changed.notify()
 
     def _start(self, job: Job, worker: WorkerRecord) -> None:
-        job.status = JobStatus.IN_PROGRESS
+        job.status = EmulatedJobStatus.IN_PROGRESS
         job.started = time.monotonic()
         job.worker_id = worker.id
         job.attempts += 1
@@ -384,8 +386,8 @@ class JobQueue:
             worker.stop_ids.remove(job.id)
         job.changed.notify()
 
-    def _finish(self, job: Job, status: JobStatus) -> None:
-        if job.status is JobStatus.IN_PROGRESS and status in (JobStatus.CANCELLED, JobStatus.TIMED_OUT):
+    def _finish(self, job: Job, status: EmulatedJobStatus) -> None:
+        if job.status is EmulatedJobStatus.IN_PROGRESS and status in (EmulatedJobStatus.CANCELLED, EmulatedJobStatus.TIMED_OUT):
             self._stop_on_worker(job)
         if job.worker_id in self.workers:
             self.workers[job.worker_id].jobs.discard(job.id)
@@ -396,7 +398,7 @@ class JobQueue:
         job.changed.notify()
 
     def _reset(self, job: Job) -> None:
-        job.status = JobStatus.IN_QUEUE
+        job.status = EmulatedJobStatus.IN_QUEUE
         job.started = job.finished = job.expires = None
         job.worker_id = job.output = job.error = None
         job.stream.clear()
@@ -405,7 +407,7 @@ class JobQueue:
     def _take_back(self, worker: WorkerRecord, reason: str) -> None:
         for job_id in sorted(worker.jobs):
             job = self.jobs.get(job_id)
-            if job is None or job.status is not JobStatus.IN_PROGRESS:
+            if job is None or job.status is not EmulatedJobStatus.IN_PROGRESS:
                 continue
             # Should the worker come back after all, it must stop what is no longer its job.
             worker.stop_ids.append(job.id)
@@ -417,13 +419,13 @@ class JobQueue:
             else:
                 log.warning("job %s: %s; failed after %d attempts", job.id, reason, job.attempts)
                 job.error = f"{reason} while running the job (tried {job.attempts} times)"
-                self._finish(job, JobStatus.FAILED)
+                self._finish(job, EmulatedJobStatus.FAILED)
         worker.jobs.clear()
         worker.stop_signal.notify()
 
     def _stop_on_worker(self, job: Job) -> None:
         worker = self.workers.get(job.worker_id) if job.worker_id else None
-        if worker is not None and job.status is JobStatus.IN_PROGRESS:
+        if worker is not None and job.status is EmulatedJobStatus.IN_PROGRESS:
             worker.stop_ids.append(job.id)
             worker.jobs.discard(job.id)
             worker.stop_signal.notify()
@@ -438,7 +440,7 @@ class JobQueue:
         """The job, if it is running on this worker; a late result for a job taken back is dropped."""
         self.seen(worker_id)
         job = self.jobs.get(job_id)
-        if job is None or job.status is not JobStatus.IN_PROGRESS or job.worker_id != worker_id:
+        if job is None or job.status is not EmulatedJobStatus.IN_PROGRESS or job.worker_id != worker_id:
             log.info("dropped a result for job %s from worker %s: not its running job", job_id, worker_id)
             return None
         return job

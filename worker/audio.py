@@ -11,6 +11,7 @@ a quiet hum are all "silence"; a held vowel is not.
 from __future__ import annotations
 
 import io
+import json
 import re
 import subprocess
 import tempfile
@@ -27,6 +28,10 @@ TARGET_SAMPLE_RATE = 24000  # F5-TTS's mel settings (24 kHz, hop 256)
 MAX_DECODED_SECONDS = 600.0  # anything longer is not a voice reference and would only cost memory
 MIN_SPEECH_SECONDS = 0.5  # less sound than this gives F5 nothing to imitate
 FFMPEG_TIMEOUT_S = 60.0
+# Decoding work and memory per reference: frames x channels of a 10-minute stereo 48 kHz file. A header that
+# declares more is refused before decoding; a stream that turns out longer is stopped at this count.
+MAX_DECODE_VALUES = int(MAX_DECODED_SECONDS * 48000 * 2)
+DECODE_BLOCK_FRAMES = 1 << 16
 
 FRAME_SECONDS = 0.01
 MIN_SOUND_SECONDS = 0.1  # an isolated burst shorter than this is a click or a breath, not a phrase
@@ -76,22 +81,27 @@ class PreparedReference:
 
 
 # ------------------------------------------------------------------------------------------------ decoding
-def decode_audio(data: bytes, *, field: str | None = "audio") -> tuple[np.ndarray, int]:
-    """Decode any audio file's bytes to float32 mono at its native sample rate.
+def decode_audio(
+    data: bytes, *, field: str | None = "audio", target_rate: int | None = None
+) -> tuple[np.ndarray, int]:
+    """Decode any audio file's bytes to float32 mono, at its native sample rate or resampled to `target_rate`.
 
     soundfile (libsndfile: wav, flac, ogg, mp3, aiff...) first; the ffmpeg CLI for the rest (m4a/aac, webm...).
+
+    A few hundred kilobytes of FLAC can declare ten minutes of 8 channels at 384 kHz (gigabytes of PCM), so the
+    decoded size is bounded twice: from the header before decoding (duration, and frames x channels against
+    MAX_DECODE_VALUES), and while decoding, block by block, for files that declare no length or lie about it.
+    Each block is mixed down to mono (and resampled, with `target_rate`) as it is read, so memory holds only
+    the mono result.
     """
     if not data:
         raise ContractError(ErrorCode.audio_unreadable, "the audio is empty", field)
     try:
-        samples, sample_rate = _decode_soundfile(data, field)
+        samples, sample_rate = _decode_soundfile(data, field, target_rate)
     except ContractError:
         raise
     except Exception:  # noqa: BLE001 - libsndfile could not parse it: let ffmpeg try
-        samples, sample_rate = _decode_ffmpeg(data, field)
-    if samples.ndim == 2:
-        samples = samples.mean(axis=1)
-    samples = np.ascontiguousarray(samples, dtype=np.float32)
+        samples, sample_rate = _decode_ffmpeg(data, field, target_rate)
     if samples.size == 0 or sample_rate <= 0:
         raise ContractError(ErrorCode.audio_unreadable, "the audio contains no samples", field)
     if not np.isfinite(samples).all():
@@ -109,21 +119,73 @@ def _check_duration(seconds: float, field: str | None) -> None:
         )
 
 
-def _decode_soundfile(data: bytes, field: str | None) -> tuple[np.ndarray, int]:
+def _too_many_values(channels: int, sample_rate: int, field: str | None) -> ContractError:
+    return ContractError(
+        ErrorCode.audio_too_large,
+        f"the audio decodes to too much data ({channels} channel(s) at {sample_rate} Hz); send at most "
+        f"{MAX_DECODED_SECONDS / 60:.0f} minutes of mono or stereo audio at up to 48 kHz",
+        field,
+    )
+
+
+def _decode_soundfile(data: bytes, field: str | None, target_rate: int | None) -> tuple[np.ndarray, int]:
     with sf.SoundFile(io.BytesIO(data)) as f:
-        # Checked from the header before decoding, so a huge file is refused without filling memory.
-        if f.samplerate > 0:
-            _check_duration(f.frames / f.samplerate, field)
-        return f.read(dtype="float32", always_2d=True), f.samplerate
+        channels, rate = f.channels, f.samplerate
+        if rate <= 0 or channels <= 0:
+            raise ContractError(ErrorCode.audio_unreadable, "the audio declares no sample rate or channels", field)
+        # From the header, before decoding. libsndfile reports an undeclared length as a huge frame count:
+        # such a file is only capped while decoding.
+        declared_known = f.frames < 2**62
+        if declared_known:
+            _check_duration(f.frames / rate, field)
+            if f.frames * channels > MAX_DECODE_VALUES:
+                raise _too_many_values(channels, rate, field)
+        out_rate = target_rate or rate
+        resampler = (
+            soxr.ResampleStream(rate, out_rate, 1, dtype="float32", quality="HQ") if out_rate != rate else None
+        )
+        max_out = int((MAX_DECODED_SECONDS + 1) * out_rate)
+        pieces: list[np.ndarray] = []
+        values = produced = 0
+        for block in f.blocks(blocksize=DECODE_BLOCK_FRAMES, dtype="float32", always_2d=True):
+            values += block.size
+            if values > MAX_DECODE_VALUES:
+                raise _too_many_values(channels, rate, field)
+            mono = block[:, 0] if channels == 1 else block.mean(axis=1, dtype=np.float32)
+            if not np.isfinite(mono).all():  # before resampling, which would smear a NaN over a whole window
+                raise ContractError(
+                    ErrorCode.audio_unreadable, "the audio contains invalid (NaN or infinite) samples", field
+                )
+            piece = resampler.resample_chunk(mono) if resampler else mono.copy()
+            produced += piece.size
+            if produced > max_out:
+                _check_duration(produced / out_rate, field)
+            pieces.append(piece)
+        if resampler:
+            pieces.append(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+    samples = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
+    return samples, out_rate
 
 
-def _decode_ffmpeg(data: bytes, field: str | None) -> tuple[np.ndarray, int]:
+def _decode_ffmpeg(data: bytes, field: str | None, target_rate: int | None) -> tuple[np.ndarray, int]:
     # Files rather than pipes: MP4/M4A often keep their index at the end, which ffmpeg can only reach by seeking.
     with tempfile.TemporaryDirectory(prefix="f5tts-decode-") as tmp:
         src, dst = Path(tmp) / "input", Path(tmp) / "decoded.wav"
         src.write_bytes(data)
-        limit = f"{MAX_DECODED_SECONDS + 1:.0f}"  # decoding stops here; longer input is then refused as too long
-        to_wav = ["-map", "0:a:0", "-t", limit, "-ac", "1", "-c:a", "pcm_f32le", "-f", "wav"]
+        declared = _probe(src)
+        if declared is not None:  # what the container declares, checked before decoding
+            channels, native_rate, seconds = declared
+            _check_duration(seconds, field)
+            if seconds * channels * native_rate > MAX_DECODE_VALUES:
+                raise _too_many_values(channels, native_rate, field)
+        # ffmpeg decodes as a stream and mixes down (and resamples) as it goes; `-t` stops it at the limit
+        # whatever the container declares, and longer input is then refused as too long. Without a target
+        # rate, output above 48 kHz is resampled to 48 kHz so the result stays bounded.
+        limit = f"{MAX_DECODED_SECONDS + 1:.0f}"
+        native_rate = declared[1] if declared else 0
+        out_rate = target_rate or (48000 if not 0 < native_rate <= 48000 else None)
+        rate = ["-ar", str(out_rate)] if out_rate else []
+        to_wav = ["-map", "0:a:0", "-t", limit, "-ac", "1", *rate, "-c:a", "pcm_f32le", "-f", "wav"]
         command = [*_FFMPEG, "-i", str(src), *to_wav, str(dst)]
         try:
             result = subprocess.run(command, capture_output=True, timeout=FFMPEG_TIMEOUT_S, check=False)
@@ -138,10 +200,24 @@ def _decode_ffmpeg(data: bytes, field: str | None) -> tuple[np.ndarray, int]:
                 ErrorCode.audio_unreadable, "the audio could not be decoded (unknown or damaged format)", field
             )
         try:
-            samples, sample_rate = sf.read(dst, dtype="float32", always_2d=True)
+            samples, sample_rate = sf.read(dst, dtype="float32")
         except Exception:  # noqa: BLE001 - e.g. ffmpeg wrote a header but no samples
             raise ContractError(ErrorCode.audio_unreadable, "the audio could not be decoded", field) from None
-        return samples, sample_rate
+        return np.ascontiguousarray(samples.reshape(samples.shape[0], -1)[:, 0]), sample_rate
+
+
+def _probe(path: Path) -> tuple[int, int, float] | None:
+    """(channels, sample rate, seconds) of the first audio stream as the container declares them, or None."""
+    command = ["ffprobe", "-v", "error", "-select_streams", "a:0", "-of", "json"]
+    command += ["-show_entries", "stream=channels,sample_rate,duration:format=duration", str(path)]
+    try:
+        result = subprocess.run(command, capture_output=True, timeout=FFMPEG_TIMEOUT_S, check=False)
+        info = json.loads(result.stdout or b"{}")
+        stream = info["streams"][0]
+        seconds = float(stream.get("duration") or info.get("format", {}).get("duration") or 0.0)
+        return int(stream["channels"]), int(stream["sample_rate"]), seconds
+    except (OSError, subprocess.SubprocessError, ValueError, KeyError, IndexError, TypeError):
+        return None  # no probe: decoding is still capped as it streams
 
 
 def resample(samples: np.ndarray, sample_rate: int, target_rate: int = TARGET_SAMPLE_RATE) -> np.ndarray:
@@ -157,10 +233,14 @@ def resample(samples: np.ndarray, sample_rate: int, target_rate: int = TARGET_SA
 def _frame_levels_db(samples: np.ndarray, sample_rate: int) -> tuple[np.ndarray, int]:
     """Level of each 10 ms frame in dBFS, median-smoothed over 50 ms so a lone noise spike is not sound."""
     hop = max(1, round(sample_rate * FRAME_SECONDS))
-    count = -(-samples.shape[0] // hop)
-    frames = np.zeros(count * hop, dtype=np.float64)
-    frames[: samples.shape[0]] = samples
-    rms = np.sqrt(np.mean(frames.reshape(count, hop) ** 2, axis=1))
+    whole = samples.shape[0] // hop
+    # A reshaped view and einsum: no temporary copies of a recording that may be minutes long.
+    frames = np.ascontiguousarray(samples[: whole * hop], dtype=np.float32).reshape(whole, hop)
+    energy = np.einsum("ij,ij->i", frames, frames, dtype=np.float64)
+    tail = samples[whole * hop :]
+    if tail.size:  # a last partial frame, padded with silence
+        energy = np.append(energy, np.dot(tail.astype(np.float64), tail.astype(np.float64)))
+    rms = np.sqrt(energy / hop)
     levels = 20.0 * np.log10(np.maximum(rms, 1e-10))
     padded = np.pad(levels, 2, mode="edge")
     return np.median(np.lib.stride_tricks.sliding_window_view(padded, 5), axis=1), hop
@@ -260,10 +340,9 @@ def prepare_reference(
     Without a transcript (`None`: the caller transcribes the result), the clip simply ends at the last pause
     that fits. Removing silence (trailing, leading, long pauses) never changes the transcript.
     """
-    samples, sample_rate = decode_audio(data, field=field)
+    # Decoded straight to mono 24 kHz, block by block: memory holds only the result.
+    samples, sample_rate = decode_audio(data, field=field, target_rate=TARGET_SAMPLE_RATE)
     original_duration = samples.shape[0] / sample_rate
-    samples = resample(samples, sample_rate)
-    sample_rate = TARGET_SAMPLE_RATE
 
     segments = _voiced_segments(samples, sample_rate, PHRASE_PAUSE_SECONDS)
     speech_s = sum(end - start for start, end in segments) / sample_rate

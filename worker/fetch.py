@@ -106,17 +106,34 @@ def _too_large(size: int, max_bytes: int, field: str) -> ContractError:
 
 
 # ------------------------------------------------------------------------------------------------ address guard
+# IPv6 forms that carry an IPv4 address in their low 32 bits and reach that IPv4 host: IPv4-translated
+# (::ffff:0:a.b.c.d), NAT64 well-known and local-use prefixes, and the deprecated IPv4-compatible form (::a.b.c.d).
+_LOW_32_BIT_WRAPPERS = tuple(
+    ipaddress.ip_network(n) for n in ("::ffff:0:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48", "::/96")
+)
+
+
+def embedded_ipv4(address: IPAddress) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address wraps (mapped, translated, NAT64, 6to4, Teredo, compatible)."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return []
+    found = [address.ipv4_mapped, address.sixtofour, *(address.teredo or ())]
+    if int(address) > 1 and any(address in network for network in _LOW_32_BIT_WRAPPERS):  # not :: or ::1
+        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return list(dict.fromkeys(a for a in found if a is not None))
+
+
 def refusal_reason(address: IPAddress, *, allow_private: bool) -> str | None:
     """Why the worker must not connect to `address`, or None if it may."""
-    # An IPv4 address wrapped in IPv6 (::ffff:a.b.c.d, 64:ff9b::a.b.c.d) reaches the IPv4 host: judge that one.
-    if isinstance(address, ipaddress.IPv6Address):
-        embedded = address.ipv4_mapped or (
-            ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-            if address in ipaddress.ip_network("64:ff9b::/96")
-            else None
-        )
-        if embedded is not None:
-            return refusal_reason(embedded, allow_private=allow_private)
+    # An IPv4 address wrapped in IPv6 reaches (or tunnels to) the IPv4 host: judge that one too. Metadata
+    # addresses are refused in every wrapping, even when private addresses are allowed.
+    wrapped = embedded_ipv4(address)
+    for inner in wrapped:
+        reason = refusal_reason(inner, allow_private=allow_private)
+        if reason:
+            return f"{reason} wrapped in IPv6"
+    if wrapped:  # the wrapper only carries traffic to the IPv4 host, which passed
+        return None
     if address in METADATA_ADDRESSES:
         return "a cloud metadata address"
     if allow_private:
@@ -125,6 +142,7 @@ def refusal_reason(address: IPAddress, *, allow_private: bool) -> str | None:
         ("an unspecified", address.is_unspecified),
         ("a loopback", address.is_loopback),
         ("a link-local", address.is_link_local),
+        ("a site-local", getattr(address, "is_site_local", False)),  # fec0::/10, deprecated but routable inside
         ("a multicast", address.is_multicast),
         ("a private", address.is_private),
         ("a reserved", address.is_reserved),
@@ -136,11 +154,46 @@ def refusal_reason(address: IPAddress, *, allow_private: bool) -> str | None:
     return None
 
 
+class _DeadlineStream(httpcore.NetworkStream):
+    """A socket stream whose every read and write ends by the fetch's deadline.
+
+    httpx's timeouts apply per socket operation, so a server sending one byte a second (of the headers or the
+    body) would never trip them; capping each operation at the time left bounds the whole fetch.
+    """
+
+    def __init__(self, stream: httpcore.NetworkStream, deadline: float) -> None:
+        self._stream = stream
+        self._deadline = deadline
+
+    def _timeout(self, timeout: float | None, error: type[Exception]) -> float:
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise error("the fetch deadline passed")
+        return remaining if timeout is None else min(timeout, remaining)
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, self._timeout(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, self._timeout(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(self, ssl_context, server_hostname=None, timeout=None):
+        tls = self._stream.start_tls(ssl_context, server_hostname, self._timeout(timeout, httpcore.ConnectTimeout))
+        return _DeadlineStream(tls, self._deadline)
+
+    def get_extra_info(self, info: str):
+        return self._stream.get_extra_info(info)
+
+
 class _GuardedBackend(httpcore.SyncBackend):
     """httpcore's socket backend, resolving and checking the host itself and connecting to the checked address."""
 
-    def __init__(self, allow_private: bool) -> None:
+    def __init__(self, allow_private: bool, deadline: float) -> None:
         self.allow_private = allow_private
+        self.deadline = deadline
 
     def connect_tcp(
         self,
@@ -150,6 +203,8 @@ class _GuardedBackend(httpcore.SyncBackend):
         local_address: str | None = None,
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.NetworkStream:
+        if time.monotonic() >= self.deadline:
+            raise httpcore.ConnectTimeout("the fetch deadline passed")
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError) as exc:
@@ -163,8 +218,13 @@ class _GuardedBackend(httpcore.SyncBackend):
                 raise _Refused(f"host {host!r} resolves to {reason} ({address}); refusing to fetch from it")
         last_error: Exception | None = None
         for address in addresses:
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0:
+                raise httpcore.ConnectTimeout("the fetch deadline passed")
+            connect_timeout = remaining if timeout is None else min(timeout, remaining)
             try:
-                return super().connect_tcp(str(address), port, timeout, local_address, socket_options)
+                stream = super().connect_tcp(str(address), port, connect_timeout, local_address, socket_options)
+                return _DeadlineStream(stream, self.deadline)
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 last_error = exc
         raise last_error or httpcore.ConnectError(f"no address for {host!r}")
@@ -175,13 +235,13 @@ class _Refused(Exception):
 
 
 class _GuardedTransport(httpx.HTTPTransport):
-    def __init__(self, allow_private: bool) -> None:
+    def __init__(self, allow_private: bool, deadline: float) -> None:
         super().__init__(trust_env=False, retries=0)
         # httpx has no public hook for the network backend, but the httpcore pool it wraps has: swap the pool
         # for one built on the guarded backend (same TLS verification, SNI and Host stay the URL's host name).
         self._pool = httpcore.ConnectionPool(
             ssl_context=httpx.create_ssl_context(trust_env=False),
-            network_backend=_GuardedBackend(allow_private),
+            network_backend=_GuardedBackend(allow_private, deadline),
             max_connections=4,
         )
 
@@ -192,7 +252,7 @@ def fetch_url(url: str, *, max_bytes: int, timeout_s: float, allow_private: bool
     request_url = _checked_url(url, field)
     deadline = time.monotonic() + timeout_s
     client = httpx.Client(
-        transport=_GuardedTransport(allow_private),
+        transport=_GuardedTransport(allow_private, deadline),
         timeout=httpx.Timeout(timeout_s),
         follow_redirects=False,
         trust_env=False,
@@ -222,7 +282,7 @@ def fetch_url(url: str, *, max_bytes: int, timeout_s: float, allow_private: bool
     except _Refused as exc:
         raise _failed(str(exc), field) from None
     except httpx.TimeoutException:
-        raise _failed(f"timed out after {timeout_s:g} s", field) from None
+        raise _timed_out(timeout_s, field) from None
     except httpx.HTTPError as exc:
         raise _failed(f"{type(exc).__name__}: {exc}", field) from None
 
@@ -254,10 +314,14 @@ def _read_body(response: httpx.Response, max_bytes: int, deadline: float, timeou
         if len(received) > max_bytes:
             raise _too_large(len(received), max_bytes, field)
         if time.monotonic() > deadline:
-            raise _failed(f"timed out after {timeout_s:g} s", field)
+            raise _timed_out(timeout_s, field)
     if not received:
         raise _failed(f"{response.request.url.host} sent an empty body", field)
     return bytes(received)
+
+
+def _timed_out(timeout_s: float, field: str) -> ContractError:
+    return _failed(f"the server did not deliver the whole file within the {timeout_s:g} s limit", field)
 
 
 def _failed(message: str, field: str) -> ContractError:

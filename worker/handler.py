@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from worker import log_redaction
 from worker.async_bridge import iterate_in_thread
 from worker.config import get_settings
 from worker.service import WorkerService
@@ -131,6 +132,9 @@ def main() -> None:
         return
     runpod, runpod_failure = load_runpod()  # not at module level: importers of this module (tests, devstack) need none
     build_service(runpod_failure)
+    log_redaction.install(settings.worker.log_level)  # before runpod is imported: it reads its level then
+    runpod = import_runpod()  # not imported at module level: importers of this module (tests, devstack) need none
+    build_service()
     local_test = any(arg.startswith("--test_input") for arg in sys.argv[1:])
     runpod.serverless.start(
         {

@@ -23,6 +23,10 @@ VOICE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 MAX_TEXT_CHARS = 5000
 MAX_REF_TEXT_CHARS = 1000
 MAX_REFERENCE_SECONDS = 12.0
+# Job inputs are flat: anything nested deeper is refused before validation (whose error formatting recurses).
+MAX_INPUT_DEPTH = 32
+# Caller input quoted in an error message or a log line is cut to this many characters.
+MAX_ECHO_CHARS = 80
 BUILTIN_VOICE = "default"
 
 AudioFormat = Literal["wav", "flac", "mp3", "ogg", "aac", "pcm"]
@@ -59,8 +63,25 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _exactly_one_of(*names: str):
+    """JSON Schema for "exactly one of these keys, as a non-null value" (what the model validator enforces)."""
+
+    def edit(schema: dict[str, Any]) -> None:
+        schema["oneOf"] = [
+            {
+                "required": [name],
+                "properties": {name: {"not": {"type": "null"}}, **{o: {"type": "null"} for o in names if o != name}},
+            }
+            for name in names
+        ]
+
+    return edit
+
+
 class AudioSource(_Strict):
     """Audio given by the caller: exactly one of a public http(s) URL or base64-encoded file bytes."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_exactly_one_of("url", "base64"))
 
     url: str | None = Field(None, max_length=2048, description="http(s) URL of an audio file.")
     base64: str | None = Field(None, description="The audio file's bytes, base64-encoded (size-capped).")
@@ -75,11 +96,22 @@ class AudioSource(_Strict):
 VoiceName = Annotated[str, Field(pattern=VOICE_NAME_PATTERN, description="Lowercase letters, digits, '-' and '_'; 1-64 chars.")]
 
 
+def _one_reference_schema(schema: dict[str, Any]) -> None:
+    # What `_one_reference` and the service enforce, stated for JSON Schema users (the transcript of a
+    # ref_audio is required unless the worker runs with F5TTS_AUTO_TRANSCRIBE=true).
+    schema["dependentRequired"] = {"ref_text": ["ref_audio"], "ref_audio": ["ref_text"]}
+    schema["not"] = {"required": ["voice", "ref_audio"]}
+
+
 class SynthesizeInput(_Strict):
     """Speak `text` in a stored voice or in a reference given with the job."""
 
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_one_reference_schema)
+
     action: Literal["synthesize"] = "synthesize"
-    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS, description="Text to speak.")
+    text: str = Field(
+        min_length=1, max_length=MAX_TEXT_CHARS, description="Text to speak.", json_schema_extra={"pattern": r"\S"}
+    )
     voice: VoiceName | None = Field(None, description=f"Stored voice; default `{BUILTIN_VOICE}` when no ref_audio is given.")
     ref_audio: AudioSource | None = Field(None, description="One-off reference clip instead of a stored voice.")
     ref_text: str | None = Field(None, max_length=MAX_REF_TEXT_CHARS, description="Transcript of ref_audio.")
@@ -105,8 +137,21 @@ class SynthesizeInput(_Strict):
         return self
 
 
+def _transcript_required(schema: dict[str, Any]) -> None:
+    # The model accepts a missing transcript because a worker with F5TTS_AUTO_TRANSCRIBE=true transcribes it;
+    # the published contract states what a default worker enforces: a non-empty transcript.
+    text = schema["properties"]["text"]
+    text.pop("anyOf", None)
+    text.pop("default", None)
+    text.update(type="string", minLength=1, maxLength=MAX_REF_TEXT_CHARS, pattern=r"\S")
+    text["description"] += " Required unless the worker runs with F5TTS_AUTO_TRANSCRIBE=true."
+    schema["required"] = [*schema.get("required", []), "text"]
+
+
 class UploadVoiceInput(_Strict):
     """Store a reference clip and its transcript under a name."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_transcript_required)
 
     action: Literal["upload_voice"]
     name: VoiceName
@@ -241,23 +286,47 @@ class ContractError(Exception):
         return self.body.model_dump_json()
 
 
+def echo(value: Any, limit: int = MAX_ECHO_CHARS) -> str:
+    """`repr(value)` for an error message or a log line, cut to `limit` characters (caller input is unbounded)."""
+    text = repr(value) if not isinstance(value, str) or len(value) <= limit else repr(value[:limit])
+    return text if len(text) <= limit + 2 else text[: limit + 2] + "…"
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether lists/dicts nest deeper than `limit` (checked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in item)
+    return False
+
+
 def parse_job_input(raw: Any) -> BaseModel:
     """Validate a job's `input`; `action` defaults to synthesize. Raises ContractError(invalid_input)."""
     if not isinstance(raw, dict):
         raise ContractError(ErrorCode.invalid_input, "job input must be a JSON object")
+    if _depth_exceeds(raw, MAX_INPUT_DEPTH):
+        raise ContractError(ErrorCode.invalid_input, f"job input nests deeper than {MAX_INPUT_DEPTH} levels")
     data = {"action": "synthesize", **raw}
-    if data["action"] not in ACTIONS:
+    action = data["action"]
+    if not isinstance(action, str) or action not in ACTIONS:
         raise ContractError(
-            ErrorCode.invalid_input, f"unknown action {data['action']!r}; expected one of {', '.join(ACTIONS)}", "action"
+            ErrorCode.invalid_input, f"unknown action {echo(action)}; expected one of {', '.join(ACTIONS)}", "action"
         )
     try:
         return _job_adapter.validate_python(data)
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        # The discriminator adds the action name as the first location element; drop it.
-        loc = [str(p) for p in first["loc"] if str(p) != data["action"]]
+        first = exc.errors(include_url=False, include_input=False, include_context=False)[0]
+        # The discriminator adds the action name as the first location element; drop it. An unknown key is
+        # caller input: cut it.
+        loc = [str(p)[:MAX_ECHO_CHARS] for p in first["loc"][1 if first["loc"][:1] == (action,) else 0 :]]
         field = ".".join(loc) or None
-        message = first["msg"].removeprefix("Value error, ")
+        message = first["msg"].removeprefix("Value error, ")[: MAX_ECHO_CHARS * 4]
         raise ContractError(ErrorCode.invalid_input, f"{field}: {message}" if field else message, field) from None
 
 

@@ -46,7 +46,7 @@ from worker.schema import (
     parse_job_input,
 )
 from worker.storage import ObjectStore, open_store
-from worker.voices import VoiceLibrary
+from worker.voices import VoiceLibrary, voice_exists
 
 if TYPE_CHECKING:
     from worker.engine import Engine
@@ -131,6 +131,7 @@ class WorkerService:
 
     # ----------------------------------------------------------------------------------------------- start-up
     def start(self) -> None:
+        self.voices.sweep_orphans()  # audio left by saves that crashed or lost a race (best effort)
         try:
             self.engine = self._on_inference_thread(self._engine_factory)
             if self.settings.model.warmup:
@@ -369,8 +370,8 @@ class WorkerService:
     def _upload_voice(self, job: UploadVoiceInput) -> Any:
         self._require_transcript(job.text, "text")
         if job.name == BUILTIN_VOICE or (not job.overwrite and self.voices.exists(job.name)):
-            # Checked before fetching so a doomed upload costs nothing.
-            raise ContractError(ErrorCode.voice_exists, f"voice {job.name!r} already exists; pass overwrite=true to replace it", "name")
+            # Checked before fetching so a doomed upload costs nothing (the library checks again when writing).
+            raise voice_exists(job.name)
         prepared, text = self._load_reference(job.audio, job.text, "audio")
         return self.voices.save(
             job.name,

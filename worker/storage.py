@@ -9,6 +9,7 @@ can share one bucket without seeing each other's objects.
 from __future__ import annotations
 
 import abc
+import fcntl
 import logging
 import os
 import re
@@ -38,10 +39,44 @@ _AWS_ENDPOINT = re.compile(r"^s3[.-]([a-z0-9-]+)\.amazonaws\.com$")
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 # LocalStore writes into `.tmp-*.part` next to the target; listings skip them.
 _TEMP_PREFIX, _TEMP_SUFFIX = ".tmp-", ".part"
+_LOCK_FILE = ".conditional-writes.lock"  # LocalStore's lock for conditional writes, at the root
+
+
+def _caller_message(operation: str, kind: str) -> str:
+    return f"the object store failed to {operation} an object ({kind}); try again later"
 
 
 class ObjectNotFound(KeyError):
     """The object does not exist (raised by `get`)."""
+
+
+class PreconditionFailed(Exception):
+    """A conditional write's condition did not hold: the object exists (`if_none_match`) or changed (`if_match`)."""
+
+
+class ConditionalWritesUnsupported(Exception):
+    """The store cannot make a write conditional (Backblaze B2's S3 API answers NotImplemented); nothing written."""
+
+
+def write_file_atomically(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Write `data` to `path` so readers see the old file or the new one, never a part (temp file + rename).
+
+    `durable` also fsyncs before the rename (stored objects); a cache can skip that. Raises OSError.
+    """
+    temp_name = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX, delete=False) as handle:
+            temp_name = handle.name
+            handle.write(data)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(temp_name, path)
+        temp_name = None
+    finally:
+        if temp_name is not None:
+            Path(temp_name).unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -110,11 +145,29 @@ class ObjectStore(abc.ABC):
         return full_key[len(self.prefix) :]
 
     @abc.abstractmethod
-    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        content_type: str = "application/octet-stream",
+        *,
+        if_none_match: bool = False,
+        if_match: str | None = None,
+    ) -> None:
+        """Store `data` under `key`.
+
+        Conditional writes: `if_none_match` only creates (the object must not exist), `if_match` only replaces
+        the object whose etag it names; `PreconditionFailed` otherwise, and `ConditionalWritesUnsupported`
+        (nothing written) where the store cannot make a write conditional.
+        """
 
     @abc.abstractmethod
     def get(self, key: str) -> bytes:
         """The object's bytes; `ObjectNotFound` if it does not exist."""
+
+    @abc.abstractmethod
+    def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        """The object's bytes and the etag of exactly those bytes (for a later `if_match`)."""
 
     @abc.abstractmethod
     def head(self, key: str) -> ObjectInfo | None:
@@ -123,6 +176,10 @@ class ObjectStore(abc.ABC):
     @abc.abstractmethod
     def list(self, prefix: str = "") -> list[str]:
         """Every key starting with `prefix`, sorted."""
+
+    @abc.abstractmethod
+    def list_info(self, prefix: str = "") -> list[ObjectInfo]:
+        """Every object starting with `prefix`, with size, etag and modification time, sorted by key."""
 
     @abc.abstractmethod
     def delete(self, key: str) -> None:
@@ -213,18 +270,21 @@ class S3Store(ObjectStore):
         return text
 
     def _error(self, operation: str, key: str | None, exc: Exception) -> ContractError:
-        """A storage_error describing `exc` by its S3 error code or botocore class, never by its credentials."""
-        target = f" {key!r}" if key else ""
+        """A storage_error naming the failure kind only; the log keeps the endpoint, bucket and key.
+
+        Callers get neither the S3 error's other fields (they may echo the key id or the string to sign) nor
+        botocore's message (it names the endpoint URL, the bucket and the key).
+        """
         if isinstance(exc, ClientError):
             error = exc.response.get("Error", {})
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            # Only the code and status: an S3 error's other fields may echo the key id or the string to sign.
-            detail = f"{error.get('Code', 'error')} (HTTP {status})"
+            kind = f"{error.get('Code', 'error')} (HTTP {status})"
         else:
-            detail = f"{type(exc).__name__}: {exc}"
-        message = self._scrub(f"storage failed to {operation}{target}: {detail}")
-        log.warning("%s", message)
-        return ContractError(ErrorCode.storage_error, message)
+            kind = type(exc).__name__
+        log.warning(
+            "%s", self._scrub(f"storage failed to {operation} {key!r} in bucket {self.bucket!r} at {self.endpoint_url}: {exc}")
+        )
+        return ContractError(ErrorCode.storage_error, _caller_message(operation, kind))
 
     @staticmethod
     def _is_missing(exc: ClientError) -> bool:
@@ -233,25 +293,59 @@ class S3Store(ObjectStore):
         return code in ("404", "NoSuchKey", "NotFound") or status == 404 and code != "NoSuchBucket"
 
     # -------------------------------------------------------------------------------------------- operations
-    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
-        full = self._full_key(key)
-        try:
-            self._client.put_object(Bucket=self.bucket, Key=full, Body=data, ContentType=content_type)
-        except (BotoCoreError, ClientError) as exc:
-            raise self._error("put", key, exc) from None
+    # None until the first conditional write tells whether the store supports them.
+    conditional_writes: bool | None = None
 
-    def get(self, key: str) -> bytes:
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        content_type: str = "application/octet-stream",
+        *,
+        if_none_match: bool = False,
+        if_match: str | None = None,
+    ) -> None:
+        full = self._full_key(key)
+        conditions = {"IfNoneMatch": "*"} if if_none_match else {"IfMatch": f'"{if_match}"'} if if_match else {}
+        if conditions and self.conditional_writes is False:
+            raise ConditionalWritesUnsupported(key)
+        try:
+            self._client.put_object(Bucket=self.bucket, Key=full, Body=data, ContentType=content_type, **conditions)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if conditions:
+                # 412: the condition failed; 409: a concurrent write to the key won the race; 404 (If-Match):
+                # the object it names is gone.
+                if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+                    raise PreconditionFailed(key) from None
+                if if_match and self._is_missing(exc):
+                    raise PreconditionFailed(key) from None
+                if code == "NotImplemented" or status == 501:
+                    log.warning("the object store does not support conditional writes (%s); using the fallback", code)
+                    self.conditional_writes = False
+                    raise ConditionalWritesUnsupported(key) from None
+            raise self._error("put", key, exc) from None
+        except BotoCoreError as exc:
+            raise self._error("put", key, exc) from None
+        if conditions:
+            self.conditional_writes = True
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str]:
         full = self._full_key(key)
         try:
             response = self._client.get_object(Bucket=self.bucket, Key=full)
             with response["Body"] as body:
-                return body.read()
+                return body.read(), str(response.get("ETag", "")).strip('"')
         except ClientError as exc:
             if self._is_missing(exc):
                 raise ObjectNotFound(key) from None
             raise self._error("get", key, exc) from None
         except BotoCoreError as exc:
             raise self._error("get", key, exc) from None
+
+    def get(self, key: str) -> bytes:
+        return self.get_with_etag(key)[0]
 
     def head(self, key: str) -> ObjectInfo | None:
         full = self._full_key(key)
@@ -271,16 +365,27 @@ class S3Store(ObjectStore):
         )
 
     def list(self, prefix: str = "") -> list[str]:
+        return [info.key for info in self.list_info(prefix)]
+
+    def list_info(self, prefix: str = "") -> list[ObjectInfo]:
         full_prefix = self.prefix + _validate_list_prefix(prefix)
-        keys: list[str] = []
+        found: list[ObjectInfo] = []
         try:
             for page in self._client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=full_prefix, PaginationConfig={"PageSize": self.list_page_size}
             ):
-                keys.extend(self._relative_key(item["Key"]) for item in page.get("Contents", []))
+                found.extend(
+                    ObjectInfo(
+                        key=self._relative_key(item["Key"]),
+                        size=int(item.get("Size", 0)),
+                        etag=str(item.get("ETag", "")).strip('"'),
+                        last_modified=item["LastModified"],
+                    )
+                    for item in page.get("Contents", [])
+                )
         except (BotoCoreError, ClientError) as exc:
             raise self._error("list", prefix or "/", exc) from None
-        return sorted(keys)
+        return sorted(found, key=lambda info: info.key)
 
     def delete(self, key: str) -> None:
         full = self._full_key(key)
@@ -331,30 +436,52 @@ class LocalStore(ObjectStore):
 
     @staticmethod
     def _error(operation: str, key: str, exc: OSError) -> ContractError:
-        # strerror only: the message goes to callers, who need not learn the worker's directory layout.
-        message = f"local storage failed to {operation} {key!r}: {exc.strerror or type(exc).__name__}"
-        log.warning("%s (%s)", message, exc)
-        return ContractError(ErrorCode.storage_error, message)
+        # The log has the path; callers need not learn the worker's directory layout or keys.
+        log.warning("local storage failed to %s %r: %s", operation, key, exc)
+        return ContractError(ErrorCode.storage_error, _caller_message(operation, exc.strerror or type(exc).__name__))
 
-    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        content_type: str = "application/octet-stream",
+        *,
+        if_none_match: bool = False,
+        if_match: str | None = None,
+    ) -> None:
         path = self._path(key)
-        temp_name = None
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(
-                dir=path.parent, prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX, delete=False
-            ) as handle:
-                temp_name = handle.name
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp_name, path)
-            temp_name = None
+            if not (if_none_match or if_match):
+                write_file_atomically(path, data)
+                return
+            # A conditional write checks and writes under an exclusive lock on the store, which every worker
+            # process sharing the directory takes.
+            self.root.mkdir(parents=True, exist_ok=True)
+            with open(self.root / _LOCK_FILE, "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                current = self.head(key)
+                if (if_none_match and current is not None) or (
+                    if_match and (current is None or current.etag != if_match)
+                ):
+                    raise PreconditionFailed(key)
+                write_file_atomically(path, data)
         except OSError as exc:
             raise self._error("put", key, exc) from None
-        finally:
-            if temp_name is not None:
-                Path(temp_name).unlink(missing_ok=True)
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        path = self._path(key)
+        try:
+            with open(path, "rb") as handle:  # the etag of the very file read, even if it is replaced meanwhile
+                return handle.read(), self._etag(os.fstat(handle.fileno()))
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise ObjectNotFound(key) from None
+        except OSError as exc:
+            raise self._error("get", key, exc) from None
+
+    @staticmethod
+    def _etag(stat: os.stat_result) -> str:
+        # Opaque, like S3's: every put is a new file (os.replace), so a new inode and mtime.
+        return f"{stat.st_ino:x}-{stat.st_mtime_ns:x}-{stat.st_size:x}"
 
     def get(self, key: str) -> bytes:
         path = self._path(key)
@@ -378,8 +505,7 @@ class LocalStore(ObjectStore):
         return ObjectInfo(
             key=key,
             size=stat.st_size,
-            # Opaque, like S3's: every put is a new file (os.replace), so a new inode and mtime.
-            etag=f"{stat.st_ino:x}-{stat.st_mtime_ns:x}-{stat.st_size:x}",
+            etag=self._etag(stat),
             last_modified=datetime.fromtimestamp(stat.st_mtime, tz=UTC),
         )
 
@@ -394,7 +520,7 @@ class LocalStore(ObjectStore):
         try:
             for dirpath, _dirs, files in os.walk(base):
                 for name in files:
-                    if name.startswith(_TEMP_PREFIX) and name.endswith(_TEMP_SUFFIX):
+                    if name.startswith(_TEMP_PREFIX) and name.endswith(_TEMP_SUFFIX) or name == _LOCK_FILE:
                         continue
                     full = Path(dirpath, name).relative_to(self.root).as_posix()
                     if full.startswith(full_prefix):
@@ -402,6 +528,9 @@ class LocalStore(ObjectStore):
         except OSError as exc:
             raise self._error("list", prefix or "/", exc) from None
         return sorted(keys)
+
+    def list_info(self, prefix: str = "") -> list[ObjectInfo]:
+        return [info for info in map(self.head, self.list(prefix)) if info is not None]
 
     def delete(self, key: str) -> None:
         path = self._path(key)

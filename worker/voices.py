@@ -2,12 +2,23 @@
 
 Layout (one voice = one folder):
 
-    voices/<name>/meta.json            the metadata; its presence *is* the voice (written last, deleted first)
-    voices/<name>/<sha256[:16]>.wav    the normalised clip (PCM16 WAV) the metadata points at
+    voices/<name>/meta.json                   the metadata; its presence *is* the voice (written last, deleted first)
+    voices/<name>/<sha256[:16]>-<nonce>.wav   the normalised clip (PCM16 WAV) the metadata points at
 
-The audio is content-addressed, so saving a new version never touches the object the current metadata points
-at: new audio is written, then the new metadata, and only then the old audio is removed. At every moment the
-metadata points at audio that exists. A failure while saving removes what that save wrote.
+Several workers write to one bucket, so every rule here holds across processes, not only within one:
+- Each save writes its audio under a key of its own (content hash plus a random nonce), then the metadata. No
+  two saves share an audio object, so audio is only ever deleted by the writer that replaced (or deleted) the
+  one metadata that referenced it, and a voice never points at missing audio, whatever the interleaving.
+- The metadata is written conditionally: `If-None-Match: *` creates a voice (overwrite=false can never
+  replace one: the loser of a race gets voice_exists), `If-Match: <etag>` replaces exactly the version that
+  was read (a lost race is read again and retried).
+- Where the store lacks conditional writes (Backblaze B2's S3 API answers NotImplemented), the fallback
+  writes unconditionally and reads the metadata back: a creation that finds someone else's metadata reports
+  voice_exists. Two creations within the same few milliseconds can then both succeed (the last one wins);
+  neither breaks the voice.
+- A crash between steps leaves only unreferenced audio, never a broken voice; `sweep_orphans` deletes audio no
+  metadata points at once it is older than a grace period (saves in flight are younger), after each save or
+  delete of that voice and, for all voices, when a worker starts.
 
 Reading a voice costs one small GET (meta.json); the audio comes from a local disk cache and an in-memory LRU,
 both keyed by the audio's SHA-256, so an overwritten voice is never served stale and a cached one is never
@@ -22,9 +33,8 @@ import importlib.util
 import io
 import json
 import logging
-import os
 import re
-import tempfile
+import secrets
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -44,7 +54,13 @@ from worker.schema import (
     UploadVoiceOutput,
     VoiceInfo,
 )
-from worker.storage import ObjectNotFound, ObjectStore
+from worker.storage import (
+    ConditionalWritesUnsupported,
+    ObjectNotFound,
+    ObjectStore,
+    PreconditionFailed,
+    write_file_atomically,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +68,22 @@ VOICES_PREFIX = "voices/"
 META_FILE = "meta.json"
 META_VERSION = 1
 MEMORY_CACHE_VOICES = 8
+# Unreferenced audio younger than this may belong to a save in flight (audio written, metadata not yet).
+ORPHAN_GRACE_S = 15 * 60
+META_WRITE_ATTEMPTS = 5  # an overwrite that keeps losing the race to other writers gives up after this
 
 # The reference clip f5-tts ships (and uses as its own CLI default), with its transcript.
 BUILTIN_AUDIO_PATH = BUILTIN_REFERENCE_AUDIO  # inside the installed f5_tts package
 BUILTIN_TEXT = BUILTIN_REFERENCE_TEXT
 
 _NAME = re.compile(VOICE_NAME_PATTERN)
-_AUDIO_FILE = re.compile(r"^[0-9a-f]{16}\.wav$")
+_AUDIO_FILE = re.compile(r"^[0-9a-f]{16}(-[0-9a-f]{8})?\.wav$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def voice_exists(name: str) -> ContractError:
+    """The one voice_exists error (the service checks early, the library again when writing)."""
+    return ContractError(ErrorCode.voice_exists, f"voice {name!r} already exists; pass overwrite=true to replace it", "name")
 
 
 class CorruptVoice(ContractError):
@@ -119,13 +143,14 @@ def _decode_wav(data: bytes) -> tuple[np.ndarray, int]:
 class VoiceLibrary:
     """Stored voices in `store`, with a local disk cache under `cache_dir`."""
 
-    def __init__(self, store: ObjectStore, cache_dir: Path) -> None:
+    def __init__(self, store: ObjectStore, cache_dir: Path, *, orphan_grace_s: float | None = None) -> None:
         self.store = store
         self.cache_dir = Path(cache_dir)
+        self.orphan_grace_s = ORPHAN_GRACE_S if orphan_grace_s is None else orphan_grace_s
         self._memory: OrderedDict[str, tuple[np.ndarray, int]] = OrderedDict()
         self._memory_lock = threading.Lock()
-        # Serialises this process's writes to a voice (a save racing a delete of the same name); writers in
-        # other processes are not coordinated: the last metadata written wins.
+        # Serialises this process's writes (fewer lost races to retry); other processes are coordinated by
+        # the store's conditional writes (see the module docstring).
         self._write_lock = threading.Lock()
         self._builtin: StoredVoice | None = None
 
@@ -206,7 +231,7 @@ class VoiceLibrary:
         sf.write(buffer, np.clip(samples, -1.0, 1.0), int(sample_rate), format="WAV", subtype="PCM_16")
         wav = buffer.getvalue()
         digest = hashlib.sha256(wav).hexdigest()
-        audio_file = f"{digest[:16]}.wav"
+        audio_file = f"{digest[:16]}-{secrets.token_hex(4)}.wav"  # this save's own object (see the docstring)
         duration = round(samples.size / int(sample_rate), 3)
         meta = {
             "version": META_VERSION,
@@ -220,33 +245,80 @@ class VoiceLibrary:
             "clipped": bool(clipped),
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
+        encoded_meta = json.dumps(meta, indent=2).encode()
 
         with self._write_lock:
-            old = self._read_meta(name)
+            old, old_etag = self._read_meta_with_etag(name)
             if old is not None and not overwrite:
-                raise ContractError(
-                    ErrorCode.voice_exists, f"voice {name!r} already exists; pass overwrite=true to replace it", "name"
-                )
-            old_audio = old.get("audio") if old else None
-            new_audio_key = _audio_key(name, audio_file)
+                raise voice_exists(name)
+            audio_key = _audio_key(name, audio_file)
             try:
-                self.store.put(new_audio_key, wav, "audio/wav")
-                self.store.put(_meta_key(name), json.dumps(meta, indent=2).encode(), "application/json")
+                self.store.put(audio_key, wav, "audio/wav")
+                old = self._write_meta(name, encoded_meta, old, old_etag, overwrite=overwrite)
             except BaseException:
-                # Remove what this save wrote, unless some metadata points at it: the old one (the same audio
-                # saved again), or the new one after all (the write landed but its answer was lost).
-                if old_audio != audio_file and not self._meta_may_reference(name, audio_file):
-                    self._delete_quietly(new_audio_key)
+                # Remove what this save wrote (no one else uses it), unless the metadata write landed after all
+                # (its answer was lost on the way back).
+                if not self._meta_may_reference(name, audio_file):
+                    self._delete_quietly(audio_key)
                 raise
-            if old_audio and old_audio != audio_file:
-                # The new metadata is in place; the old audio is now unreferenced. Failing to remove it leaves an
-                # orphan, not a broken voice, so it does not fail the save.
-                self._delete_quietly(_audio_key(name, old_audio))
-                self._drop_cached(old.get("sha256"))
+            if old is not None:
+                # The new metadata is in place; the audio of the version it replaced is referenced by nothing.
+                # Failing to remove it leaves an orphan for the sweep, not a broken voice.
+                self._delete_quietly(_audio_key(name, old["audio"]))
+                if old.get("sha256") != digest:
+                    self._drop_cached(old.get("sha256"))
         self._write_cache(digest, wav)
+        self.sweep_orphans(name)
         return UploadVoiceOutput(
             **self._info(meta).model_dump(), clipped=meta["clipped"], original_duration=meta["original_duration"]
         )
+
+    def _write_meta(
+        self, name: str, encoded: bytes, old: dict | None, old_etag: str | None, *, overwrite: bool
+    ) -> dict | None:
+        """Write the metadata over exactly the version read (`old`), or create it; returns the version replaced.
+
+        A lost race: overwrite=false → voice_exists; overwrite=true → read again and retry.
+        """
+        key = _meta_key(name)
+        for _attempt in range(META_WRITE_ATTEMPTS):
+            try:
+                self.store.put(
+                    key, encoded, "application/json", if_none_match=old is None, if_match=old_etag if old else None
+                )
+            except PreconditionFailed:
+                if not overwrite:
+                    raise voice_exists(name) from None
+                old, old_etag = self._read_meta_with_etag(name)
+                continue
+            except ConditionalWritesUnsupported:
+                return self._write_meta_unconditionally(name, encoded, overwrite=overwrite)
+            return old
+        raise ContractError(
+            ErrorCode.storage_error, f"voice {name!r} kept changing while it was saved; try again", "name"
+        )
+
+    def _write_meta_unconditionally(self, name: str, encoded: bytes, *, overwrite: bool) -> dict | None:
+        """The fallback where the store has no conditional writes: check, write, read back.
+
+        A creation checks that the name is still free just before writing, and afterwards that the metadata
+        there is its own (else a concurrent creation won: voice_exists). Only two creations whose check-write
+        steps overlap (milliseconds) can both succeed; the last one wins and the voice stays whole. An
+        overwrite replaces whatever is there and deletes the audio of the version it read just before (no
+        metadata can point at it any more, as every save writes audio of its own); overlapping overwrites
+        can leave an orphan, which the sweep removes.
+        """
+        key = _meta_key(name)
+        # Read again just before writing: the version replaced is most likely the one there now.
+        old = self._read_meta(name)
+        if old is not None and not overwrite:
+            raise voice_exists(name)
+        self.store.put(key, encoded, "application/json")
+        if not overwrite:
+            current = self._read_meta(name)
+            if current is None or current["audio"] != json.loads(encoded)["audio"]:
+                raise voice_exists(name)
+        return old
 
     def delete(self, name: str) -> DeleteVoiceOutput:
         _check_name(name, "name")
@@ -260,15 +332,57 @@ class VoiceLibrary:
             if meta.get("audio"):
                 self._delete_quietly(_audio_key(name, meta["audio"]))
             self._drop_cached(meta.get("sha256"))
+        self.sweep_orphans(name)
         return DeleteVoiceOutput(name=name, deleted=True)
+
+    def sweep_orphans(self, name: str | None = None) -> int:
+        """Delete audio that no metadata points at and that is older than the grace period; returns how many.
+
+        Best effort (a failure is logged): orphans cost storage, never correctness. `name`: that voice only.
+        """
+        prefix = f"{VOICES_PREFIX}{name}/" if name else VOICES_PREFIX
+        cutoff = datetime.now(UTC).timestamp() - self.orphan_grace_s
+        removed = 0
+        try:
+            by_voice: dict[str, list] = {}
+            for info in self.store.list_info(prefix):
+                parts = info.key.split("/")
+                if len(parts) == 3 and _NAME.fullmatch(parts[1]) and _AUDIO_FILE.fullmatch(parts[2]):
+                    by_voice.setdefault(parts[1], []).append(info)
+            for voice, audio_objects in by_voice.items():
+                stale = [info for info in audio_objects if info.last_modified.timestamp() < cutoff]
+                if not stale:
+                    continue
+                try:
+                    meta = self._read_meta(voice)  # read after listing: a save that landed since is seen
+                except CorruptVoice:
+                    continue  # which audio it means is unknown: keep all of it
+                referenced = meta["audio"] if meta else None
+                for info in stale:
+                    if info.key.rsplit("/", 1)[1] != referenced:
+                        self.store.delete(info.key)
+                        removed += 1
+        except ContractError:
+            log.warning("sweeping unreferenced voice audio failed; it is retried on the next sweep", exc_info=True)
+        if removed:
+            log.info("removed %d unreferenced voice audio object(s)", removed)
+        return removed
 
     # -------------------------------------------------------------------------------------------- internals
     def _read_meta(self, name: str) -> dict | None:
         """The voice's metadata, None if it has none; CorruptVoice if it is unusable."""
+        return self._read_meta_with_etag(name)[0]
+
+    def _read_meta_with_etag(self, name: str) -> tuple[dict | None, str | None]:
+        """The metadata and the etag of that very version (for a conditional overwrite)."""
         try:
-            raw = self.store.get(_meta_key(name))
+            raw, etag = self.store.get_with_etag(_meta_key(name))
         except ObjectNotFound:
-            return None
+            return None, None
+        return self._parse_meta(name, raw), etag
+
+    @staticmethod
+    def _parse_meta(name: str, raw: bytes) -> dict:
         try:
             meta = json.loads(raw)
         except ValueError as exc:
@@ -341,21 +455,10 @@ class VoiceLibrary:
 
     def _write_cache(self, digest: str, data: bytes) -> None:
         """Best effort: a full or read-only disk costs a download next time, never a failed job."""
-        temp_name = None
         try:
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(
-                dir=self.cache_dir, prefix=".tmp-", suffix=".part", delete=False
-            ) as handle:
-                temp_name = handle.name
-                handle.write(data)
-            os.replace(temp_name, self._cache_path(digest))
-            temp_name = None
+            write_file_atomically(self._cache_path(digest), data, durable=False)
         except OSError:
             log.warning("could not write the voice cache in %s", self.cache_dir, exc_info=True)
-        finally:
-            if temp_name is not None:
-                Path(temp_name).unlink(missing_ok=True)
 
     def _drop_cached(self, digest: str | None) -> None:
         if not digest:

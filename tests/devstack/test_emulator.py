@@ -343,3 +343,62 @@ def test_a_stop_the_worker_missed_is_sent_again_while_its_pings_still_list_the_j
         assert worker.get(f"{base}/job-stop/ghost-9?gpu=cpu").json() == {"jobsToStop": [job_id]}
         worker.get(f"{base}/ping/ghost-9?gpu=cpu", params={"runpod_version": "1.12.0"})  # the job is gone
         assert worker.get(f"{base}/job-stop/ghost-9?gpu=cpu").status_code == 204
+
+
+# ----------------------------------------------------------------------------------------------- strict JSON
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"input": {"text": "hi", "speed": NaN}}',
+        b'{"input": {"text": "hi", "speed": Infinity}}',
+        b'{"input": {"text": "hi", "speed": -Infinity}}',
+        b'{"input": {"text": "unpaired \\ud800 surrogate"}}',
+        b'{"input": {"text": "invalid utf-8 \xff"}}',
+        b'{"input": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    ],
+    ids=["nan", "infinity", "-infinity", "lone surrogate", "invalid utf-8", "deep nesting"],
+)
+def test_bodies_runpod_would_not_parse_are_400_and_create_no_job(idle, body):
+    jobs_before = idle.call(lambda: len(idle.queue.jobs))
+    with api(idle) as client:
+        for route in ("run", "runsync"):
+            response = client.post(route, content=body, headers={"Content-Type": "application/json"})
+            assert response.status_code == 400, response.text
+            assert "strict JSON" in response.json()["error"] or "deeply" in response.json()["error"]
+    assert idle.call(lambda: len(idle.queue.jobs)) == jobs_before
+
+
+def test_a_result_that_is_not_strict_json_fails_the_job_instead_of_hanging_it(idle):
+    worker_headers = {"Authorization": idle.config.worker_key}
+    base = idle.endpoint_url
+    with api(idle) as client, httpx.Client(headers=worker_headers, timeout=15) as worker:
+        client.post("purge-queue")
+        job_id = client.post("run", json={"input": {"echo": "x"}}).json()["id"]
+        assert worker.get(f"{base}/job-take/ghost-7?gpu=cpu&job_in_progress=0").json()["id"] == job_id
+        done = worker.post(
+            f"{base}/job-done/ghost-7/{job_id}?gpu=cpu&isStream=false",
+            content=b'{"output": {"duration": NaN}}',
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert done.status_code == 200 and done.json() == {"accepted": True}
+        status = client.get(f"status/{job_id}")
+        assert status.status_code == 200
+        assert status.json()["status"] == "FAILED" and "not strict JSON" in status.json()["error"]
+
+
+def test_a_frozen_worker_is_noticed_as_runpod_would_and_its_job_retried_elsewhere():
+    """A worker that stops answering (process frozen, network cut) but does not exit: after two missed ping
+    intervals (RunPod's SDK pings every 10 s) its job runs on another worker; the frozen one, thawed, stops it."""
+    with running_stack(2, worker_cmd=ECHO_WORKER) as stack, api(stack) as client:
+        job_id = client.post("run", json={"input": {"echo": "survivor", "sleep": 3}}).json()["id"]
+        victim = wait_status(client, job_id, "IN_PROGRESS")["workerId"]
+        group = os.getpgid(stack.workers[victim])
+        frozen_at = time.monotonic()
+        os.killpg(group, signal.SIGSTOP)
+        try:
+            done = wait_status(client, job_id, TERMINAL, timeout=60)
+            noticed_after = time.monotonic() - frozen_at
+        finally:
+            os.killpg(group, signal.SIGCONT)
+        assert done["status"] == "COMPLETED" and done["workerId"] != victim, done
+        assert stack.queue.options.worker_lost_after_s <= noticed_after < stack.queue.options.worker_lost_after_s + 15

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +32,9 @@ def test_a_worker_killed_mid_job_never_hangs_the_job_and_the_stack_keeps_serving
         victim = wait_status(client, job_id, "IN_PROGRESS", timeout=60)["workerId"]
         victim_pid = pair.workers[victim]
         os.kill(victim_pid, signal.SIGKILL)
-        done = wait_status(client, job_id, TERMINAL, timeout=180)
+        # Taken back as soon as the process is gone (RunPod notices an exited container at once), not after
+        # a heartbeat timeout: the retry finishes well within a client's usual timeout.
+        done = wait_status(client, job_id, TERMINAL, timeout=40)
         # Taken back at once and retried on the other worker (RunPod may also report it FAILED): never stuck.
         assert done["status"] in ("COMPLETED", "FAILED"), done
         if done["status"] == "COMPLETED":
@@ -76,3 +79,71 @@ def test_fifty_jobs_at_once_complete_exactly_once_each(pair, capsys):
     assert len(set(keys)) == LOAD_JOBS and new_objects == set(keys), "lost or duplicated output objects"
     assert [r["output"][0]["seed"] for r in results] == list(range(LOAD_JOBS)), "results crossed between jobs"
     assert len(per_worker) == 2, "both workers took jobs"
+
+
+def _serve_once_per_request(body: bytes):
+    """A loopback HTTP server answering every GET with `body`; returns (server, port)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+    return server, server.server_address[1]
+
+
+def test_worker_logs_hold_no_planted_secret_nor_presigned_url(pair):
+    from urllib.parse import parse_qs, urlsplit
+
+    from worker.voices import BUILTIN_TEXT, builtin_audio_file
+
+    password, signature = "PLANTED-PASSWORD-2468", "PLANTED-SIGNATURE-1357"
+    server, port = _serve_once_per_request(builtin_audio_file().read_bytes())
+    try:
+        url = f"http://user:{password}@127.0.0.1:{port}/ref.wav?X-Amz-Signature={signature}"
+        job = {"text": "Nothing secret here.", "ref_audio": {"url": url}, "ref_text": BUILTIN_TEXT, "nfe_step": 4}
+        with api(pair) as client:
+            done = client.post("runsync", params={"wait": 120_000}, json={"input": job}).json()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done["status"] == "COMPLETED", done
+    output_signature = parse_qs(urlsplit(done["output"][0]["audio_url"]).query)["X-Amz-Signature"][0]
+    logs = pair.log_tails(1_000_000)
+    assert f"GET http://127.0.0.1:{port}/ref.wav?…" in logs, "the fetch was logged, without its secrets"
+    planted = [password, signature, output_signature, pair.api_key, pair.config.worker_key]
+    planted += [value for name, value in pair.s3_credentials.items() if "secret" in name]
+    assert [secret for secret in planted if secret in logs] == []
+
+
+def test_two_devstack_workers_creating_one_voice_at_once(pair):
+    import base64
+
+    from worker.voices import BUILTIN_TEXT, builtin_audio_file
+
+    audio = {"base64": base64.b64encode(builtin_audio_file().read_bytes()).decode()}
+    s3 = pair.s3_client()
+    with api(pair) as client:
+        for round_no in range(4):
+            name = f"devstack-race-{round_no}"
+            job = {"input": {"action": "upload_voice", "name": name, "audio": audio, "text": BUILTIN_TEXT}}
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                ids = list(pool.map(lambda body: client.post("run", json=body).json()["id"], [job, job]))
+            results = [wait_status(client, job_id, TERMINAL, timeout=120) for job_id in ids]
+            assert sorted(r["status"] for r in results) == ["COMPLETED", "FAILED"], results
+            failed = next(r for r in results if r["status"] == "FAILED")
+            assert '"code":"voice_exists"' in failed["error"]
+            listing = s3.list_objects_v2(Bucket=pair.bucket, Prefix=f"voices/{name}/").get("Contents", [])
+            keys = sorted(o["Key"] for o in listing)
+            meta = s3.get_object(Bucket=pair.bucket, Key=f"voices/{name}/meta.json")["Body"].read()
+            assert keys == sorted([f"voices/{name}/meta.json", f"voices/{name}/{json.loads(meta)['audio']}"])

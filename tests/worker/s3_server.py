@@ -1,18 +1,13 @@
 """A real S3 protocol server for tests: moto's ThreadedMotoServer on 127.0.0.1, reached with boto3.
 
-Use the fixtures from any test module:
-
-    from tests.worker.s3_server import s3_bucket, s3_server  # noqa: F401  (pytest finds fixtures by name)
-
-or list `"tests.worker.s3_server"` in a conftest's `pytest_plugins`.
-
-`s3_server` (session) starts one server on a free loopback port; `s3_bucket` (function) creates a fresh, empty
-bucket on it and removes it afterwards. The credentials are fake, and the AWS_* environment is set only while
-the server fixture is alive, so neither the server nor boto3 ever looks for real credentials or the internet.
+The fixtures `s3_server` (session: one server on a free loopback port) and `s3_bucket` (a fresh, empty bucket,
+removed afterwards) live in tests/worker/conftest.py. The credentials are fake, and the AWS_* environment is set
+only while the server is alive, so neither the server nor boto3 ever looks for real credentials or the internet.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import uuid
@@ -117,8 +112,9 @@ def start_s3_server() -> tuple[ThreadedMotoServer, S3Server]:
     return server, S3Server(endpoint_url=f"http://{host}:{port}")
 
 
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[S3Server]:
+@contextlib.contextmanager
+def running_s3_server() -> Iterator[S3Server]:
+    """A moto S3 server on loopback under fake AWS credentials, stopped on exit."""
     with pytest.MonkeyPatch.context() as env:
         for name, value in _FAKE_ENV.items():
             env.setenv(name, value)
@@ -129,13 +125,3 @@ def s3_server() -> Iterator[S3Server]:
             yield info
         finally:
             server.stop()
-
-
-@pytest.fixture
-def s3_bucket(s3_server: S3Server) -> Iterator[S3Bucket]:
-    bucket = s3_server.create_bucket()
-    try:
-        yield bucket
-    finally:
-        bucket.empty()
-        bucket.client.delete_bucket(Bucket=bucket.name)

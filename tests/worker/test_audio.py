@@ -240,3 +240,79 @@ def test_remove_silences_shortens_only_long_pauses() -> None:
 def test_remove_silences_leaves_audio_without_long_pauses_alone() -> None:
     samples = np.concatenate([tone(1.0), silence(0.5), tone(1.0)])
     assert np.array_equal(audio.remove_silences(samples, SR), samples)
+
+
+# ------------------------------------------------------------------------------------------------ decode bombs
+# Small files that decode to gigabytes, built here with ffmpeg (nothing binary is committed).
+def _ffmpeg_silence(fmt: str, seconds: float, rate: int, layout: str, *extra: str) -> bytes:
+    """Digital silence encoded by ffmpeg, written to a pipe (so a FLAC declares no length: it cannot seek back)."""
+    command = ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"anullsrc=r={rate}:cl={layout}", "-t", str(seconds)]
+    return subprocess.run([*command, *extra, "-f", fmt, "pipe:1"], capture_output=True, check=True, timeout=60).stdout
+
+
+def _declaring(flac: bytes, frames: int) -> bytes:
+    """The FLAC with its STREAMINFO's total-samples field (36 bits after rate, channels, bits) set to `frames`."""
+    assert flac[:4] == b"fLaC" and flac[4] & 0x7F == 0  # STREAMINFO comes first
+    offset = 8 + 10  # "fLaC", block header, then min/max block and frame sizes
+    packed = int.from_bytes(flac[offset : offset + 8], "big")
+    packed = (packed & ~((1 << 36) - 1)) | frames
+    return flac[:offset] + packed.to_bytes(8, "big") + flac[offset + 8 :]
+
+
+def _bomb_declared_599s_8ch_384k() -> bytes:
+    return _declaring(_ffmpeg_silence("flac", 1, 384000, "7.1"), 599 * 384000)
+
+
+def _bomb_undeclared_30s_8ch_384k() -> bytes:
+    return _ffmpeg_silence("flac", 30, 384000, "7.1")
+
+
+def _bomb_m4a_8ch_96k() -> bytes:
+    # AAC in MP4: not libsndfile's, so it goes through ffprobe + ffmpeg.
+    return _ffmpeg_silence("ipod", 100, 96000, "7.1", "-c:a", "aac", "-b:a", "64k", "-movflags", "frag_keyframe")
+
+
+BOMBS = {
+    "flac declaring 599 s x 8 ch x 384 kHz": _bomb_declared_599s_8ch_384k,
+    "flac declaring no length, 30 s x 8 ch x 384 kHz": _bomb_undeclared_30s_8ch_384k,
+    "m4a 100 s x 8 ch x 96 kHz": _bomb_m4a_8ch_96k,
+}
+
+
+@pytest.mark.parametrize("make", BOMBS.values(), ids=BOMBS.keys())
+def test_decode_bombs_are_too_large_with_bounded_memory(make) -> None:
+    import tracemalloc
+
+    data = make()
+    assert len(data) < 2_000_000, "a bomb is a small file"
+    tracemalloc.start()
+    try:
+        with pytest.raises(ContractError) as excinfo:
+            audio.prepare_reference(data, "A transcript.")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert code_of(excinfo) == ErrorCode.audio_too_large, excinfo.value.body
+    # numpy's buffers are traced: the decoder never held more than a few blocks of the bomb.
+    assert peak < 300e6, f"{peak / 1e6:.0f} MB"
+
+
+def test_a_file_declaring_no_length_is_capped_while_decoding() -> None:
+    data = _bomb_undeclared_30s_8ch_384k()
+    with sf.SoundFile(io.BytesIO(data)) as f:
+        assert f.frames >= 2**62, "libsndfile sees no declared length"
+    # Small enough to pass (10 s x 8 ch x 96 kHz = 7.7 M values), it decodes to its true length.
+    short = _ffmpeg_silence("flac", 10, 96000, "7.1")
+    samples, rate = audio.decode_audio(short, target_rate=24000)
+    assert rate == 24000 and abs(samples.size / rate - 10.0) < 0.01
+    with pytest.raises(ContractError) as excinfo:
+        audio.decode_audio(data)
+    assert code_of(excinfo) == ErrorCode.audio_too_large
+
+
+def test_multichannel_high_rate_speech_within_the_budget_is_decoded() -> None:
+    speech = tone(3.0, 96000)
+    buffer = io.BytesIO()
+    sf.write(buffer, np.repeat(speech[:, None], 4, axis=1), 96000, format="FLAC")
+    prepared = audio.prepare_reference(buffer.getvalue(), "A test tone.")
+    assert prepared.sample_rate == 24000 and abs(prepared.original_duration - 3.0) < 0.01

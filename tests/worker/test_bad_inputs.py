@@ -7,10 +7,14 @@ import base64
 
 import pytest
 
-from tests.worker.service_fixtures import *
 from worker.schema import ErrorBody
 
 GOOD_TRANSCRIPT = "Some call me nature, others call me mother nature."
+DEEP: list = []
+_level = DEEP
+for _ in range(5000):  # deeper than Python's recursion limit
+    _level.append([])
+    _level = _level[0]
 NOT_AUDIO = base64.b64encode(b"this is plain text, not a sound file " * 20).decode()
 
 CASES = [
@@ -60,7 +64,21 @@ CASES = [
         "fetch_failed",
         None,
     ),
-    ("url not http", {"text": "hi", "ref_audio": {"url": "file:///etc/passwd"}, "ref_text": "x"}, None, None),
+    (
+        "url not http",
+        {"text": "hi", "ref_audio": {"url": "file:///etc/passwd"}, "ref_text": "x"},
+        "invalid_input",
+        "ref_audio.url",
+    ),
+    (
+        "url to 6to4-wrapped metadata",
+        {"text": "hi", "ref_audio": {"url": "http://[2002:a9fe:a9fe::1]/a.wav"}, "ref_text": "x"},
+        "fetch_failed",
+        "ref_audio.url",
+    ),
+    ("deep nesting", {"text": "hi", "seed": DEEP}, "invalid_input", None),
+    ("huge action", {"action": "x" * 1_000_000}, "invalid_input", "action"),
+    ("huge unknown field", {"text": "hi", "y" * 1_000_000: 1}, "invalid_input", "y" * 80),
     ("voice name traversal", {"text": "hi", "voice": "../x"}, "invalid_input", "voice"),
     (
         "upload name traversal",
@@ -117,11 +135,10 @@ def test_bad_input_gets_its_code_and_changes_nothing(s3_service, bucket_keys, jo
     before = bucket_keys()
     items = list(s3_service.run(job_input))
     assert len(items) == 1 and set(items[0]) == {"error"}, items
+    # Caller input is echoed cut short: a megabyte of it makes an error of a few hundred characters.
+    assert len(items[0]["error"]) < 600
     body = ErrorBody.model_validate_json(items[0]["error"])
-    if code is not None:
-        assert body.code == code, body
-    else:
-        assert body.code in {"invalid_input", "fetch_failed"}, body
+    assert body.code == code, body
     if field is not None:
         assert body.field == field, body
     assert body.message and "Traceback" not in body.message
@@ -135,6 +152,26 @@ def test_storage_unreachable_is_a_storage_error_and_the_worker_keeps_serving(unr
     items = list(unreachable_storage_service.run({"text": "Nowhere to put this.", "delivery": "url"}))
     body = ErrorBody.model_validate_json(items[0]["error"])
     assert body.code == "storage_error"
-    assert "secret" not in body.message.lower() or "test-secret" not in body.message
+    store = unreachable_storage_service.store
+    # A plain message: no credential, and no endpoint, bucket or key (the worker's log has those).
+    for internal in ("test-secret-never-shown", "AKIAUNREACHABLE", store.endpoint_url, "nowhere", "generated/"):
+        assert internal not in body.message, body.message
     health = list(unreachable_storage_service.run({"action": "health"}))
     assert health[0]["status"] == "ok"
+
+
+@pytest.mark.parametrize("action", ["synthesize", "upload_voice"])
+def test_a_decode_bomb_is_audio_too_large_for_both_actions(s3_service, bucket_keys, action):
+    from tests.worker.test_audio import _bomb_declared_599s_8ch_384k
+
+    bomb = {"base64": base64.b64encode(_bomb_declared_599s_8ch_384k()).decode()}
+    job = (
+        {"text": "hi", "ref_audio": bomb, "ref_text": "x"}
+        if action == "synthesize"
+        else {"action": "upload_voice", "name": "bomb", "audio": bomb, "text": "x"}
+    )
+    before = bucket_keys()
+    items = list(s3_service.run(job))
+    body = ErrorBody.model_validate_json(items[0]["error"])
+    assert (body.code, body.field) == ("audio_too_large", "ref_audio" if action == "synthesize" else "audio")
+    assert bucket_keys() == before

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.worker.service_fixtures import *
 from worker.schema import ErrorBody
 
 pytestmark = pytest.mark.timeout(300)
@@ -173,9 +172,17 @@ def test_model_failure_is_kept_and_returned_to_every_job(failed_service):
         assert "no such checkpoint" in body.message
 
 
-def test_error_strings_carry_no_traceback(s3_service):
-    body = json.loads(run_one(s3_service, {"text": 5})["error"])
-    assert body["code"] == "invalid_input" and "Traceback" not in body["message"]
+def test_an_unexpected_failure_is_internal_with_a_plain_message_and_the_log_has_the_traceback(
+    s3_service, monkeypatch, caplog
+):
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("secret detail of the failure")
+
+    monkeypatch.setattr(s3_service.voices, "list", broken)
+    with caplog.at_level("ERROR", logger="worker"):
+        body = json.loads(run_one(s3_service, {"action": "list_voices"})["error"])
+    assert body == {"code": "internal", "message": "internal error; see the worker log", "field": None}
+    assert any(r.exc_info and r.exc_info[0] is ZeroDivisionError for r in caplog.records)
 
 
 class _StopAfterFirstChunk:

@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from tests.worker.s3_server import S3Bucket, s3_bucket, s3_server  # noqa: F401 - fixtures
+from tests.worker.s3_server import S3Bucket
 from worker.config import StorageSettings
 from worker.schema import ContractError, ErrorCode
 from worker.storage import LocalStore, ObjectNotFound, ObjectStore, S3Store, open_store, region_for
@@ -75,7 +75,7 @@ def test_bad_keys_are_refused(store: ObjectStore, key: str) -> None:
     assert store.list() == []
 
 
-def test_prefix_isolates_deployments(s3_bucket: S3Bucket, tmp_path: Path) -> None:  # noqa: F811
+def test_prefix_isolates_deployments(s3_bucket: S3Bucket, tmp_path: Path) -> None:
     a, b = s3_store(s3_bucket, prefix="/deploy-a/"), s3_store(s3_bucket, prefix="deploy-b")
     a.put("voices/x/meta.json", b"a")
     b.put("voices/x/meta.json", b"b")
@@ -89,7 +89,7 @@ def test_prefix_isolates_deployments(s3_bucket: S3Bucket, tmp_path: Path) -> Non
     assert local.list() == ["voices/x/meta.json"]
 
 
-def test_s3_list_follows_pagination(s3_bucket: S3Bucket) -> None:  # noqa: F811
+def test_s3_list_follows_pagination(s3_bucket: S3Bucket) -> None:
     store = s3_store(s3_bucket)
     store.list_page_size = 2  # five keys → three pages, each a ListObjectsV2 call with a continuation token
     keys = [f"generated/{i}.wav" for i in range(5)]
@@ -98,7 +98,7 @@ def test_s3_list_follows_pagination(s3_bucket: S3Bucket) -> None:  # noqa: F811
     assert store.list("generated/") == keys
 
 
-def test_presigned_url_downloads_the_object(s3_bucket: S3Bucket) -> None:  # noqa: F811
+def test_presigned_url_downloads_the_object(s3_bucket: S3Bucket) -> None:
     store = s3_store(s3_bucket)
     store.put("generated/2026/01/02/clip.wav", b"RIFF-audio-bytes", "audio/wav")
     url = store.presign("generated/2026/01/02/clip.wav", 120)
@@ -117,7 +117,7 @@ def test_presigned_url_downloads_the_object(s3_bucket: S3Bucket) -> None:  # noq
     assert urlsplit(url).path == f"/{s3_bucket.name}/generated/2026/01/02/clip.wav"  # path-style on a bare IP
 
 
-def test_presign_lifetime_is_bounded(s3_bucket: S3Bucket) -> None:  # noqa: F811
+def test_presign_lifetime_is_bounded(s3_bucket: S3Bucket) -> None:
     store = s3_store(s3_bucket)
     for expires in (0, 7 * 24 * 3600 + 1):
         with pytest.raises(ContractError) as err:
@@ -133,7 +133,7 @@ def test_local_store_has_no_urls(tmp_path: Path) -> None:
     assert err.value.code is ErrorCode.storage_error
 
 
-def test_open_store_picks_s3_when_a_bucket_is_configured(s3_bucket: S3Bucket) -> None:  # noqa: F811
+def test_open_store_picks_s3_when_a_bucket_is_configured(s3_bucket: S3Bucket) -> None:
     store = open_store(s3_bucket.settings(), local_root=Path("unused"))
     assert isinstance(store, S3Store) and store.kind == "s3" and store.supports_urls
     assert store.bucket == s3_bucket.name
@@ -163,15 +163,19 @@ def test_unreachable_storage_fails_fast_without_leaking_credentials() -> None:
         assert err.value.code is ErrorCode.storage_error
         text = err.value.to_error_string()
         assert secret not in text and key_id not in text
-        assert "storage failed" in text
+        # The caller learns what failed, not where: no endpoint, bucket or key (the log has them).
+        assert "object store failed" in text
+        for internal in ("127.0.0.1", "some-bucket", "a/b", "http"):
+            assert internal not in text, text
 
 
-def test_missing_bucket_is_a_storage_error(s3_bucket: S3Bucket) -> None:  # noqa: F811
+def test_missing_bucket_is_a_storage_error(s3_bucket: S3Bucket) -> None:
     store = open_store(s3_bucket.settings(name="no-such-bucket-here"), local_root=Path("unused"))
     with pytest.raises(ContractError) as err:
         store.get("a/b")
     assert err.value.code is ErrorCode.storage_error and "NoSuchBucket" in err.value.body.message
     assert s3_bucket.server.secret_access_key not in err.value.to_error_string()
+    assert "no-such-bucket-here" not in err.value.to_error_string()
 
 
 def test_region_comes_from_a_b2_endpoint() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.worker.s3_server import S3Bucket, s3_bucket, s3_server  # noqa: F401 - fixtures
+from tests.worker.s3_server import S3Bucket
 from worker.schema import ContractError, ErrorCode, UploadVoiceOutput
 from worker.storage import LocalStore, ObjectStore, open_store
 from worker.voices import BUILTIN_TEXT, VoiceLibrary
@@ -52,11 +52,17 @@ class ScriptedStore(ObjectStore):
             raise ContractError(ErrorCode.storage_error, f"injected failure: {op} {key}")
         return run()
 
-    def put(self, key, data, content_type="application/octet-stream"):
-        return self._call("put", key, lambda: self.inner.put(key, data, content_type))
+    def put(self, key, data, content_type="application/octet-stream", **conditions):
+        return self._call("put", key, lambda: self.inner.put(key, data, content_type, **conditions))
 
     def get(self, key):
         return self._call("get", key, lambda: self.inner.get(key))
+
+    def get_with_etag(self, key):
+        return self._call("get", key, lambda: self.inner.get_with_etag(key))
+
+    def list_info(self, prefix=""):
+        return self._call("list", prefix, lambda: self.inner.list_info(prefix))
 
     def head(self, key):
         return self._call("head", key, lambda: self.inner.head(key))
@@ -90,7 +96,8 @@ def test_save_get_list_delete(store: ObjectStore, tmp_path: Path) -> None:
     assert len(keys) == 2 and "voices/alice/meta.json" in keys
     [audio_key] = audio_keys(store, "alice")
     meta = json.loads(store.get("voices/alice/meta.json"))
-    assert audio_key == f"voices/alice/{meta['sha256'][:16]}.wav" and meta["audio"] == audio_key.rsplit("/", 1)[1]
+    # Content hash plus this save's own nonce: no two saves share an audio object.
+    assert audio_key.startswith(f"voices/alice/{meta['sha256'][:16]}-") and meta["audio"] == audio_key.rsplit("/", 1)[1]
 
     voice = library.get("alice")
     assert voice.sample_rate == SR and voice.info.text == "Hello there."

@@ -31,7 +31,7 @@ class AsyncVoices:
         self,
         name: str,
         audio: AudioInput,
-        text: str | None | NotGiven = NOT_GIVEN,
+        text: str,
         *,
         overwrite: bool | NotGiven = NOT_GIVEN,
         timeout: float | None = None,
@@ -45,7 +45,8 @@ class AsyncVoices:
         Args:
             name: Lowercase letters, digits, '-' and '_'; 1-64 chars.
             audio: A file path, raw bytes, or an http(s) URL the worker fetches.
-            text: Transcript of the audio. 1 to 1000 characters.
+            text: Transcript of the audio. Required unless the worker runs with F5TTS_AUTO_TRANSCRIBE=true. 1 to
+                1000 characters.
             overwrite: Replace an existing voice of that name. Default: `False`.
             timeout: Seconds this call may take in all, queueing included; default: the client's `timeout`.
 

@@ -134,7 +134,7 @@ class SynthesizeInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     action: Literal["synthesize"] = "synthesize"
-    text: Annotated[str, Field(min_length=1, max_length=5000)] = Field(description="Text to speak.")
+    text: Annotated[str, Field(min_length=1, max_length=5000, pattern="\\S")] = Field(description="Text to speak.")
     voice: Annotated[str, Field(pattern="^[a-z0-9][a-z0-9_-]{0,63}$")] | None = Field(None, description="Stored voice; default `default` when no ref_audio is given.")
     ref_audio: AudioSource | None = Field(None, description="One-off reference clip instead of a stored voice.")
     ref_text: Annotated[str, Field(max_length=1000)] | None = Field(None, description="Transcript of ref_audio.")
@@ -172,7 +172,7 @@ class UploadVoiceInput(BaseModel):
     action: Literal["upload_voice"]
     name: Annotated[str, Field(pattern="^[a-z0-9][a-z0-9_-]{0,63}$")] = Field(description="Lowercase letters, digits, '-' and '_'; 1-64 chars.")
     audio: AudioSource
-    text: Annotated[str, Field(min_length=1, max_length=1000)] | None = Field(None, description="Transcript of the audio.")
+    text: Annotated[str, Field(min_length=1, max_length=1000, pattern="\\S")] = Field(description="Transcript of the audio. Required unless the worker runs with F5TTS_AUTO_TRANSCRIBE=true.")
     overwrite: bool = Field(False, description="Replace an existing voice of that name.")
 
 

@@ -184,12 +184,12 @@ OPTIONS: dict[str, tuple[Option, ...]] = {
         Option(
             "text",
             "str",
-            required=False,
+            required=True,
             default=None,
             choices=(),
             minimum=None,
             maximum=None,
-            help="Transcript of the audio. 1 to 1000 characters.",
+            help="Transcript of the audio. Required unless the worker runs with F5TTS_AUTO_TRANSCRIBE=true. 1 to 1000 characters.",
         ),
         Option(
             "overwrite",
