@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from pydantic import SecretStr
 
-from tests.worker.service_fixtures import TEST_MAX_AUDIO_BYTES, reference_wav  # noqa: F401 - fixture, found by name
+from tests.worker.helpers import TEST_MAX_AUDIO_BYTES
 from worker.config import HttpSettings, ModelSettings, Settings, StorageSettings, WorkerSettings
 from worker.http_server import create_app
 from worker.service import WorkerService
@@ -218,7 +218,7 @@ async def test_models_list_names_f5_tts_and_openais_names(service, settings):
     assert_openai_error(unknown, 400, "invalid_input", "model")
 
 
-async def test_voices_upload_multipart_and_json_list_speak_and_delete(service, settings, reference_wav):  # noqa: F811
+async def test_voices_upload_multipart_and_json_list_speak_and_delete(service, settings, reference_wav):
     async with app_client(service, settings) as client:
         multipart = await client.post(
             "/v1/audio/voices",
