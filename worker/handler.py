@@ -118,9 +118,7 @@ async def run_collected(job: dict[str, Any]) -> Any:
 
 def main() -> None:
     settings = get_settings()
-    logging.basicConfig(
-        level=settings.worker.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    log_redaction.install(settings.worker.log_level)  # before runpod is imported: it reads its level then
     if "--self-check" in sys.argv[1:]:
         from worker.self_check import main as self_check
 
@@ -132,9 +130,6 @@ def main() -> None:
         return
     runpod, runpod_failure = load_runpod()  # not at module level: importers of this module (tests, devstack) need none
     build_service(runpod_failure)
-    log_redaction.install(settings.worker.log_level)  # before runpod is imported: it reads its level then
-    runpod = import_runpod()  # not imported at module level: importers of this module (tests, devstack) need none
-    build_service()
     local_test = any(arg.startswith("--test_input") for arg in sys.argv[1:])
     runpod.serverless.start(
         {
