@@ -225,7 +225,9 @@ def _join_all(parts: list[str]) -> str:
 def _too_slow(voice: Voice, speed: float, max_frames: int, chunk: str | None = None) -> ContractError:
     limit_s = max_frames * HOP_LENGTH / SAMPLE_RATE
     what = (
-        f"the piece {chunk[:20]!r} ({nbytes(chunk)} bytes) cannot be split further and" if chunk else "even a short piece"
+        f"the piece {chunk[:20]!r} ({nbytes(chunk)} bytes) cannot be split further and"
+        if chunk
+        else "even a short piece"
     )
     return ContractError(
         ErrorCode.invalid_input,

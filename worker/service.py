@@ -24,6 +24,7 @@ import numpy as np
 
 from worker import audio
 from worker.config import Settings
+from worker.crossfade import CrossFader
 from worker.fetch import read_audio_source
 from worker.schema import (
     BUILTIN_VOICE,
@@ -49,7 +50,7 @@ from worker.storage import ObjectStore, open_store
 from worker.voices import VoiceLibrary
 
 if TYPE_CHECKING:
-    from worker.engine import Engine
+    from worker.engine import Engine, GeneratedChunk
 
 log = logging.getLogger("worker")
 
@@ -64,6 +65,31 @@ _inference_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infere
 
 class JobCancelled(Exception):
     """RunPod stopped the job (cancel or execution timeout); nothing is returned."""
+
+
+@dataclass
+class SpeechPiece:
+    """One piece of a speech: the audio of one text chunk, final (cross-faded with its neighbours, silence removed
+    when asked); the pieces of a speech joined in order are its whole result."""
+
+    index: int  # 0-based piece number (one per text chunk)
+    text: str  # the text chunk this piece speaks
+    samples: np.ndarray  # float32 mono at Speech.sample_rate
+    inference_s: float
+
+
+@dataclass
+class Speech:
+    """A synthesis in progress: `pieces` is generated lazily (checking `cancelled` before each chunk, raising
+    JobCancelled); once it is exhausted, `chunks`, `inference_s` and `duration` hold the totals."""
+
+    voice: str
+    seed: int
+    sample_rate: int
+    pieces: Iterator[SpeechPiece]
+    chunks: int = 0
+    inference_s: float = 0.0
+    duration: float = 0.0
 
 
 @dataclass
@@ -140,81 +166,20 @@ class WorkerService:
             yield {"error": ContractError(ErrorCode.internal, "internal error; see the worker log").to_error_string()}
 
     # ----------------------------------------------------------------------------------------------- synthesize
-    def _synthesize(self, job: SynthesizeInput, started: float, cancelled: threading.Event) -> Iterator[dict[str, Any]]:
-        delivery = job.delivery or ("url" if self.store.supports_urls else "base64")
-        if delivery == "url" and not self.store.supports_urls:
-            raise ContractError(ErrorCode.invalid_input, "delivery 'url' needs a bucket; this worker has none", "delivery")
+    def speak(self, job: SynthesizeInput, cancelled: threading.Event) -> Speech:
+        """Validate delivery-independent parts, resolve the reference and seed (raising ContractError before any
+        audio), and return the lazily generated speech.
+
+        The one generator behind whole results, queue streams and HTTP streams: each piece is final audio
+        (silence removed per chunk, cross-faded with its neighbours through one CrossFader), so the pieces joined
+        in order are the whole result, and a seed means the same audio in every mode.
+        """
+        if self.engine is None:
+            raise ContractError(ErrorCode.model_unavailable, self.startup_error or "model is not loaded")
         reference = self._resolve_reference(job)
         seed = job.seed if job.seed is not None else secrets.randbelow(2**31)
-        chunks = self._generate(reference, job, seed, cancelled)
-        if job.stream:
-            yield from self._stream(job, chunks, reference, seed, started)
-            return
-
-        from worker.engine import cross_fade
-
-        sample_rate = self.engine.sample_rate
-        generated = list(chunks)
-        wave = cross_fade([c.samples for c in generated], sample_rate, job.cross_fade_duration)
-        if job.remove_silence:
-            wave = audio.remove_silences(wave, sample_rate)
-        duration = len(wave) / sample_rate
-        data = audio.encode_audio(wave, sample_rate, job.format)
-        result: dict[str, Any] = {
-            "format": job.format,
-            "sample_rate": sample_rate,
-            "duration": round(duration, 3),
-            "seed": seed,
-            "voice": reference.name,
-            "chunks": len(generated),
-        }
-        if delivery == "base64":
-            encoded = base64.b64encode(data).decode("ascii")
-            self._check_inline_size(len(encoded))
-            result["audio_base64"] = encoded
-        else:
-            result.update(self._publish(data, job.format))
-        result["timings"] = self._timings(started, sum(c.inference_s for c in generated), duration)
-        yield SynthesizeOutput(**result).model_dump(exclude_none=True)
-
-    def _stream(
-        self, job: SynthesizeInput, chunks: Iterator[Any], reference: Reference, seed: int, started: float
-    ) -> Iterator[dict[str, Any]]:
-        """Each text chunk's audio, encoded on its own, as soon as it exists; then a summary item."""
-        sample_rate = self.engine.sample_rate
-        inline_bytes = 0
-        duration = inference_s = 0.0
-        count = 0
-        for count, chunk in enumerate(chunks, start=1):
-            samples = audio.remove_silences(chunk.samples, sample_rate) if job.remove_silence else chunk.samples
-            encoded = base64.b64encode(audio.encode_audio(samples, sample_rate, job.format)).decode("ascii")
-            # RunPod aggregates a stream's items into one result for /runsync and /status: cap their sum.
-            inline_bytes += len(encoded)
-            self._check_inline_size(inline_bytes)
-            chunk_duration = len(samples) / sample_rate
-            duration += chunk_duration
-            inference_s += chunk.inference_s
-            yield StreamChunk(
-                index=count - 1,
-                text=chunk.text,
-                audio_base64=encoded,
-                format=job.format,
-                sample_rate=sample_rate,
-                duration=round(chunk_duration, 3),
-            ).model_dump()
-        yield StreamEnd(
-            format=job.format,
-            sample_rate=sample_rate,
-            duration=round(duration, 3),
-            seed=seed,
-            voice=reference.name,
-            chunks=count,
-            timings=self._timings(started, inference_s, duration),
-        ).model_dump()
-
-    def _generate(self, reference: Reference, job: SynthesizeInput, seed: int, cancelled: threading.Event) -> Iterator[Any]:
-        """Engine chunks, one at a time, each computed on the inference thread."""
-        chunks = self.engine.generate(
+        # Plans the chunks now (no torch yet): a text that cannot be spoken is refused before any audio.
+        generated = self.engine.generate(
             reference.samples,
             reference.sample_rate,
             reference.text,
@@ -225,6 +190,31 @@ class WorkerService:
             sway_sampling_coef=job.sway_sampling_coef,
             seed=seed,
         )
+        speech = Speech(voice=reference.name, seed=seed, sample_rate=self.engine.sample_rate, pieces=iter(()))
+        speech.pieces = self._pieces(speech, self._on_inference(generated, cancelled), job)
+        return speech
+
+    def _pieces(self, speech: Speech, chunks: Iterator[GeneratedChunk], job: SynthesizeInput) -> Iterator[SpeechPiece]:
+        # remove_silence works per chunk, before the cross-fade, in every mode: a stream cannot wait for the
+        # whole wave. A pause spanning a chunk join is then at most the two chunks' edges (0.5 s each), which
+        # keeps the rule "no pause over 1 s".
+        sample_rate = speech.sample_rate
+        fader = CrossFader(sample_rate, job.cross_fade_duration)
+        total_samples = 0
+        for chunk in chunks:
+            wave = audio.remove_silences(chunk.samples, sample_rate) if job.remove_silence else chunk.samples
+            samples = fader.push(wave)
+            if chunk.index == chunk.count - 1:
+                samples = np.concatenate([samples, fader.finish()])
+            total_samples += samples.size
+            speech.chunks += 1
+            speech.inference_s += chunk.inference_s
+            speech.duration = total_samples / sample_rate
+            yield SpeechPiece(index=chunk.index, text=chunk.text, samples=samples, inference_s=chunk.inference_s)
+
+    def _on_inference(self, chunks: Iterator[GeneratedChunk], cancelled: threading.Event) -> Iterator[GeneratedChunk]:
+        """Engine chunks, one at a time, each computed on the inference thread; stops between chunks when the
+        job is cancelled."""
         while True:
             if cancelled.is_set():
                 raise JobCancelled
@@ -232,6 +222,61 @@ class WorkerService:
             if chunk is None:
                 return
             yield chunk
+
+    def _synthesize(self, job: SynthesizeInput, started: float, cancelled: threading.Event) -> Iterator[dict[str, Any]]:
+        delivery = job.delivery or ("url" if self.store.supports_urls else "base64")
+        if delivery == "url" and not self.store.supports_urls:
+            raise ContractError(ErrorCode.invalid_input, "delivery 'url' needs a bucket; this worker has none", "delivery")
+        speech = self.speak(job, cancelled)
+        if job.stream:
+            yield from self._stream(job, speech, started)
+            return
+
+        wave = np.concatenate([piece.samples for piece in speech.pieces])
+        data = audio.encode_audio(wave, speech.sample_rate, job.format)
+        if delivery == "base64":
+            encoded = base64.b64encode(data).decode("ascii")
+            self._check_inline_size(len(encoded))
+            delivered: dict[str, str] = {"audio_base64": encoded}
+        else:
+            delivered = self._publish(data, job.format)
+        output = SynthesizeOutput(
+            **delivered,
+            format=job.format,
+            sample_rate=speech.sample_rate,
+            duration=round(speech.duration, 3),
+            seed=speech.seed,
+            voice=speech.voice,
+            chunks=speech.chunks,
+            timings=self._timings(started, speech.inference_s, speech.duration),
+        )
+        yield output.model_dump(exclude_none=True)
+
+    def _stream(self, job: SynthesizeInput, speech: Speech, started: float) -> Iterator[dict[str, Any]]:
+        """Each piece of the speech, encoded on its own, as soon as it exists; then a summary item."""
+        inline_bytes = 0
+        for piece in speech.pieces:
+            encoded = base64.b64encode(audio.encode_audio(piece.samples, speech.sample_rate, job.format)).decode("ascii")
+            # RunPod aggregates a stream's items into one result for /runsync and /status: cap their sum.
+            inline_bytes += len(encoded)
+            self._check_inline_size(inline_bytes)
+            yield StreamChunk(
+                index=piece.index,
+                text=piece.text,
+                audio_base64=encoded,
+                format=job.format,
+                sample_rate=speech.sample_rate,
+                duration=round(piece.samples.size / speech.sample_rate, 3),
+            ).model_dump()
+        yield StreamEnd(
+            format=job.format,
+            sample_rate=speech.sample_rate,
+            duration=round(speech.duration, 3),
+            seed=speech.seed,
+            voice=speech.voice,
+            chunks=speech.chunks,
+            timings=self._timings(started, speech.inference_s, speech.duration),
+        ).model_dump()
 
     def _resolve_reference(self, job: SynthesizeInput) -> Reference:
         if job.ref_audio is None:
