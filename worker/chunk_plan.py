@@ -49,8 +49,10 @@ MIN_CHUNK_BYTES = 20
 # reference plus this; later chunks are then generated while it plays. ~4 s is one short sentence or clause.
 FIRST_CHUNK_SECONDS = 4.0
 
-_SENTENCE_END = regex.compile(r"(?<=[.!?…][\"'”’)\]]*)\s+|(?<=[。！？])")
-_CLAUSE_MARK = regex.compile(r"(?<=[,;:—–][\"'”’)\]]*)\s+|(?<=[、，；：])")
+# Boundaries, each capturing its separator (whitespace, or nothing after CJK punctuation).
+_SENTENCE_END = regex.compile(r"((?<=[.!?…][\"'”’)\]]*)\s+|(?<=[。！？]))")
+_CLAUSE_MARK = regex.compile(r"((?<=[,;:—–][\"'”’)\]]*)\s+|(?<=[、，；：]))")
+_WHITESPACE = regex.compile(r"(\s+)")
 _PICTOGRAPHIC = regex.compile(r"[\p{Extended_Pictographic}\p{Regional_Indicator}]")
 _GRAPHEME = regex.compile(r"\X")
 
@@ -111,53 +113,79 @@ def fitting_bytes(voice: Voice, speed: float, max_frames: int) -> int:
 
 
 def speakable(text: str) -> str:
-    """The text with emoji removed and whitespace runs collapsed (newlines kept: they end a sentence)."""
-    kept = "".join(g for g in _GRAPHEME.findall(text) if not _PICTOGRAPHIC.search(g))
+    """The text with emoji (and the space before each) removed, whitespace runs collapsed; newlines are kept:
+    they end a sentence (lists, lyrics, transcripts)."""
+    kept = ""
+    for grapheme in _GRAPHEME.findall(text):
+        if _PICTOGRAPHIC.search(grapheme):
+            kept = kept.rstrip(" \t")
+        else:
+            kept += grapheme
     lines = (" ".join(line.split()) for line in kept.splitlines())
     return "\n".join(line for line in lines if line)
 
 
-def _join(left: str, right: str) -> str:
-    """Two pieces as f5-tts's chunk_text joins them: a space after a one-byte character (Latin scripts), none
-    after a wider one (CJK runs on)."""
-    if not left:
-        return right
-    if not right:
-        return left
-    return left + (" " if nbytes(left[-1]) == 1 else "") + right
+@dataclass(frozen=True)
+class _Atom:
+    """A piece of text the plan does not cut further, and whether a space separates it from the piece before
+    (False inside a word, between CJK characters, after CJK punctuation)."""
+
+    text: str
+    space: bool
 
 
-def _pack(parts: list[str], limit: int, joiner=_join) -> list[str]:
-    """Greedily join consecutive parts while the result stays within `limit` bytes."""
-    packed: list[str] = []
-    for part in parts:
-        if packed and nbytes(joiner(packed[-1], part)) <= limit:
-            packed[-1] = joiner(packed[-1], part)
-        else:
-            packed.append(part)
-    return packed
+def _render(atoms: list[_Atom]) -> str:
+    return "".join((" " if atom.space and i else "") + atom.text for i, atom in enumerate(atoms))
 
 
-def split_sentences(text: str) -> list[str]:
-    return [s.strip() for line in text.splitlines() for s in _SENTENCE_END.split(line) if s.strip()]
+def _size(atoms: list[_Atom]) -> int:
+    return nbytes(_render(atoms))
 
 
-def pieces(segment: str, limit: int) -> list[str]:
-    """`segment` cut into pieces of at most `limit` bytes: at clause marks, else at words, else between grapheme
-    clusters. A single cluster over `limit` stays whole (the fit check then decides)."""
-    if nbytes(segment) <= limit:
-        return [segment]
-    for splitter in (_CLAUSE_MARK.split, str.split):
-        parts = [p.strip() for p in splitter(segment) if p.strip()]
+def _split(text: str, boundary: regex.Pattern[str], space_first: bool) -> list[_Atom]:
+    """`text` cut at `boundary` (whitespace, or nothing after CJK punctuation), each part remembering whether
+    whitespace separated it from the one before."""
+    parts = boundary.split(text)  # the boundary pattern captures the separator: [part, sep, part, sep, ...]
+    atoms, space = [], space_first
+    for i in range(0, len(parts), 2):
+        if parts[i].strip():
+            atoms.append(_Atom(parts[i].strip(), space))
+        space = bool(parts[i + 1]) if i + 1 < len(parts) else False
+    return atoms
+
+
+def _atoms(text: str, limit: int, space_first: bool = False) -> list[_Atom]:
+    """`text` as atoms of at most `limit` bytes, as coarse as possible: whole, else clauses, else words, else
+    grapheme clusters. A single cluster over `limit` stays whole (the fit check then decides)."""
+    if nbytes(text) <= limit:
+        return [_Atom(text, space_first)]
+    for boundary in (_CLAUSE_MARK, _WHITESPACE):
+        parts = _split(text, boundary, space_first)
         if len(parts) > 1:
-            return _pack([p for part in parts for p in pieces(part, limit)], limit)
-    return _pack(_GRAPHEME.findall(segment), limit, joiner=lambda a, b: a + b)
+            return [atom for part in parts for atom in _atoms(part.text, limit, part.space)]
+    clusters = _GRAPHEME.findall(text)
+    return [_Atom(clusters[0], space_first)] + [_Atom(c, False) for c in clusters[1:]]
+
+
+def _pack(atoms: list[_Atom], limit: int) -> list[list[_Atom]]:
+    """Consecutive atoms grouped greedily, each group within `limit` bytes (an atom over it stands alone)."""
+    groups: list[list[_Atom]] = []
+    size = 0
+    for atom in atoms:
+        grown = size + (1 if atom.space else 0) + nbytes(atom.text)
+        if groups and grown <= limit:
+            groups[-1].append(atom)
+            size = grown
+        else:
+            groups.append([atom])
+            size = nbytes(atom.text)
+    return groups
 
 
 def plan_chunks(text: str, voice: Voice, speed: float, max_frames: int) -> list[str]:
     """The chunks F5 speaks for `text`, in order; raises ContractError(invalid_input) when the text has nothing
     to speak or cannot be cut into pieces that fit the model with this reference and speed."""
-    sentences = split_sentences(speakable(text))
+    sentences = [a for line in speakable(text).splitlines() for a in _split(line, _SENTENCE_END, True)]
     if not sentences:
         raise ContractError(
             ErrorCode.invalid_input, "the text has nothing to speak (emoji and whitespace are not spoken)", "text"
@@ -169,57 +197,44 @@ def plan_chunks(text: str, voice: Voice, speed: float, max_frames: int) -> list[
     first_cap = min(max(int(FIRST_CHUNK_SECONDS * voice.bytes_per_second * speed), MIN_CHUNK_BYTES), budget)
 
     # The first chunk: the first sentence; of a long one, its first clause; of a long clause, its first words.
-    head, rest = _opening(sentences.pop(0), first_cap)
-    if rest:
-        sentences.insert(0, rest)
-    while nbytes(head) < MIN_CHUNK_BYTES and sentences:  # below the floor: take the next sentence along
-        room = max(first_cap, 2 * MIN_CHUNK_BYTES) - nbytes(head) - 1
-        taken, *left = pieces(sentences.pop(0), max(room, 1))
-        if nbytes(_join(head, taken)) > budget:  # not even a word fits next to it: leave it for the next chunk
-            sentences.insert(0, _join_all([taken, *left]))
+    head, rest = _opening(sentences[0].text, first_cap)
+    stream = _atoms(rest, budget, True) if rest else []
+    stream += [atom for sentence in sentences[1:] for atom in _atoms(sentence.text, budget, sentence.space)]
+    while _size(head) < MIN_CHUNK_BYTES and stream:  # below the floor: take what follows along
+        nxt = stream.pop(0)
+        if _size([*head, nxt]) <= 2 * first_cap:  # as for a first clause: a whole sentence is worth a little wait
+            head.append(nxt)
+        elif len(finer := _atoms(nxt.text, first_cap, nxt.space)) > 1:
+            stream[:0] = finer  # too big to join whole: try its clauses, words or characters
+        else:
+            stream.insert(0, nxt)
             break
-        head = _join(head, taken)
-        if left:
-            sentences.insert(0, _join_all(left))
-    chunks = [head]
+    chunks = [head, *_pack(stream, budget)]
 
-    # Later chunks: whole sentences packed up to the budget; a longer sentence in pieces.
-    later = _pack([p for sentence in sentences for p in pieces(sentence, budget)], budget)
-    if later and nbytes(later[-1]) < MIN_CHUNK_BYTES:
-        # A short last chunk ("Yes.") rides with the one before when the model has room: F5 would otherwise
-        # speak it at speed 0.3.
-        previous = later[-2] if len(later) > 1 else chunks[-1]
-        if nbytes(_join(previous, later[-1])) <= min(budget + MIN_CHUNK_BYTES, hard):
-            merged = _join(previous, later.pop())
-            if later:
-                later[-1] = merged
-            else:
-                chunks[-1] = merged
-    chunks += later
+    # A short last chunk ("Yes.") rides with the one before when the model has room (a little over the budget,
+    # which is F5's soft target, never over the hard limit): F5 would otherwise speak it at speed 0.3.
+    last_fits = len(chunks) > 1 and _size(chunks[-2] + chunks[-1]) <= min(budget + MIN_CHUNK_BYTES, hard)
+    if last_fits and _size(chunks[-1]) < MIN_CHUNK_BYTES:
+        chunks[-2:] = [chunks[-2] + chunks[-1]]
 
-    for chunk in chunks:
+    texts = [_render(chunk) for chunk in chunks]
+    for chunk in texts:
         if chunk_frames(chunk, voice, speed) > max_frames:
             raise _too_slow(voice, speed, max_frames, chunk)
-    return chunks
+    return texts
 
 
-def _opening(sentence: str, first_cap: int) -> tuple[str, str]:
-    """(first chunk, rest of the sentence): the whole sentence if within `first_cap`, else its first clause (up to
-    twice `first_cap`: a natural break is worth a little wait), else its first words up to `first_cap`."""
+def _opening(sentence: str, first_cap: int) -> tuple[list[_Atom], str]:
+    """(first chunk's atoms, rest of the sentence): the whole sentence if within `first_cap`, else its first
+    clause (up to twice `first_cap`: a natural break is worth a little wait), else its first words (or
+    characters) up to `first_cap`."""
     if nbytes(sentence) <= first_cap:
-        return sentence, ""
-    clauses = [c.strip() for c in _CLAUSE_MARK.split(sentence) if c.strip()]
-    if len(clauses) > 1 and nbytes(clauses[0]) <= 2 * first_cap:
-        return clauses[0], _join_all(clauses[1:])
-    head, *rest = pieces(clauses[0], first_cap)
-    return head, _join_all([*rest, *clauses[1:]])
-
-
-def _join_all(parts: list[str]) -> str:
-    joined = ""
-    for part in parts:
-        joined = _join(joined, part)
-    return joined
+        return [_Atom(sentence, False)], ""
+    clauses = _split(sentence, _CLAUSE_MARK, False)
+    if len(clauses) > 1 and nbytes(clauses[0].text) <= 2 * first_cap:
+        return clauses[:1], _render(clauses[1:])
+    head, *rest = _pack(_atoms(sentence, first_cap), first_cap)
+    return head, _render([atom for group in rest for atom in group])
 
 
 def _too_slow(voice: Voice, speed: float, max_frames: int, chunk: str | None = None) -> ContractError:
