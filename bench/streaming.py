@@ -1,6 +1,6 @@
 """Streaming: time to the first streamed chunk vs the whole job, and streamed vs whole total time.
 
-    python -m bench.streaming [--rounds 3] [--nfe 32]
+    python -m bench.streaming [--rounds 3] [--long-rounds 1] [--nfe 32]
 
 On the devstack (RunPod API emulator, one real `python -m worker.handler` on the tiny model, local S3), through
 the client SDK, for a 5-sentence text (~560 characters) and a ~2,000-character text:
@@ -63,13 +63,15 @@ def measure(client: Client, text: str, nfe: int, rounds: int) -> dict[str, list[
                 chunks = chunk.index + 1
         times["first chunk"].append(first)
         times["streamed total"].append(time.perf_counter() - started)
+        print(f"  streamed: first chunk {first:.2f} s, total {times['streamed total'][-1]:.2f} s", flush=True)
 
     def whole() -> None:
         started = time.perf_counter()
         client.synthesize(text, seed=SEED, nfe_step=nfe).read()
         times["whole"].append(time.perf_counter() - started)
+        print(f"  whole: {times['whole'][-1]:.2f} s", flush=True)
 
-    streamed(), whole()  # warm: the worker's first jobs, the connections
+    streamed()  # warm: the worker's first job, the connections
     times = {name: [] for name in times}
     for round_index in range(rounds):
         for run in (streamed, whole) if round_index % 2 == 0 else (whole, streamed):
@@ -81,19 +83,24 @@ def measure(client: Client, text: str, nfe: int, rounds: int) -> dict[str, list[
 def main(argv: list[str] | None = None) -> tuple[float, float]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="interleaved jobs of each kind per text (default 3)")
+    parser.add_argument("--long-rounds", type=int, default=1, help="rounds for the 2,000-character text (default 1)")
     parser.add_argument("--nfe", type=int, default=32, help="nfe_step of the jobs (default 32, the contract's default)")
     args = parser.parse_args(argv)
 
     quiet_aws_env()
     print("== streaming: time to first chunk and total time, streamed vs whole, through the devstack ==")
-    print(machine_line())
+    print(machine_line(), flush=True)
     results = {}
     with running_stack(workers=1) as stack:
         client = Client(api_key=stack.api_key, endpoint_url=stack.endpoint_url)
         try:
-            print(f"devstack at {stack.endpoint_url}, one worker (tiny model, CPU), nfe_step {args.nfe}")
-            for name, text in (("5 sentences", FIVE_SENTENCES), ("2,000 characters", LONG_TEXT)):
-                results[name] = measure(client, text, args.nfe, args.rounds)
+            print(f"devstack at {stack.endpoint_url}, one worker (tiny model, CPU), nfe_step {args.nfe}", flush=True)
+            for name, text, rounds in (
+                ("5 sentences", FIVE_SENTENCES, args.rounds),
+                ("2,000 characters", LONG_TEXT, args.long_rounds),
+            ):
+                print(f"{name}:", flush=True)
+                results[name] = measure(client, text, args.nfe, rounds)
         finally:
             client.close()
 
