@@ -3,8 +3,8 @@
 The same plan serves whole results and streams, so a seed means the same audio in both. It is built so that a
 stream starts speaking early and every chunk fits the model:
 
-- The first chunk is short: the first sentence, or the first clause (then words) of a long first sentence. It is
-  never below a floor: F5 garbles or skips very short inputs, so a short opening ("Hi.") takes the next sentence
+- A text that fits one chunk is one chunk. Otherwise the first chunk is short: the first sentence, or the first
+  clause (then words) of a long first sentence. It is never below a floor: F5 garbles or skips very short inputs, so a short opening ("Hi.") takes the next sentence
   along.
 - Later chunks grow up to F5's own character budget (f5-tts's `infer_process`: the reference's bytes per second
   times the ~22 s F5 was trained on, less the reference), which keeps long texts efficient.
@@ -196,6 +196,12 @@ def plan_chunks(text: str, voice: Voice, speed: float, max_frames: int) -> list[
     budget = min(max(f5_budget(voice, speed), 2 * MIN_CHUNK_BYTES), hard)
     first_cap = min(max(int(FIRST_CHUNK_SECONDS * voice.bytes_per_second * speed), MIN_CHUNK_BYTES), budget)
 
+    whole = _render(sentences)
+    if nbytes(whole) <= budget:
+        # One chunk holds it all: splitting would gain a stream a little time to first audio but cost every job
+        # one more pass over the reference (~a third more work for a one-sentence text).
+        return _checked([whole], voice, speed, max_frames)
+
     # The first chunk: the first sentence; of a long one, its first clause; of a long clause, its first words.
     head, rest = _opening(sentences[0].text, first_cap)
     stream = _atoms(rest, budget, True) if rest else []
@@ -217,11 +223,14 @@ def plan_chunks(text: str, voice: Voice, speed: float, max_frames: int) -> list[
     if last_fits and _size(chunks[-1]) < MIN_CHUNK_BYTES:
         chunks[-2:] = [chunks[-2] + chunks[-1]]
 
-    texts = [_render(chunk) for chunk in chunks]
-    for chunk in texts:
+    return _checked([_render(chunk) for chunk in chunks], voice, speed, max_frames)
+
+
+def _checked(chunks: list[str], voice: Voice, speed: float, max_frames: int) -> list[str]:
+    for chunk in chunks:
         if chunk_frames(chunk, voice, speed) > max_frames:
             raise _too_slow(voice, speed, max_frames, chunk)
-    return texts
+    return chunks
 
 
 def _opening(sentence: str, first_cap: int) -> tuple[list[_Atom], str]:

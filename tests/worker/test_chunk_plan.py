@@ -75,6 +75,13 @@ def test_very_short_texts_are_one_chunk() -> None:
     assert plan("  Hello  ") == ["Hello"]
 
 
+def test_a_text_that_fits_one_chunk_is_not_split() -> None:
+    # Splitting would cost a whole job one more pass over the reference for a small gain in time to first audio.
+    text = "The quick brown fox jumps over the lazy dog, and then it runs far away into the quiet green hills."
+    assert nbytes(text) <= f5_budget(DEFAULT_VOICE, 1.0)
+    assert plan(text) == [text]
+
+
 def test_a_short_last_sentence_rides_with_the_chunk_before() -> None:
     chunks = plan(FIVE_SENTENCES + " Yes.")
     assert chunks[-1].endswith("went down to sleep. Yes.")
