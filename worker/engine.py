@@ -1,8 +1,10 @@
 """F5-TTS inside the worker: loaded once through f5-tts's own loaders, then chunked generation.
 
-Everything model-related goes through `f5_tts.infer.utils_infer` (`load_model`, `load_vocoder`, `chunk_text`,
-`infer_batch_process`), so the worker synthesizes exactly what f5-tts's own CLI would; this module only picks
-the files, the device and the dtype, seeds the RNGs and cuts the work into per-chunk steps.
+Everything model-related goes through `f5_tts.infer.utils_infer` (`load_model`, `load_vocoder`,
+`infer_batch_process`), so each chunk is synthesized exactly as f5-tts's own CLI would; this module only picks
+the files, the device and the dtype, seeds the RNGs and cuts the work into per-chunk steps. The text is cut by
+`worker.chunk_plan` rather than f5-tts's `chunk_text`: a short first chunk for streams, and no chunk the model
+cannot take.
 """
 
 from __future__ import annotations
