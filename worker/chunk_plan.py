@@ -46,8 +46,10 @@ F5_SHORT_SPEED = 0.3
 # F5's short-input path with room for a short word, at a few percent of time to first audio.
 MIN_CHUNK_BYTES = 20
 # The first chunk aims at about this much speech. Its cost (and the wait before the first sound) is the
-# reference plus this; later chunks are then generated while it plays. ~4 s is one short sentence or clause.
-FIRST_CHUNK_SECONDS = 4.0
+# reference plus this; later chunks are then generated while it plays. ~3 s is a short sentence or clause; a first
+# clause may run to 1.5 times that rather than be cut between words.
+FIRST_CHUNK_SECONDS = 3.0
+FIRST_CLAUSE_STRETCH = 1.5
 
 # Boundaries, each capturing its separator (whitespace, or nothing after CJK punctuation).
 _SENTENCE_END = regex.compile(r"((?<=[.!?…][\"'”’)\]]*)\s+|(?<=[。！？]))")
@@ -208,7 +210,7 @@ def plan_chunks(text: str, voice: Voice, speed: float, max_frames: int) -> list[
     stream += [atom for sentence in sentences[1:] for atom in _atoms(sentence.text, budget, sentence.space)]
     while _size(head) < MIN_CHUNK_BYTES and stream:  # below the floor: take what follows along
         nxt = stream.pop(0)
-        if _size([*head, nxt]) <= 2 * first_cap:  # as for a first clause: a whole sentence is worth a little wait
+        if _size([*head, nxt]) <= FIRST_CLAUSE_STRETCH * first_cap:  # a whole sentence is worth a little wait
             head.append(nxt)
         elif len(finer := _atoms(nxt.text, first_cap, nxt.space)) > 1:
             stream[:0] = finer  # too big to join whole: try its clauses, words or characters
@@ -235,12 +237,12 @@ def _checked(chunks: list[str], voice: Voice, speed: float, max_frames: int) -> 
 
 def _opening(sentence: str, first_cap: int) -> tuple[list[_Atom], str]:
     """(first chunk's atoms, rest of the sentence): the whole sentence if within `first_cap`, else its first
-    clause (up to twice `first_cap`: a natural break is worth a little wait), else its first words (or
+    clause (up to FIRST_CLAUSE_STRETCH times `first_cap`: a natural break is worth a little wait), else its first words (or
     characters) up to `first_cap`."""
     if nbytes(sentence) <= first_cap:
         return [_Atom(sentence, False)], ""
     clauses = _split(sentence, _CLAUSE_MARK, False)
-    if len(clauses) > 1 and nbytes(clauses[0].text) <= 2 * first_cap:
+    if len(clauses) > 1 and nbytes(clauses[0].text) <= FIRST_CLAUSE_STRETCH * first_cap:
         return clauses[:1], _render(clauses[1:])
     head, *rest = _pack(_atoms(sentence, first_cap), first_cap)
     return head, _render([atom for group in rest for atom in group])

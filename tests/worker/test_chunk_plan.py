@@ -55,9 +55,16 @@ def test_first_chunk_of_a_multi_sentence_text_is_its_first_sentence() -> None:
     assert_fits(chunks)
 
 
-def test_a_long_first_sentence_opens_with_its_first_clause_and_later_chunks_grow_to_the_budget() -> None:
+def test_a_long_first_sentence_opens_with_its_first_clause() -> None:
+    chunks = plan("Every evening at dusk, the old keeper climbed the spiral stairs to the lamp room. " + FIVE_SENTENCES)
+    assert chunks[0] == "Every evening at dusk,"
+    assert chunks[1].startswith("the old keeper climbed the spiral stairs to the lamp room.")
+
+
+def test_a_long_first_clause_opens_with_its_first_words_and_later_chunks_grow_to_the_budget() -> None:
     chunks = plan(FIVE_SENTENCES)
-    assert chunks[0] == "The old lighthouse keeper climbed the spiral stairs every evening,"
+    assert chunks[0] == "The old lighthouse keeper"  # its first clause (66 characters) would delay the first sound
+    assert nbytes(chunks[0]) >= MIN_CHUNK_BYTES
     budget = f5_budget(DEFAULT_VOICE, 1.0)
     assert all(nbytes(c) <= budget for c in chunks)
     assert max(nbytes(c) for c in chunks[1:]) > budget * 0.6  # later chunks are packed, not sentence by sentence

@@ -6,6 +6,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from time import monotonic
 from typing import Any, BinaryIO, Self
 
 from f5tts_client._async._jobs import AsyncJob
@@ -15,6 +16,9 @@ from f5tts_client._exceptions import F5TTSError, JobTimeout, UnexpectedResponse
 from f5tts_client._generated import models
 from f5tts_client._retry import Deadline
 from f5tts_client._types import AudioChunk, JobStatus
+
+# An empty `/stream` answer that took at least this long was held by the API (a long poll), not refused at once.
+LONG_POLL_S = 1.0
 
 
 class AsyncAudioStream:
@@ -87,7 +91,9 @@ class AsyncAudioStream:
         held: dict[int, AudioChunk] = {}
         interval = settings.poll_interval
         while True:
+            asked = monotonic()
             answer = await self._transport.stream(self.job_id, deadline)
+            long_polled = monotonic() - asked >= LONG_POLL_S
             for item in answer.items:
                 chunk = self._read_item(item)
                 if chunk is None or chunk.index < next_index:
@@ -101,8 +107,11 @@ class AsyncAudioStream:
             if answer.items:
                 interval = settings.poll_interval
             else:
-                await asyncio.sleep(deadline.cap(interval))
-                interval = min(interval * 1.5, settings.poll_interval_max)
+                # An answer the API held until its wait ran out (a long poll) is followed at once: a chunk finished
+                # just after it is not delayed by a sleep on top. One answered at once waits, slowing down.
+                if not long_polled:
+                    await asyncio.sleep(deadline.cap(interval))
+                    interval = min(interval * 1.5, settings.poll_interval_max)
                 if deadline.expired:
                     raise JobTimeout(
                         f"streaming job {self.job_id} did not finish within {deadline.seconds:g} s", job_id=self.job_id

@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from time import monotonic
 from typing import Any, BinaryIO, Self
 
 from f5tts_client._audio_sink import AudioSink
@@ -16,6 +17,9 @@ from f5tts_client._retry import Deadline
 from f5tts_client._sync._jobs import Job
 from f5tts_client._sync._transport import Transport
 from f5tts_client._types import AudioChunk, JobStatus
+
+# An empty `/stream` answer that took at least this long was held by the API (a long poll), not refused at once.
+LONG_POLL_S = 1.0
 
 
 class AudioStream:
@@ -88,7 +92,9 @@ class AudioStream:
         held: dict[int, AudioChunk] = {}
         interval = settings.poll_interval
         while True:
+            asked = monotonic()
             answer = self._transport.stream(self.job_id, deadline)
+            long_polled = monotonic() - asked >= LONG_POLL_S
             for item in answer.items:
                 chunk = self._read_item(item)
                 if chunk is None or chunk.index < next_index:
@@ -102,8 +108,11 @@ class AudioStream:
             if answer.items:
                 interval = settings.poll_interval
             else:
-                time.sleep(deadline.cap(interval))
-                interval = min(interval * 1.5, settings.poll_interval_max)
+                # An answer the API held until its wait ran out (a long poll) is followed at once: a chunk finished
+                # just after it is not delayed by a sleep on top. One answered at once waits, slowing down.
+                if not long_polled:
+                    time.sleep(deadline.cap(interval))
+                    interval = min(interval * 1.5, settings.poll_interval_max)
                 if deadline.expired:
                     raise JobTimeout(
                         f"streaming job {self.job_id} did not finish within {deadline.seconds:g} s", job_id=self.job_id
