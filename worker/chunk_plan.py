@@ -39,11 +39,11 @@ F5_SHORT_BYTES = 10
 F5_SHORT_SPEED = 0.3
 
 # The floor, in UTF-8 bytes: a first (or last) chunk shorter than this takes its neighbour along. Chosen from
-# measurement (docs/benchmarks.md, "Chunk plan"): on the tiny model the cost of a chunk is dominated by the
-# reference it carries (every chunk re-reads the whole reference), so growing a 3-byte "Hi." to ~20 bytes added
-# 3-6% to the first chunk's time, while a chunk under 10 bytes is the one F5 itself distrusts (it forces speed 0.3
-# on it, stretching "Hi." to about three times its length). 20 keeps every chunk that has a neighbour clear of
-# F5's short-input path with room for a short word, at a few percent of time to first audio.
+# measurement (`python -m bench.chunk_floor`, docs/benchmarks.md): F5 speaks any chunk under 10 bytes at speed
+# 0.3 whatever was asked ("Hi." and "Hello" came out at 0.34 s per character, every chunk from 10 bytes up at
+# 0.10), so a chunk with a neighbour must clear 10 bytes; growing "Hi." (3 bytes) to "Hi. How are you today?"
+# (22 bytes) cost ~0.3 s (+28 %) of first-chunk time on the tiny model, because every chunk's cost is dominated
+# by the reference it carries. 20 clears F5's short-input path by a word or two at that small price.
 MIN_CHUNK_BYTES = 20
 # The first chunk aims at about this much speech. Its cost (and the wait before the first sound) is the
 # reference plus this; later chunks are then generated while it plays. ~3 s is a short sentence or clause; a first
