@@ -1,8 +1,10 @@
 """F5-TTS inside the worker: loaded once through f5-tts's own loaders, then chunked generation.
 
-Everything model-related goes through `f5_tts.infer.utils_infer` (`load_model`, `load_vocoder`, `chunk_text`,
-`infer_batch_process`), so the worker synthesizes exactly what f5-tts's own CLI would; this module only picks
-the files, the device and the dtype, seeds the RNGs and cuts the work into per-chunk steps.
+Everything model-related goes through `f5_tts.infer.utils_infer` (`load_model`, `load_vocoder`,
+`infer_batch_process`), so each chunk is synthesized exactly as f5-tts's own CLI would; this module only picks
+the files, the device and the dtype, seeds the RNGs and cuts the work into per-chunk steps. The text is cut by
+`worker.chunk_plan` rather than f5-tts's `chunk_text`: a short first chunk for streams, and no chunk the model
+cannot take.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import numpy as np
 import torch
 import yaml
 
+from worker import chunk_plan
 from worker.config import ModelSettings
 from worker.model_facts import (
     BUILTIN_REFERENCE_AUDIO,
@@ -60,6 +63,8 @@ class GeneratedChunk:
     text: str
     samples: np.ndarray  # float32 mono at Engine.sample_rate
     inference_s: float
+    index: int = 0  # 0-based position in the chunk plan
+    count: int = 1  # chunks in the plan: the consumer knows the last one when it comes
 
 
 # ------------------------------------------------------------------------------------------------ lean import
@@ -268,22 +273,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def cross_fade(waves: list[np.ndarray], sample_rate: int, seconds: float) -> np.ndarray:
-    """Join chunk waves as f5-tts's infer_batch_process does: linear cross-fade over `seconds` (capped by the
-    shorter wave), plain concatenation when `seconds` <= 0. A single wave passes through."""
-    if not waves:
-        return np.zeros(0, dtype=np.float32)
-    if seconds <= 0:
-        return np.concatenate(waves).astype(np.float32, copy=False)
-    final = waves[0]
-    for wave in waves[1:]:
-        overlap = min(int(seconds * sample_rate), len(final), len(wave))
-        if overlap <= 0:
-            final = np.concatenate([final, wave])
-            continue
-        faded = final[-overlap:] * np.linspace(1, 0, overlap) + wave[:overlap] * np.linspace(0, 1, overlap)
-        final = np.concatenate([final[:-overlap], faded, wave[overlap:]])
-    return np.asarray(final, dtype=np.float32)
+# CFM.sample clamps any duration to this many frames (its `max_duration` default); the plan's limit for a model
+# whose text embedding has no precomputed positions.
+CFM_MAX_DURATION = 65536
+# F5 resamples the reference to 24 kHz before counting its frames; a frame or two of rounding must not tip a
+# chunk planned at the edge over the model's range.
+POSITION_MARGIN_FRAMES = 2
 
 
 def _terminated(ref_text: str) -> str:
@@ -373,11 +368,19 @@ class Engine:
         )
 
     # ------------------------------------------------------------------------------------------- synthesis
+    @property
+    def max_frames(self) -> int:
+        """The longest sequence (reference + chunk, in mel frames) the loaded model can take: the text
+        embedding's precomputed positions where it has them (8192 for F5's DiT, ~87 s), else CFM's own clamp."""
+        text_embed = getattr(getattr(self.model, "transformer", None), "text_embed", None)
+        limit = getattr(text_embed, "precompute_max_pos", None) if getattr(text_embed, "extra_modeling", False) else None
+        return int(limit or CFM_MAX_DURATION)
+
     def split_text(self, text: str, ref_text: str, ref_seconds: float, speed: float = 1.0) -> list[str]:
-        """Text chunks as f5-tts's infer_process makes them: chunk_text with a budget of characters that
-        scales with the reference's speaking rate, so each chunk plus the reference stays under ~22 s."""
-        max_chars = int(len(_terminated(ref_text).encode("utf-8")) / ref_seconds * (22 - ref_seconds) * speed)
-        return self._f5.chunk_text(text, max_chars=max_chars)
+        """The chunk plan (worker.chunk_plan): a short first chunk, later ones up to f5-tts's character budget,
+        every one fitting the model with the reference. Raises ContractError when the text cannot be spoken."""
+        voice = chunk_plan.Voice(_terminated(ref_text), ref_seconds)
+        return chunk_plan.plan_chunks(text, voice, speed, self.max_frames - POSITION_MARGIN_FRAMES)
 
     def generate(
         self,
@@ -405,8 +408,6 @@ class Engine:
             raise ContractError(ErrorCode.invalid_input, "the reference audio is empty", "ref_audio")
         ref_text = _terminated(ref_text.strip())
         chunks = self.split_text(text, ref_text, reference.size / sample_rate, speed)
-        if not chunks:
-            raise ContractError(ErrorCode.invalid_input, "the text has nothing to speak", "text")
         return self._generate(
             reference, sample_rate, ref_text, chunks, speed, nfe_step, cfg_strength, sway_sampling_coef, seed
         )
@@ -451,7 +452,8 @@ class Engine:
             started = time.perf_counter()
             wave, _ = next(pieces)
             inference_s = time.perf_counter() - started  # the wave is on the CPU by now: the device is synced
-            yield GeneratedChunk(chunk, np.asarray(wave, dtype=np.float32).reshape(-1), inference_s)
+            samples = np.asarray(wave, dtype=np.float32).reshape(-1)
+            yield GeneratedChunk(chunk, samples, inference_s, index=index, count=len(chunks))
         pieces.close()
 
     def warmup(self) -> float:

@@ -14,8 +14,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +24,7 @@ import numpy as np
 
 from worker import audio
 from worker.config import Settings
+from worker.crossfade import CrossFader
 from worker.fetch import read_audio_source
 from worker.schema import (
     BUILTIN_VOICE,
@@ -49,7 +50,7 @@ from worker.storage import ObjectStore, open_store
 from worker.voices import VoiceLibrary, voice_exists
 
 if TYPE_CHECKING:
-    from worker.engine import Engine
+    from worker.engine import Engine, GeneratedChunk
 
 log = logging.getLogger("worker")
 
@@ -67,6 +68,31 @@ class JobCancelled(Exception):
 
 
 @dataclass
+class SpeechPiece:
+    """One piece of a speech: the audio of one text chunk, final (cross-faded with its neighbours, silence removed
+    when asked); the pieces of a speech joined in order are its whole result."""
+
+    index: int  # 0-based piece number (one per text chunk)
+    text: str  # the text chunk this piece speaks
+    samples: np.ndarray  # float32 mono at Speech.sample_rate
+    inference_s: float
+
+
+@dataclass
+class Speech:
+    """A synthesis in progress: `pieces` is generated lazily (checking `cancelled` before each chunk, raising
+    JobCancelled); once it is exhausted, `chunks`, `inference_s` and `duration` hold the totals."""
+
+    voice: str
+    seed: int
+    sample_rate: int
+    pieces: Iterator[SpeechPiece]
+    chunks: int = 0
+    inference_s: float = 0.0
+    duration: float = 0.0
+
+
+@dataclass
 class Reference:
     """The voice a synthesis speaks in: normalised samples and their transcript."""
 
@@ -74,42 +100,6 @@ class Reference:
     samples: np.ndarray
     sample_rate: int
     text: str
-
-
-# ---- interim streaming interface (http branch): the `stream` branch's SpeechPiece / Speech / speak replace this
-# ---- block and the `speak` method below at merge; the http server codes against exactly this interface.
-@dataclass
-class SpeechPiece:
-    """Final audio of one text chunk; all pieces of a Speech, concatenated in order, are the whole result."""
-
-    index: int
-    text: str
-    samples: np.ndarray  # float32 mono at Speech.sample_rate
-    inference_s: float
-
-
-@dataclass
-class Speech:
-    """A synthesis in progress: `pieces` is lazy; `chunks`, `inference_s` and `duration` are final once it ends."""
-
-    voice: str
-    seed: int
-    sample_rate: int
-    pieces: Iterator[SpeechPiece] = field(default_factory=lambda: iter(()))
-    chunks: int = 0
-    inference_s: float = 0.0
-    duration: float = 0.0
-
-
-def _piece(speech: Speech, index: int, text: str, samples: np.ndarray, inference_s: float, remove_silence: bool) -> SpeechPiece:
-    """Interim (http branch): one piece, with the Speech's totals updated."""
-    if remove_silence:
-        samples = audio.remove_silences(samples, speech.sample_rate)
-    speech.chunks = max(speech.chunks, index + 1)
-    speech.inference_s += inference_s
-    speech.duration += len(samples) / speech.sample_rate
-    return SpeechPiece(index, text, np.asarray(samples, dtype=np.float32), inference_s)
-# ---- end of the interim streaming interface
 
 
 class WorkerService:
@@ -177,116 +167,20 @@ class WorkerService:
             yield {"error": ContractError(ErrorCode.internal, "internal error; see the worker log").to_error_string()}
 
     # ----------------------------------------------------------------------------------------------- synthesize
-    # ---- interim (http branch), replaced by the `stream` branch's `speak` at merge.
     def speak(self, job: SynthesizeInput, cancelled: threading.Event) -> Speech:
-        """Start a synthesis whose audio comes piece by piece; reference and engine errors are raised here."""
+        """Validate delivery-independent parts, resolve the reference and seed (raising ContractError before any
+        audio), and return the lazily generated speech.
+
+        The one generator behind whole results, queue streams and HTTP streams: each piece is final audio
+        (silence removed per chunk, cross-faded with its neighbours through one CrossFader), so the pieces joined
+        in order are the whole result, and a seed means the same audio in every mode.
+        """
         if self.engine is None:
             raise ContractError(ErrorCode.model_unavailable, self.startup_error or "model is not loaded")
         reference = self._resolve_reference(job)
         seed = job.seed if job.seed is not None else secrets.randbelow(2**31)
-        speech = Speech(voice=reference.name, seed=seed, sample_rate=self.engine.sample_rate)
-        speech.pieces = self._pieces(speech, self._generate(reference, job, seed, cancelled), job)
-        return speech
-
-    @staticmethod
-    def _pieces(speech: Speech, chunks: Iterator[Any], job: SynthesizeInput) -> Iterator[SpeechPiece]:
-        # Only each chunk's last `cross_fade_duration` is held back, to be cross-faded with the next chunk's head
-        # (as engine.cross_fade joins them); the final tail leaves as a last piece of the last chunk's index.
-        rate = speech.sample_rate
-        fade = int(job.cross_fade_duration * rate)
-        held = np.zeros(0, dtype=np.float32)
-        index = -1
-        for index, chunk in enumerate(chunks):
-            wave = np.asarray(chunk.samples, dtype=np.float32)
-            overlap = min(fade, len(held), len(wave)) if index > 0 else 0
-            if overlap > 0:
-                faded = held[-overlap:] * np.linspace(1, 0, overlap) + wave[:overlap] * np.linspace(0, 1, overlap)
-                wave = np.concatenate([held[:-overlap], faded, wave[overlap:]])  # float64, as in cross_fade
-            else:
-                wave = np.concatenate([held, wave])
-            keep = min(fade, len(wave))
-            held = wave[len(wave) - keep :]
-            yield _piece(speech, index, chunk.text, wave[: len(wave) - keep], chunk.inference_s, job.remove_silence)
-        if len(held):
-            yield _piece(speech, index, "", held, 0.0, job.remove_silence)
-
-    # ---- end of the interim `speak`
-
-    def _synthesize(self, job: SynthesizeInput, started: float, cancelled: threading.Event) -> Iterator[dict[str, Any]]:
-        delivery = job.delivery or ("url" if self.store.supports_urls else "base64")
-        if delivery == "url" and not self.store.supports_urls:
-            raise ContractError(ErrorCode.invalid_input, "delivery 'url' needs a bucket; this worker has none", "delivery")
-        reference = self._resolve_reference(job)
-        seed = job.seed if job.seed is not None else secrets.randbelow(2**31)
-        chunks = self._generate(reference, job, seed, cancelled)
-        if job.stream:
-            yield from self._stream(job, chunks, reference, seed, started)
-            return
-
-        from worker.engine import cross_fade
-
-        sample_rate = self.engine.sample_rate
-        generated = list(chunks)
-        wave = cross_fade([c.samples for c in generated], sample_rate, job.cross_fade_duration)
-        if job.remove_silence:
-            wave = audio.remove_silences(wave, sample_rate)
-        duration = len(wave) / sample_rate
-        data = audio.encode_audio(wave, sample_rate, job.format)
-        result: dict[str, Any] = {
-            "format": job.format,
-            "sample_rate": sample_rate,
-            "duration": round(duration, 3),
-            "seed": seed,
-            "voice": reference.name,
-            "chunks": len(generated),
-        }
-        if delivery == "base64":
-            encoded = base64.b64encode(data).decode("ascii")
-            self._check_inline_size(len(encoded))
-            result["audio_base64"] = encoded
-        else:
-            result.update(self._publish(data, job.format))
-        result["timings"] = self._timings(started, sum(c.inference_s for c in generated), duration)
-        yield SynthesizeOutput(**result).model_dump(exclude_none=True)
-
-    def _stream(
-        self, job: SynthesizeInput, chunks: Iterator[Any], reference: Reference, seed: int, started: float
-    ) -> Iterator[dict[str, Any]]:
-        """Each text chunk's audio, encoded on its own, as soon as it exists; then a summary item."""
-        sample_rate = self.engine.sample_rate
-        inline_bytes = 0
-        duration = inference_s = 0.0
-        count = 0
-        for count, chunk in enumerate(chunks, start=1):
-            samples = audio.remove_silences(chunk.samples, sample_rate) if job.remove_silence else chunk.samples
-            encoded = base64.b64encode(audio.encode_audio(samples, sample_rate, job.format)).decode("ascii")
-            # RunPod aggregates a stream's items into one result for /runsync and /status: cap their sum.
-            inline_bytes += len(encoded)
-            self._check_inline_size(inline_bytes)
-            chunk_duration = len(samples) / sample_rate
-            duration += chunk_duration
-            inference_s += chunk.inference_s
-            yield StreamChunk(
-                index=count - 1,
-                text=chunk.text,
-                audio_base64=encoded,
-                format=job.format,
-                sample_rate=sample_rate,
-                duration=round(chunk_duration, 3),
-            ).model_dump()
-        yield StreamEnd(
-            format=job.format,
-            sample_rate=sample_rate,
-            duration=round(duration, 3),
-            seed=seed,
-            voice=reference.name,
-            chunks=count,
-            timings=self._timings(started, inference_s, duration),
-        ).model_dump()
-
-    def _generate(self, reference: Reference, job: SynthesizeInput, seed: int, cancelled: threading.Event) -> Iterator[Any]:
-        """Engine chunks, one at a time, each computed on the inference thread."""
-        chunks = self.engine.generate(
+        # Plans the chunks now (no torch yet): a text that cannot be spoken is refused before any audio.
+        generated = self.engine.generate(
             reference.samples,
             reference.sample_rate,
             reference.text,
@@ -297,13 +191,97 @@ class WorkerService:
             sway_sampling_coef=job.sway_sampling_coef,
             seed=seed,
         )
-        while True:
+        speech = Speech(voice=reference.name, seed=seed, sample_rate=self.engine.sample_rate, pieces=iter(()))
+        speech.pieces = self._pieces(speech, self._on_inference(generated, cancelled), job)
+        return speech
+
+    def _pieces(self, speech: Speech, chunks: Iterator[GeneratedChunk], job: SynthesizeInput) -> Iterator[SpeechPiece]:
+        # remove_silence works per chunk, before the cross-fade, in every mode: a stream cannot wait for the
+        # whole wave. A pause spanning a chunk join is then at most the two chunks' edges (0.5 s each), which
+        # keeps the rule "no pause over 1 s".
+        sample_rate = speech.sample_rate
+        fader = CrossFader(sample_rate, job.cross_fade_duration)
+        total_samples = 0
+        for chunk in chunks:
+            wave = audio.remove_silences(chunk.samples, sample_rate) if job.remove_silence else chunk.samples
+            samples = fader.push(wave)
+            if chunk.index == chunk.count - 1:
+                samples = np.concatenate([samples, fader.finish()])
+            total_samples += samples.size
+            speech.chunks += 1
+            speech.inference_s += chunk.inference_s
+            speech.duration = total_samples / sample_rate
+            yield SpeechPiece(index=chunk.index, text=chunk.text, samples=samples, inference_s=chunk.inference_s)
+
+    def _on_inference(self, chunks: Iterator[GeneratedChunk], cancelled: threading.Event) -> Iterator[GeneratedChunk]:
+        """Engine chunks, each computed on the inference thread, one ahead: while a chunk is encoded and delivered
+        (a stream posts it to RunPod), the next one is already being generated, so streaming costs the model no
+        idle time. `cancelled` is checked before each chunk is started."""
+
+        def start_next() -> Future[GeneratedChunk | None]:
             if cancelled.is_set():
                 raise JobCancelled
-            chunk = self._on_inference_thread(next, chunks, None)
-            if chunk is None:
-                return
+            return _inference_thread.submit(next, chunks, None)
+
+        pending = start_next()
+        while (chunk := pending.result()) is not None:
+            pending = start_next()
             yield chunk
+
+    def _synthesize(self, job: SynthesizeInput, started: float, cancelled: threading.Event) -> Iterator[dict[str, Any]]:
+        delivery = job.delivery or ("url" if self.store.supports_urls else "base64")
+        if delivery == "url" and not self.store.supports_urls:
+            raise ContractError(ErrorCode.invalid_input, "delivery 'url' needs a bucket; this worker has none", "delivery")
+        speech = self.speak(job, cancelled)
+        if job.stream:
+            yield from self._stream(job, speech, started)
+            return
+
+        wave = np.concatenate([piece.samples for piece in speech.pieces])
+        data = audio.encode_audio(wave, speech.sample_rate, job.format)
+        if delivery == "base64":
+            encoded = base64.b64encode(data).decode("ascii")
+            self._check_inline_size(len(encoded))
+            delivered: dict[str, str] = {"audio_base64": encoded}
+        else:
+            delivered = self._publish(data, job.format)
+        output = SynthesizeOutput(
+            **delivered,
+            format=job.format,
+            sample_rate=speech.sample_rate,
+            duration=round(speech.duration, 3),
+            seed=speech.seed,
+            voice=speech.voice,
+            chunks=speech.chunks,
+            timings=self._timings(started, speech.inference_s, speech.duration),
+        )
+        yield output.model_dump(exclude_none=True)
+
+    def _stream(self, job: SynthesizeInput, speech: Speech, started: float) -> Iterator[dict[str, Any]]:
+        """Each piece of the speech, encoded on its own, as soon as it exists; then a summary item."""
+        inline_bytes = 0
+        for piece in speech.pieces:
+            encoded = base64.b64encode(audio.encode_audio(piece.samples, speech.sample_rate, job.format)).decode("ascii")
+            # RunPod aggregates a stream's items into one result for /runsync and /status: cap their sum.
+            inline_bytes += len(encoded)
+            self._check_inline_size(inline_bytes)
+            yield StreamChunk(
+                index=piece.index,
+                text=piece.text,
+                audio_base64=encoded,
+                format=job.format,
+                sample_rate=speech.sample_rate,
+                duration=round(piece.samples.size / speech.sample_rate, 3),
+            ).model_dump()
+        yield StreamEnd(
+            format=job.format,
+            sample_rate=speech.sample_rate,
+            duration=round(speech.duration, 3),
+            seed=speech.seed,
+            voice=speech.voice,
+            chunks=speech.chunks,
+            timings=self._timings(started, speech.inference_s, speech.duration),
+        ).model_dump()
 
     def _resolve_reference(self, job: SynthesizeInput) -> Reference:
         if job.ref_audio is None:

@@ -2,6 +2,7 @@
 
     f5tts say "Hello there." --voice alice -o hello.mp3     # format from the extension
     f5tts say "A long story..." --stream -o story.wav        # the file grows as chunks arrive
+    f5tts say "A long story..." --stream -o - | ffplay -nodisp -autoexit -   # play as chunks arrive
     f5tts voices list | add NAME AUDIO --text "..." | rm NAME
     f5tts health
 
@@ -82,22 +83,31 @@ class UsageError(Exception):
 
 # ---------------------------------------------------------------------------------------------- progress
 class Progress:
-    """One self-rewriting status line on a terminal (`queued 2.1 s`, `running 4.0 s`); silent otherwise."""
+    """One self-rewriting status line on a terminal (`queued 2.1 s`, `running 4.0 s`); silent otherwise, unless
+    enabled (`--progress`): then, off a terminal (a CI log), one plain line per change."""
 
     LABELS: ClassVar[dict[str, str]] = {RunPodJobStatus.IN_QUEUE: "queued", RunPodJobStatus.IN_PROGRESS: "running"}
 
     def __init__(self, stream: TextIO, enabled: bool | None = None) -> None:
         self.stream = stream
-        self.enabled = stream.isatty() if enabled is None else enabled
+        self.terminal = stream.isatty()
+        self.enabled = self.terminal if enabled is None else enabled
         self._spinner = itertools.cycle("|/-\\")
         self._started = time.monotonic()
         self._shown = False
+        self._last = ""
 
     def show(self, text: str) -> None:
-        if self.enabled:
-            self.stream.write(f"\r\033[K{next(self._spinner)} {text} {time.monotonic() - self._started:.1f} s")
-            self.stream.flush()
+        if not self.enabled:
+            return
+        elapsed = time.monotonic() - self._started
+        if self.terminal:
+            self.stream.write(f"\r\033[K{next(self._spinner)} {text} {elapsed:.1f} s")
             self._shown = True
+        elif text != self._last:
+            self.stream.write(f"{text} ({elapsed:.1f} s)\n")
+        self._last = text
+        self.stream.flush()
 
     def job_state(self, state: JobState) -> None:
         self.show(f"job {state.id} {self.LABELS.get(state.status, state.status.lower())}")
@@ -119,7 +129,11 @@ def cmd_say(client: Client, args: argparse.Namespace, progress: Progress) -> int
     try:
         result = job.wait(args.timeout, on_status=progress.job_state)
         progress.show(f"job {job.id} downloading")
-        result.save(output)
+        if output is None:
+            sys.stdout.buffer.write(result.read())
+            sys.stdout.buffer.flush()
+        else:
+            result.save(output)
     except KeyboardInterrupt:
         progress.done()
         job.cancel()
@@ -127,22 +141,39 @@ def cmd_say(client: Client, args: argparse.Namespace, progress: Progress) -> int
         return EXIT_INTERRUPTED
     finally:
         progress.done()
-    print(f"{output}  {result.duration:.2f} s of {result.format} audio, voice {result.voice}, seed {result.seed}")
+    _report(output, f"{result.duration:.2f} s of {result.format} audio, voice {result.voice}, seed {result.seed}")
     return EXIT_OK
 
 
+def _report(output: Path | None, text: str) -> None:
+    """The closing line: on stdout, unless stdout carries the audio (`-o -`)."""
+    if output is None:
+        print(f"f5tts: {text}", file=sys.stderr)
+    else:
+        print(f"{output}  {text}")
+
+
 def _say_streaming(
-    client: Client, text: str, values: dict[str, Any], output: Path, fmt: AudioFormat, timeout: float | None, progress: Progress
+    client: Client,
+    text: str,
+    values: dict[str, Any],
+    output: Path | None,
+    fmt: AudioFormat,
+    timeout: float | None,
+    progress: Progress,
 ) -> int:
+    """Each chunk goes to the file (or stdout, for a player) the moment it arrives."""
     if fmt not in STREAMABLE_FORMATS:
         raise UsageError(f"{fmt} cannot be streamed into one file; use -o with .{', .'.join(STREAMABLE_FORMATS)}")
-    sink = AudioSink(output, fmt)
+    sink = AudioSink(sys.stdout.buffer if output is None else output, fmt)
+    received = 0.0
     try:
         with client.synthesize_stream(text, format=fmt, timeout=timeout, **values) as stream:
             progress.show("waiting for the first chunk")
             for chunk in stream:
                 sink.write(chunk.audio)
-                progress.show(f"job {stream.job_id} chunk {chunk.index + 1}")
+                received += chunk.duration
+                progress.show(f"job {stream.job_id} chunk {chunk.index + 1}, {received:.1f} s of audio")
     except KeyboardInterrupt:
         print("f5tts: interrupted; job cancelled", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -151,7 +182,7 @@ def _say_streaming(
         progress.done()
     summary = stream.summary
     assert summary is not None  # an exhausted stream has its summary (or raised UnexpectedResponse)
-    print(f"{output}  {summary.duration:.2f} s of {fmt} audio in {summary.chunks} chunks, voice {summary.voice}, seed {summary.seed}")
+    _report(output, f"{summary.duration:.2f} s of {fmt} audio in {summary.chunks} chunks, voice {summary.voice}, seed {summary.seed}")
     return EXIT_OK
 
 
@@ -212,8 +243,11 @@ def _add_contract_option(parser: argparse.ArgumentParser, option: Option) -> Non
     parser.add_argument(flag, **kwargs)
 
 
-def _output_and_format(output: str | None, fmt: AudioFormat | None) -> tuple[Path, AudioFormat]:
-    """The output path and the audio format: from --format, else from the extension, else wav."""
+def _output_and_format(output: str | None, fmt: AudioFormat | None) -> tuple[Path | None, AudioFormat]:
+    """The output path (None: stdout, `-o -`) and the audio format: from --format, else from the extension, else
+    wav."""
+    if output == "-":
+        return None, fmt or "wav"
     if output is None:
         fmt = fmt or "wav"
         return Path(f"speech.{fmt}"), fmt
@@ -234,6 +268,12 @@ def _output_and_format(output: str | None, fmt: AudioFormat | None) -> tuple[Pat
 def _add_common_options(parser: argparse.ArgumentParser, default: object) -> None:
     parser.add_argument("--timeout", type=float, default=default, metavar="S", help="give up after S seconds (default 600)")
     parser.add_argument("-q", "--quiet", action="store_true", default=False if default is None else default, help="no progress line")
+    parser.add_argument(
+        "--progress",
+        action="store_true",
+        default=False if default is None else default,
+        help="show progress on stderr even when it is not a terminal (one line per change)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -257,9 +297,13 @@ def build_parser() -> argparse.ArgumentParser:
         "say", parents=[common], help="synthesize speech into a file", description="Synthesize speech into a file."
     )
     say.add_argument("text", help="the text to speak")
-    say.add_argument("-o", "--output", help="output file; its extension picks the format (default: speech.wav)")
+    say.add_argument(
+        "-o", "--output", help="output file; its extension picks the format (default: speech.wav); '-' for stdout"
+    )
     say.add_argument("--format", choices=tuple(dict.fromkeys(FORMAT_BY_EXTENSION.values())), help="audio format (default: from -o)")
-    say.add_argument("--stream", action="store_true", help="write chunks to the file as they are generated (wav, mp3, ogg)")
+    say.add_argument(
+        "--stream", action="store_true", help="write chunks to the file (or stdout) as they are generated (wav, mp3, ogg)"
+    )
     for option in _say_options():
         _add_contract_option(say, option)
     say.set_defaults(handler=cmd_say)
@@ -310,7 +354,7 @@ def _explain(exc: Exception) -> tuple[int, str, str | None]:
 def main(argv: list[str] | None = None, *, client_factory: Callable[..., Client] = Client) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    progress = Progress(sys.stderr, enabled=False if args.quiet else None)
+    progress = Progress(sys.stderr, enabled=True if args.progress else False if args.quiet else None)
     try:
         with client_factory(
             endpoint_url=args.endpoint_url, endpoint_id=args.endpoint_id, poll_interval_max=1.0

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
-from typing import Any, Self
+from pathlib import Path
+from time import monotonic
+from typing import Any, BinaryIO, Self
 
 from f5tts_client._async._jobs import AsyncJob
 from f5tts_client._async._transport import AsyncTransport
+from f5tts_client._audio_sink import AudioSink
 from f5tts_client._exceptions import F5TTSError, JobTimeout, UnexpectedResponse
 from f5tts_client._generated import models
 from f5tts_client._retry import Deadline
 from f5tts_client._types import AudioChunk, RunPodJobStatus
+
+# An empty `/stream` answer that took at least this long was held by the API (a long poll), not refused at once.
+LONG_POLL_S = 1.0
 
 
 class AsyncAudioStream:
@@ -20,6 +27,10 @@ class AsyncAudioStream:
     Iterate it once. `job_id` is known after the first chunk was asked for; `summary` (the contract's
     `StreamEnd`: total duration, seed, timings) once iteration ended. As a context manager it cancels the job
     when left before the end, so an abandoned stream does not keep a GPU busy.
+
+    Each chunk is a complete audio file; decoded and joined in order they are exactly the non-streamed result of
+    the same input and seed (the worker cross-fades across chunk joins before sending). `save()` writes them into
+    one file, or a pipe into a player, as they arrive.
     """
 
     def __init__(self, transport: AsyncTransport, job_input: dict[str, Any], timeout: float) -> None:
@@ -55,6 +66,20 @@ class AsyncAudioStream:
             except F5TTSError:
                 pass  # best effort: the job ends by itself anyway
 
+    async def save(self, target: str | os.PathLike[str] | BinaryIO) -> models.StreamEnd:
+        """Write the audio into one playable file (a path, or an open binary stream such as a player's stdin) as
+        each chunk arrives; returns the summary. wav, mp3 and ogg only: FLAC files cannot be joined."""
+        fmt = self._job_input.get("format", "wav")
+        sink = AudioSink(target if hasattr(target, "write") else Path(target), fmt)  # type: ignore[arg-type]
+        try:
+            async for chunk in self:
+                sink.write(chunk.audio)
+        finally:
+            sink.close()
+        if self.summary is None:  # _chunks raises before this; kept for the type checker
+            raise UnexpectedResponse(f"streaming job {self.job_id} ended without its summary item")
+        return self.summary
+
     async def _chunks(self) -> AsyncIterator[AudioChunk]:
         settings = self._transport.settings
         deadline = Deadline(self._timeout)
@@ -66,7 +91,9 @@ class AsyncAudioStream:
         held: dict[int, AudioChunk] = {}
         interval = settings.poll_interval
         while True:
+            asked = monotonic()
             answer = await self._transport.stream(self.job_id, deadline)
+            long_polled = monotonic() - asked >= LONG_POLL_S
             for item in answer.items:
                 chunk = self._read_item(item)
                 if chunk is None or chunk.index < next_index:
@@ -80,8 +107,11 @@ class AsyncAudioStream:
             if answer.items:
                 interval = settings.poll_interval
             else:
-                await asyncio.sleep(deadline.cap(interval))
-                interval = min(interval * 1.5, settings.poll_interval_max)
+                # An answer the API held until its wait ran out (a long poll) is followed at once: a chunk finished
+                # just after it is not delayed by a sleep on top. One answered at once waits, slowing down.
+                if not long_polled:
+                    await asyncio.sleep(deadline.cap(interval))
+                    interval = min(interval * 1.5, settings.poll_interval_max)
                 if deadline.expired:
                     raise JobTimeout(
                         f"streaming job {self.job_id} did not finish within {deadline.seconds:g} s", job_id=self.job_id

@@ -3,16 +3,23 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
-from typing import Any, Self
+from pathlib import Path
+from time import monotonic
+from typing import Any, BinaryIO, Self
 
+from f5tts_client._audio_sink import AudioSink
 from f5tts_client._exceptions import F5TTSError, JobTimeout, UnexpectedResponse
 from f5tts_client._generated import models
 from f5tts_client._retry import Deadline
 from f5tts_client._sync._jobs import Job
 from f5tts_client._sync._transport import Transport
 from f5tts_client._types import AudioChunk, RunPodJobStatus
+
+# An empty `/stream` answer that took at least this long was held by the API (a long poll), not refused at once.
+LONG_POLL_S = 1.0
 
 
 class AudioStream:
@@ -21,6 +28,10 @@ class AudioStream:
     Iterate it once. `job_id` is known after the first chunk was asked for; `summary` (the contract's
     `StreamEnd`: total duration, seed, timings) once iteration ended. As a context manager it cancels the job
     when left before the end, so an abandoned stream does not keep a GPU busy.
+
+    Each chunk is a complete audio file; decoded and joined in order they are exactly the non-streamed result of
+    the same input and seed (the worker cross-fades across chunk joins before sending). `save()` writes them into
+    one file, or a pipe into a player, as they arrive.
     """
 
     def __init__(self, transport: Transport, job_input: dict[str, Any], timeout: float) -> None:
@@ -56,6 +67,20 @@ class AudioStream:
             except F5TTSError:
                 pass  # best effort: the job ends by itself anyway
 
+    def save(self, target: str | os.PathLike[str] | BinaryIO) -> models.StreamEnd:
+        """Write the audio into one playable file (a path, or an open binary stream such as a player's stdin) as
+        each chunk arrives; returns the summary. wav, mp3 and ogg only: FLAC files cannot be joined."""
+        fmt = self._job_input.get("format", "wav")
+        sink = AudioSink(target if hasattr(target, "write") else Path(target), fmt)  # type: ignore[arg-type]
+        try:
+            for chunk in self:
+                sink.write(chunk.audio)
+        finally:
+            sink.close()
+        if self.summary is None:  # _chunks raises before this; kept for the type checker
+            raise UnexpectedResponse(f"streaming job {self.job_id} ended without its summary item")
+        return self.summary
+
     def _chunks(self) -> Iterator[AudioChunk]:
         settings = self._transport.settings
         deadline = Deadline(self._timeout)
@@ -67,7 +92,9 @@ class AudioStream:
         held: dict[int, AudioChunk] = {}
         interval = settings.poll_interval
         while True:
+            asked = monotonic()
             answer = self._transport.stream(self.job_id, deadline)
+            long_polled = monotonic() - asked >= LONG_POLL_S
             for item in answer.items:
                 chunk = self._read_item(item)
                 if chunk is None or chunk.index < next_index:
@@ -81,8 +108,11 @@ class AudioStream:
             if answer.items:
                 interval = settings.poll_interval
             else:
-                time.sleep(deadline.cap(interval))
-                interval = min(interval * 1.5, settings.poll_interval_max)
+                # An answer the API held until its wait ran out (a long poll) is followed at once: a chunk finished
+                # just after it is not delayed by a sleep on top. One answered at once waits, slowing down.
+                if not long_polled:
+                    time.sleep(deadline.cap(interval))
+                    interval = min(interval * 1.5, settings.poll_interval_max)
                 if deadline.expired:
                     raise JobTimeout(
                         f"streaming job {self.job_id} did not finish within {deadline.seconds:g} s", job_id=self.job_id

@@ -1,0 +1,70 @@
+"""The chunk plan's floor: what a short first chunk costs and what F5 does with one.
+
+    python -m bench.chunk_floor [--rounds 5] [--nfe 32]
+
+In process, the tiny model through `Engine._generate` with the built-in voice, one chunk at a time: for first
+chunks of growing length, the audio F5 makes of them (its duration estimate, with its forced speed 0.3 under 10
+bytes) and the inference time (minimum of `--rounds`). The floor (worker.chunk_plan.MIN_CHUNK_BYTES) is the
+length up to which joining the next sentence costs little time to first audio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+
+from bench._common import machine_line, print_table, tiny_model_env
+
+FIRST_CHUNKS = [
+    "Hi.",
+    "Hello",
+    "Hi. Hello.",
+    "Hi. How are you?",
+    "Hi. How are you today?",
+    "Hi. How are you doing today, my friend?",
+    "Hi. How are you doing today, my friend? I hope the trip went well.",
+    "The old lighthouse keeper climbed the spiral stairs every evening, long before the sun touched the sea.",
+]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--nfe", type=int, default=32)
+    args = parser.parse_args(argv)
+
+    os.environ.update(tiny_model_env())
+    import soundfile as sf
+
+    from worker.config import ModelSettings
+    from worker.engine import Engine, _terminated
+    from worker.voices import BUILTIN_TEXT, builtin_audio_file
+
+    engine = Engine.load(ModelSettings(_env_file=None))
+    samples, rate = sf.read(str(builtin_audio_file()), dtype="float32")
+    ref_text = _terminated(BUILTIN_TEXT)
+    print("== chunk floor: one first chunk of each length, tiny model, in process ==")
+    print(machine_line())
+    rows, base = [], None
+    for text in FIRST_CHUNKS:
+        times, audio_s = [], 0.0
+        for _ in range(args.rounds):
+            started = time.perf_counter()
+            for chunk in engine._generate(np.array(samples), rate, ref_text, [text], 1.0, args.nfe, 2.0, -1.0, 0):
+                audio_s = chunk.samples.size / engine.sample_rate
+            times.append(time.perf_counter() - started)
+        best = min(times)
+        base = base or best
+        rows.append([repr(text[:40]), len(text.encode()), audio_s, audio_s / len(text), best, best / base])
+    print_table(
+        ["first chunk", "bytes", "audio s", "audio s/char", "inference s (min)", "÷ 'Hi.'"],
+        rows,
+        title=f"nfe_step {args.nfe}, {args.rounds} rounds each",
+    )
+
+
+if __name__ == "__main__":
+    main()
