@@ -11,7 +11,6 @@ import threading
 import numpy as np
 import pytest
 import soundfile as sf
-from tests.worker.service_fixtures import local_service  # noqa: F401 - fixture, found by name
 
 from worker.schema import ErrorBody, ErrorCode, SynthesizeInput
 from worker.service import JobCancelled, WorkerService
