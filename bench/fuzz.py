@@ -38,6 +38,17 @@ def main(argv: list[str] | None = None) -> int:
     from worker.engine import Engine
 
     logging.basicConfig(level=logging.CRITICAL)  # refused jobs log at INFO; the counts are the output
+    last_traceback: list[str] = [""]
+
+    class KeepTraceback(logging.Handler):
+        """The worker logs an `internal` job's traceback at ERROR: keep it for the failure list."""
+
+        def emit(self, record: logging.LogRecord) -> None:
+            last_traceback[0] = self.format(record)
+
+    worker_log = logging.getLogger("worker")
+    worker_log.setLevel(logging.ERROR)
+    worker_log.addHandler(KeepTraceback(logging.ERROR))
     engine = Engine.load(ModelSettings(_env_file=None))
     outcomes: Counter[str] = Counter()
     failures: list[str] = []
@@ -62,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         @given(world.strategies())
         def run_one(job_input):
             before = bucket.keys()
+            last_traceback[0] = ""
             try:
                 outcome = outcome_of(list(service.run(job_input)))
                 after = bucket.keys()
@@ -71,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                     check_bucket(after, read)
             except AssertionError as exc:
                 outcome = "UNCODED / inconsistent"
-                failures.append(f"{exc}"[:300] + f" <- {job_input!r:.200}")
+                failures.append(f"{exc}"[:300] + f" <- {job_input!r:.200}\n{last_traceback[0][-3000:]}")
             outcomes[outcome] += 1
             done = sum(outcomes.values())
             if done % 500 == 0:
