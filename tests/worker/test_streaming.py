@@ -43,7 +43,7 @@ def error_of(items: list[dict]) -> ErrorBody:
     [{}, {"cross_fade_duration": 0.0}, {"remove_silence": True}],
     ids=["default-cross-fade", "no-cross-fade", "remove-silence"],
 )
-def test_streamed_pieces_joined_equal_the_whole_result(local_service: WorkerService, options: dict) -> None:  # noqa: F811
+def test_streamed_pieces_joined_equal_the_whole_result(local_service: WorkerService, options: dict) -> None:
     job = {"text": STORY, "seed": 11, "format": "wav", **FAST, **options}
     [whole] = list(local_service.run(job))
     *chunks, end = list(local_service.run({**job, "stream": True}))
@@ -55,7 +55,7 @@ def test_streamed_pieces_joined_equal_the_whole_result(local_service: WorkerServ
     assert end["duration"] == whole["duration"] and end["seed"] == whole["seed"] == 11
 
 
-def test_the_cross_fade_is_in_the_stream(local_service: WorkerService) -> None:  # noqa: F811
+def test_the_cross_fade_is_in_the_stream(local_service: WorkerService) -> None:
     """Against a stream without fade: the joins differ there and only there, and the faded stream is shorter by
     the overlaps (three joins of 0.15 s)."""
     job = {"text": STORY, "seed": 5, "format": "wav", "stream": True, **FAST}
@@ -69,7 +69,7 @@ def test_the_cross_fade_is_in_the_stream(local_service: WorkerService) -> None: 
 
 
 @pytest.mark.parametrize("text", ["Hi.", "Hello", "Okay"])
-def test_very_short_texts_produce_audio_streamed_and_whole(local_service: WorkerService, text: str) -> None:  # noqa: F811
+def test_very_short_texts_produce_audio_streamed_and_whole(local_service: WorkerService, text: str) -> None:
     [whole] = list(local_service.run({"text": text, "seed": 2, **FAST}))
     [chunk, end] = list(local_service.run({"text": text, "seed": 2, "stream": True, **FAST}))
     assert whole["chunks"] == end["chunks"] == 1 and chunk["text"] == text
@@ -77,7 +77,7 @@ def test_very_short_texts_produce_audio_streamed_and_whole(local_service: Worker
     assert np.array_equal(pcm16(chunk["audio_base64"]), pcm16(whole["audio_base64"]))
 
 
-def test_a_5000_character_unpunctuated_text_streams_all_its_chunks_in_order(local_service: WorkerService) -> None:  # noqa: F811
+def test_a_5000_character_unpunctuated_text_streams_all_its_chunks_in_order(local_service: WorkerService) -> None:
     # Issue #13's first row: 1,000 words without punctuation used to be one chunk far over the model's range.
     text = " ".join(["word"] * 999 + ["ends"])  # 4,999 characters
     assert len(text) <= 5000
@@ -98,20 +98,20 @@ def test_a_5000_character_unpunctuated_text_streams_all_its_chunks_in_order(loca
     ],
     ids=["lorem-x30", "cjk-300", "a241-speed0.3"],
 )
-def test_texts_that_crashed_synthesis_now_synthesize(local_service: WorkerService, text: str, speed: float) -> None:  # noqa: F811
+def test_texts_that_crashed_synthesis_now_synthesize(local_service: WorkerService, text: str, speed: float) -> None:
     [out] = list(local_service.run({"text": text, "speed": speed, "seed": 1, **FAST}))
     assert "error" not in out, out
     assert out["chunks"] > 1 and out["duration"] > 0 and pcm16(out["audio_base64"]).size > 0
 
 
 @pytest.mark.parametrize("text", ["😀" * 5000, "👨‍👩‍👧‍👦" * 700], ids=["5000-emoji", "700-zwj-families"])
-def test_emoji_only_texts_get_a_coded_error(local_service: WorkerService, text: str) -> None:  # noqa: F811
+def test_emoji_only_texts_get_a_coded_error(local_service: WorkerService, text: str) -> None:
     error = error_of(list(local_service.run({"text": text, **FAST})))
     assert error.code == ErrorCode.invalid_input and error.field == "text"
     assert "nothing to speak" in error.message
 
 
-def test_speak_refuses_before_any_audio_and_stops_between_pieces(local_service: WorkerService) -> None:  # noqa: F811
+def test_speak_refuses_before_any_audio_and_stops_between_pieces(local_service: WorkerService) -> None:
     """The interface the HTTP mode builds on: errors come from speak() itself; pieces are lazy and cancellable."""
     from worker.schema import ContractError
 
