@@ -22,12 +22,10 @@ import atexit
 import contextlib
 import hmac
 import logging
-import os
 import secrets
 import shutil
 import socket
 import tempfile
-import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -35,7 +33,6 @@ from pathlib import Path
 from typing import IO, Any, Self
 
 import httpx
-import uvicorn
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
@@ -44,7 +41,8 @@ from starlette.routing import Route
 
 from devstack.model import ModelChoice, ModelMode, choose_model
 from devstack.s3 import LocalS3
-from devstack.workers import REAL_WORKER_CMD, WorkerProcess, base_env
+from devstack.serving import LoopbackServer
+from devstack.workers import REAL_WORKER_CMD, WorkerProcess, stack_worker_env
 
 log = logging.getLogger("devstack.lb")
 
@@ -223,11 +221,7 @@ class LoadBalancerStack:
             self.config.api_key = api_key
         self.s3 = LocalS3()
         self.balancer: LoadBalancer | None = None
-        self._port = port
-        self._sock: socket.socket | None = None
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server = LoopbackServer(port, what="load-balancer emulator", thread_name="devstack-lb")
         self._workers: list[WorkerProcess] = []
         self._run_dir: Path | None = None
         self._stopped = False
@@ -236,12 +230,12 @@ class LoadBalancerStack:
 
     @property
     def port(self) -> int:
-        return self._port
+        return self._server.port
 
     @property
     def base_url(self) -> str:
         """Stands for `https://<ENDPOINT_ID>.api.runpod.ai`."""
-        return f"http://127.0.0.1:{self._port}"
+        return f"http://127.0.0.1:{self.port}"
 
     endpoint_url = base_url
 
@@ -269,11 +263,7 @@ class LoadBalancerStack:
         return "\n".join(f"--- {w.worker_id}\n{w.log_tail(lines)}" for w in self._workers)
 
     def _call(self, fn: Any) -> Any:
-        async def run() -> Any:
-            return fn()
-
-        assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(10)
+        return self._server.call(fn)
 
     def __enter__(self) -> Self:
         return self.start()
@@ -298,28 +288,11 @@ class LoadBalancerStack:
         return self
 
     def _start_balancer(self) -> None:
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", self._port))
-        self._port = self._sock.getsockname()[1]
-        ready = threading.Event()
+        def make_app() -> Any:
+            self.balancer = LoadBalancer(self.config)  # on the server's loop: its asyncio.Event belongs there
+            return self.balancer.app
 
-        async def serve() -> None:
-            self._loop = asyncio.get_running_loop()
-            self.balancer = LoadBalancer(self.config)  # its asyncio.Event belongs to this loop
-            self._server = uvicorn.Server(
-                uvicorn.Config(self.balancer.app, log_level="warning", access_log=False, timeout_graceful_shutdown=3)
-            )
-            ready.set()
-            await self._server.serve(sockets=[self._sock])
-
-        self._thread = threading.Thread(target=lambda: asyncio.run(serve()), name="devstack-lb", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 15
-        while not (ready.is_set() and self._server is not None and self._server.started):
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the load-balancer emulator did not start")
-            time.sleep(0.02)
+        self._server.start(make_app)
         log.info("load-balancer emulator at %s", self.base_url)
 
     def add_worker(self, extra_env: dict[str, str] | None = None) -> str:
@@ -331,11 +304,7 @@ class LoadBalancerStack:
         assert self._run_dir is not None
         workdir = self._run_dir / worker_id
         port, health_port = _free_port(), _free_port()
-        threads = max(1, (os.cpu_count() or 1) // max(1, self.worker_count))
-        env = base_env(workdir, threads)
-        env.update(self.s3.worker_env())
-        if self.model is not None:
-            env.update(self.model.env)
+        env = stack_worker_env(workdir, self.worker_count, self.s3, self.model)
         # What a RunPod load-balancing endpoint sets (the infra program does the same), on loopback here.
         env.update({"F5TTS_SERVE": "http", "PORT": str(port), "PORT_HEALTH": str(health_port),
                     "F5TTS_BIND_HOST": "127.0.0.1", "RUNPOD_ENDPOINT_ID": self.config.endpoint_id,
@@ -377,12 +346,7 @@ class LoadBalancerStack:
         atexit.unregister(self.stop)
         for worker in self._workers:
             worker.stop(self.stop_grace_s)
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        if self._sock is not None:
-            self._sock.close()
+        self._server.stop()
         self.s3.stop()
         if self._run_dir is not None:
             shutil.rmtree(self._run_dir, ignore_errors=True)

@@ -7,13 +7,10 @@ SIGTERM (runpod's graceful shutdown) and then their whole process group gets SIG
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import logging
-import os
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import threading
@@ -22,13 +19,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, Self, TypeVar
 
-import uvicorn
-
 from devstack.emulator import EmulatorConfig, FaultInjector, create_app, worker_urls
 from devstack.jobs import JobQueue, QueueOptions
 from devstack.model import ModelChoice, ModelMode, choose_model
 from devstack.s3 import LocalS3
-from devstack.workers import REAL_WORKER_CMD, WorkerProcess, base_env, runpod_env
+from devstack.serving import LoopbackServer
+from devstack.workers import REAL_WORKER_CMD, WorkerProcess, runpod_env, stack_worker_env
 
 log = logging.getLogger("devstack")
 T = TypeVar("T")
@@ -80,11 +76,7 @@ class Stack:
         self.queue = JobQueue(queue_options)
         self.faults = FaultInjector()
         self.s3 = LocalS3(bucket=bucket) if bucket else LocalS3()
-        self._port = port
-        self._sock: socket.socket | None = None
-        self._server: uvicorn.Server | None = None
-        self._server_thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._emulator = LoopbackServer(port, what="queue emulator", thread_name="devstack-emulator", error=StackError)
         self._workers: dict[int, WorkerProcess] = {}  # slot → its current process
         self._generations: dict[int, int] = {}
         self._monitor: threading.Thread | None = None
@@ -95,11 +87,11 @@ class Stack:
     # ------------------------------------------------------------------------------------------- what callers use
     @property
     def port(self) -> int:
-        return self._port
+        return self._emulator.port
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._port}"
+        return f"http://127.0.0.1:{self.port}"
 
     @property
     def endpoint_url(self) -> str:
@@ -151,13 +143,7 @@ class Stack:
 
     def call(self, fn: Callable[..., T], *args: Any, timeout: float = 10.0) -> T:
         """Run `fn(*args)` on the emulator's event loop (its state is not thread-safe) and return the result."""
-        if self._loop is None:
-            raise StackError("the emulator is not running")
-
-        async def run() -> T:
-            return fn(*args)
-
-        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout)
+        return self._emulator.call(fn, *args, timeout=timeout)
 
     # ------------------------------------------------------------------------------------------- start
     def __enter__(self) -> Self:
@@ -185,36 +171,12 @@ class Stack:
         return self
 
     def _start_emulator(self) -> None:
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", self._port))
-        self._port = self._sock.getsockname()[1]
         app = create_app(self.queue, self.config, self.faults)
-        self._server = uvicorn.Server(
-            uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=3)
-        )
-        self._server_thread = threading.Thread(target=self._serve, name="devstack-emulator", daemon=True)
-        self._server_thread.start()
-        deadline = time.monotonic() + 15
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._server_thread.is_alive():
-                raise StackError("the queue emulator did not start")
-            time.sleep(0.02)
+        self._emulator.start(lambda: app, lifespan="on")
         log.info("queue emulator at %s", self.endpoint_url)
 
-    def _serve(self) -> None:
-        async def serve() -> None:
-            self._loop = asyncio.get_running_loop()
-            await self._server.serve(sockets=[self._sock])
-
-        asyncio.run(serve())
-
     def _worker_env(self, worker_id: str, workdir: Path) -> dict[str, str]:
-        threads = max(1, (os.cpu_count() or 1) // max(1, self.worker_count))
-        env = base_env(workdir, threads)
-        env.update(self.s3.worker_env())
-        if self.model is not None:
-            env.update(self.model.env)
+        env = stack_worker_env(workdir, self.worker_count, self.s3, self.model)
         env.update(
             runpod_env(
                 worker_urls(self.base_url, self.config.endpoint_id),
@@ -286,7 +248,7 @@ class Stack:
         self._stopping.set()
         atexit.unregister(self.stop)
         try:
-            if self._loop is not None:
+            if self._emulator.loop is not None:
                 self.call(self.queue.drain)
         except Exception:
             log.exception("could not drain the queue")
@@ -299,16 +261,11 @@ class Stack:
         for worker in workers:
             worker.stop(self.stop_grace_s)
         try:
-            if self._loop is not None:
+            if self._emulator.loop is not None:
                 self.call(self.queue.close)
         except Exception:
             log.exception("could not close the queue")
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._server_thread is not None:
-            self._server_thread.join(timeout=10)
-        if self._sock is not None:
-            self._sock.close()
+        self._emulator.stop()
         self.s3.stop()
         if self._run_dir is not None:
             shutil.rmtree(self._run_dir, ignore_errors=True)
