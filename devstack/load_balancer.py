@@ -18,19 +18,15 @@ Its `base_url` stands for `https://<ENDPOINT_ID>.api.runpod.ai`.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import hmac
 import logging
 import secrets
-import shutil
 import socket
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO, Any, Self
+from typing import IO, Any
 
 import httpx
 from starlette.applications import Starlette
@@ -39,10 +35,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from devstack.model import ModelChoice, ModelMode, choose_model
+from devstack.local_stack import LocalStack
+from devstack.model import ModelChoice, ModelMode
 from devstack.s3 import LocalS3
 from devstack.serving import LoopbackServer
-from devstack.workers import REAL_WORKER_CMD, WorkerProcess, stack_worker_env
+from devstack.workers import WorkerProcess, stack_worker_env
 
 log = logging.getLogger("devstack.lb")
 
@@ -191,8 +188,10 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-class LoadBalancerStack:
+class LoadBalancerStack(LocalStack):
     """Local S3 + the load-balancer emulator + N workers in http mode. Use as a context manager."""
+
+    run_dir_prefix = "devstack-lb-"
 
     def __init__(
         self,
@@ -208,48 +207,29 @@ class LoadBalancerStack:
         echo_logs: IO[str] | None = None,
         config: LoadBalancerConfig | None = None,
     ) -> None:
-        self.worker_count = workers
-        self.worker_cmd = list(worker_cmd or REAL_WORKER_CMD)
-        self.extra_worker_env = dict(worker_env or {})
-        self.model_mode = model
-        self.model: ModelChoice | None = model if isinstance(model, ModelChoice) else None
-        self.ready_timeout_s = ready_timeout_s
-        self.stop_grace_s = stop_grace_s
-        self.echo_logs = echo_logs
+        super().__init__(
+            workers,
+            server=LoopbackServer(port, what="load-balancer emulator", thread_name="devstack-lb"),
+            s3=LocalS3(),
+            worker_cmd=worker_cmd,
+            worker_env=worker_env,
+            model=model,
+            ready_timeout_s=ready_timeout_s,
+            stop_grace_s=stop_grace_s,
+            echo_logs=echo_logs,
+        )
         self.config = config or LoadBalancerConfig()
         if api_key is not None:
             self.config.api_key = api_key
-        self.s3 = LocalS3()
         self.balancer: LoadBalancer | None = None
-        self._server = LoopbackServer(port, what="load-balancer emulator", thread_name="devstack-lb")
         self._workers: list[WorkerProcess] = []
-        self._run_dir: Path | None = None
-        self._stopped = False
 
     endpoint_type = "load_balancer"
 
     @property
-    def port(self) -> int:
-        return self._server.port
-
-    @property
-    def base_url(self) -> str:
-        """Stands for `https://<ENDPOINT_ID>.api.runpod.ai`."""
-        return f"http://127.0.0.1:{self.port}"
-
-    endpoint_url = base_url
-
-    @property
-    def api_key(self) -> str:
-        return self.config.api_key
-
-    @property
-    def bucket(self) -> str:
-        return self.s3.bucket
-
-    @property
-    def s3_endpoint(self) -> str:
-        return self.s3.endpoint_url
+    def endpoint_url(self) -> str:
+        """The base URL: it stands for `https://<ENDPOINT_ID>.api.runpod.ai`."""
+        return self.base_url
 
     @property
     def workers(self) -> dict[str, int]:
@@ -265,29 +245,7 @@ class LoadBalancerStack:
     def _call(self, fn: Any) -> Any:
         return self._server.call(fn)
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def start(self) -> Self:
-        atexit.register(self.stop)
-        self._run_dir = Path(tempfile.mkdtemp(prefix="devstack-lb-"))
-        try:
-            if self.model is None and isinstance(self.model_mode, str):
-                self.model = choose_model(self.model_mode)
-            self.s3.start()
-            self._start_balancer()
-            for slot in range(1, self.worker_count + 1):
-                self._spawn(slot)
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def _start_balancer(self) -> None:
+    def _start_server(self) -> None:
         def make_app() -> Any:
             self.balancer = LoadBalancer(self.config)  # on the server's loop: its asyncio.Event belongs there
             return self.balancer.app
@@ -339,14 +297,6 @@ class LoadBalancerStack:
                 raise RuntimeError(f"workers not healthy after {self.ready_timeout_s:.0f} s ({states}):\n{self.log_tails()}")
             time.sleep(0.1)
 
-    def stop(self) -> None:
-        if self._stopped:
-            return
-        self._stopped = True
-        atexit.unregister(self.stop)
+    def _stop_workers(self) -> None:
         for worker in self._workers:
             worker.stop(self.stop_grace_s)
-        self._server.stop()
-        self.s3.stop()
-        if self._run_dir is not None:
-            shutil.rmtree(self._run_dir, ignore_errors=True)
