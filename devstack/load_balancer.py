@@ -294,7 +294,7 @@ class LoadBalancerStack(LocalStack):
                     log.warning("no worker is healthy: %s", states)
                 return
             if time.monotonic() > deadline:
-                raise RuntimeError(f"workers not healthy after {self.ready_timeout_s:.0f} s ({states}):\n{self.log_tails()}")
+                raise RuntimeError(f"workers not healthy after {self.ready_timeout_s:.0f} s ({self.worker_states()}):\n{self.log_tails()}")
             time.sleep(0.1)
 
     def _stop_workers(self) -> None:

@@ -82,6 +82,13 @@ def test_with_no_healthy_worker_a_request_waits_then_gets_no_workers_available()
         assert time.perf_counter() - started >= 0.9
 
 
+def test_a_worker_that_never_answers_its_health_check_fails_the_start_with_its_state():
+    silent = [sys.executable, "-c", "import time; time.sleep(60)"]  # starts, never serves
+    stack = running_stack(1, endpoint_type="load_balancer", worker_cmd=silent, ready_timeout_s=1.0)
+    with pytest.raises(RuntimeError, match=r"workers not healthy after 1 s \(\{'local-lb-worker-1': 'initializing'\}\)"):
+        stack.__enter__()
+
+
 def test_up_with_the_load_balancer_prints_ready_and_stops_on_sigterm(tmp_path):
     log_path = tmp_path / "up.log"
     args = ["--endpoint-type", "load_balancer", "--workers", "1", "--port", "0", "--model", "none",
