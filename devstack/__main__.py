@@ -21,7 +21,7 @@ from pathlib import Path
 
 from devstack.demo import DEFAULT_TEXT, run_demo
 from devstack.model import ModelUnavailable, announce_model, choose_model
-from devstack.stack import Stack, StackError, print_ready
+from devstack.stack import Stack, print_ready
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -66,8 +66,10 @@ def _up(args: argparse.Namespace) -> int:
     if model is not None:
         announce_model(model, sys.stderr)
     if args.endpoint_type == "load_balancer":
-        return _up_load_balancer(args, model, stop)
-    stack = Stack(
+        from devstack.load_balancer import LoadBalancerStack as stack_class
+    else:
+        stack_class = Stack
+    stack = stack_class(
         workers=args.workers,
         port=args.port,
         model=model,
@@ -78,44 +80,16 @@ def _up(args: argparse.Namespace) -> int:
     try:
         stack.start()
         print(f"bucket {stack.bucket} at {stack.s3_endpoint}; workers {stack.workers}", file=sys.stderr, flush=True)
-        print_ready(stack)
+        print_ready(stack)  # a load balancer's endpoint_url is its base_url
         while not stop.wait(1.0):
             pass
     except KeyboardInterrupt:
         pass
-    except (StackError, OSError) as exc:  # OSError: the port is taken, most likely
+    except (RuntimeError, OSError) as exc:  # RuntimeError: StackError and the load balancer's; OSError: port taken
         print(f"devstack: {exc}", file=sys.stderr)
         return 1
     finally:
         stopping = True
-        print("stopping...", file=sys.stderr, flush=True)
-        stack.stop()
-    return 0
-
-
-def _up_load_balancer(args: argparse.Namespace, model: object, stop: threading.Event) -> int:
-    from devstack.load_balancer import LoadBalancerStack
-
-    stack = LoadBalancerStack(
-        workers=args.workers,
-        port=args.port,
-        model=model,  # type: ignore[arg-type]
-        worker_cmd=shlex.split(args.worker_cmd) if args.worker_cmd else None,
-        api_key=args.api_key,
-        echo_logs=None if args.quiet else sys.stderr,
-    )
-    try:
-        stack.start()
-        print(f"bucket {stack.bucket} at {stack.s3_endpoint}; workers {stack.workers}", file=sys.stderr, flush=True)
-        print(f"ready {stack.base_url} {stack.api_key}", flush=True)
-        while not stop.wait(1.0):
-            pass
-    except KeyboardInterrupt:
-        pass
-    except (RuntimeError, OSError) as exc:
-        print(f"devstack: {exc}", file=sys.stderr)
-        return 1
-    finally:
         print("stopping...", file=sys.stderr, flush=True)
         stack.stop()
     return 0

@@ -18,33 +18,28 @@ Its `base_url` stands for `https://<ENDPOINT_ID>.api.runpod.ai`.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import hmac
 import logging
-import os
 import secrets
-import shutil
 import socket
-import tempfile
-import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO, Any, Self
+from typing import IO, Any
 
 import httpx
-import uvicorn
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from devstack.model import ModelChoice, ModelMode, choose_model
+from devstack.local_stack import LocalStack
+from devstack.model import ModelChoice, ModelMode
 from devstack.s3 import LocalS3
-from devstack.workers import REAL_WORKER_CMD, WorkerProcess, base_env
+from devstack.serving import LoopbackServer
+from devstack.workers import WorkerProcess, stack_worker_env
 
 log = logging.getLogger("devstack.lb")
 
@@ -193,8 +188,10 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-class LoadBalancerStack:
+class LoadBalancerStack(LocalStack):
     """Local S3 + the load-balancer emulator + N workers in http mode. Use as a context manager."""
+
+    run_dir_prefix = "devstack-lb-"
 
     def __init__(
         self,
@@ -210,52 +207,29 @@ class LoadBalancerStack:
         echo_logs: IO[str] | None = None,
         config: LoadBalancerConfig | None = None,
     ) -> None:
-        self.worker_count = workers
-        self.worker_cmd = list(worker_cmd or REAL_WORKER_CMD)
-        self.extra_worker_env = dict(worker_env or {})
-        self.model_mode = model
-        self.model: ModelChoice | None = model if isinstance(model, ModelChoice) else None
-        self.ready_timeout_s = ready_timeout_s
-        self.stop_grace_s = stop_grace_s
-        self.echo_logs = echo_logs
+        super().__init__(
+            workers,
+            server=LoopbackServer(port, what="load-balancer emulator", thread_name="devstack-lb"),
+            s3=LocalS3(),
+            worker_cmd=worker_cmd,
+            worker_env=worker_env,
+            model=model,
+            ready_timeout_s=ready_timeout_s,
+            stop_grace_s=stop_grace_s,
+            echo_logs=echo_logs,
+        )
         self.config = config or LoadBalancerConfig()
         if api_key is not None:
             self.config.api_key = api_key
-        self.s3 = LocalS3()
         self.balancer: LoadBalancer | None = None
-        self._port = port
-        self._sock: socket.socket | None = None
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._workers: list[WorkerProcess] = []
-        self._run_dir: Path | None = None
-        self._stopped = False
 
     endpoint_type = "load_balancer"
 
     @property
-    def port(self) -> int:
-        return self._port
-
-    @property
-    def base_url(self) -> str:
-        """Stands for `https://<ENDPOINT_ID>.api.runpod.ai`."""
-        return f"http://127.0.0.1:{self._port}"
-
-    endpoint_url = base_url
-
-    @property
-    def api_key(self) -> str:
-        return self.config.api_key
-
-    @property
-    def bucket(self) -> str:
-        return self.s3.bucket
-
-    @property
-    def s3_endpoint(self) -> str:
-        return self.s3.endpoint_url
+    def endpoint_url(self) -> str:
+        """The base URL: it stands for `https://<ENDPOINT_ID>.api.runpod.ai`."""
+        return self.base_url
 
     @property
     def workers(self) -> dict[str, int]:
@@ -269,57 +243,14 @@ class LoadBalancerStack:
         return "\n".join(f"--- {w.worker_id}\n{w.log_tail(lines)}" for w in self._workers)
 
     def _call(self, fn: Any) -> Any:
-        async def run() -> Any:
-            return fn()
+        return self._server.call(fn)
 
-        assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(10)
+    def _start_server(self) -> None:
+        def make_app() -> Any:
+            self.balancer = LoadBalancer(self.config)  # on the server's loop: its asyncio.Event belongs there
+            return self.balancer.app
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def start(self) -> Self:
-        atexit.register(self.stop)
-        self._run_dir = Path(tempfile.mkdtemp(prefix="devstack-lb-"))
-        try:
-            if self.model is None and isinstance(self.model_mode, str):
-                self.model = choose_model(self.model_mode)
-            self.s3.start()
-            self._start_balancer()
-            for slot in range(1, self.worker_count + 1):
-                self._spawn(slot)
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def _start_balancer(self) -> None:
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", self._port))
-        self._port = self._sock.getsockname()[1]
-        ready = threading.Event()
-
-        async def serve() -> None:
-            self._loop = asyncio.get_running_loop()
-            self.balancer = LoadBalancer(self.config)  # its asyncio.Event belongs to this loop
-            self._server = uvicorn.Server(
-                uvicorn.Config(self.balancer.app, log_level="warning", access_log=False, timeout_graceful_shutdown=3)
-            )
-            ready.set()
-            await self._server.serve(sockets=[self._sock])
-
-        self._thread = threading.Thread(target=lambda: asyncio.run(serve()), name="devstack-lb", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 15
-        while not (ready.is_set() and self._server is not None and self._server.started):
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the load-balancer emulator did not start")
-            time.sleep(0.02)
+        self._server.start(make_app)
         log.info("load-balancer emulator at %s", self.base_url)
 
     def add_worker(self, extra_env: dict[str, str] | None = None) -> str:
@@ -331,11 +262,7 @@ class LoadBalancerStack:
         assert self._run_dir is not None
         workdir = self._run_dir / worker_id
         port, health_port = _free_port(), _free_port()
-        threads = max(1, (os.cpu_count() or 1) // max(1, self.worker_count))
-        env = base_env(workdir, threads)
-        env.update(self.s3.worker_env())
-        if self.model is not None:
-            env.update(self.model.env)
+        env = stack_worker_env(workdir, self.worker_count, self.s3, self.model)
         # What a RunPod load-balancing endpoint sets (the infra program does the same), on loopback here.
         env.update({"F5TTS_SERVE": "http", "PORT": str(port), "PORT_HEALTH": str(health_port),
                     "F5TTS_BIND_HOST": "127.0.0.1", "RUNPOD_ENDPOINT_ID": self.config.endpoint_id,
@@ -367,22 +294,9 @@ class LoadBalancerStack:
                     log.warning("no worker is healthy: %s", states)
                 return
             if time.monotonic() > deadline:
-                raise RuntimeError(f"workers not healthy after {self.ready_timeout_s:.0f} s ({states}):\n{self.log_tails()}")
+                raise RuntimeError(f"workers not healthy after {self.ready_timeout_s:.0f} s ({self.worker_states()}):\n{self.log_tails()}")
             time.sleep(0.1)
 
-    def stop(self) -> None:
-        if self._stopped:
-            return
-        self._stopped = True
-        atexit.unregister(self.stop)
+    def _stop_workers(self) -> None:
         for worker in self._workers:
             worker.stop(self.stop_grace_s)
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        if self._sock is not None:
-            self._sock.close()
-        self.s3.stop()
-        if self._run_dir is not None:
-            shutil.rmtree(self._run_dir, ignore_errors=True)

@@ -7,28 +7,22 @@ SIGTERM (runpod's graceful shutdown) and then their whole process group gets SIG
 
 from __future__ import annotations
 
-import asyncio
-import atexit
 import logging
-import os
-import shutil
 import signal
-import socket
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, Self, TypeVar
-
-import uvicorn
+from typing import IO, Any, TypeVar
 
 from devstack.emulator import EmulatorConfig, FaultInjector, create_app, worker_urls
 from devstack.jobs import JobQueue, QueueOptions
-from devstack.model import ModelChoice, ModelMode, choose_model
+from devstack.local_stack import LocalStack
+from devstack.model import ModelChoice, ModelMode
 from devstack.s3 import LocalS3
-from devstack.workers import REAL_WORKER_CMD, WorkerProcess, base_env, runpod_env
+from devstack.serving import LoopbackServer
+from devstack.workers import WorkerProcess, runpod_env, stack_worker_env
 
 log = logging.getLogger("devstack")
 T = TypeVar("T")
@@ -38,7 +32,7 @@ class StackError(RuntimeError):
     pass
 
 
-class Stack:
+class Stack(LocalStack):
     """A running local endpoint. Use as a context manager, or `start()` / `stop()`.
 
     `model`: "auto" (real weights if configured or cached, else the tiny noise model), "real", "tiny", a
@@ -64,58 +58,33 @@ class Stack:
         queue_options: QueueOptions | None = None,
         config: EmulatorConfig | None = None,
     ) -> None:
-        self.worker_count = workers
-        self.worker_cmd = list(worker_cmd or REAL_WORKER_CMD)
-        self.extra_worker_env = dict(worker_env or {})
-        self.model_mode = model
-        self.model: ModelChoice | None = model if isinstance(model, ModelChoice) else None
+        super().__init__(
+            workers,
+            server=LoopbackServer(port, what="queue emulator", thread_name="devstack-emulator", error=StackError),
+            s3=LocalS3(bucket=bucket) if bucket else LocalS3(),
+            worker_cmd=worker_cmd,
+            worker_env=worker_env,
+            model=model,
+            ready_timeout_s=ready_timeout_s,
+            stop_grace_s=stop_grace_s,
+            echo_logs=echo_logs,
+        )
         self.respawn = respawn
         self.respawns_left = max_respawns  # a worker that dies at every start must not be restarted forever
-        self.ready_timeout_s = ready_timeout_s
-        self.stop_grace_s = stop_grace_s
-        self.echo_logs = echo_logs
         self.config = config or EmulatorConfig(endpoint_id=endpoint_id)
         if api_key is not None:
             self.config.api_key = api_key
         self.queue = JobQueue(queue_options)
         self.faults = FaultInjector()
-        self.s3 = LocalS3(bucket=bucket) if bucket else LocalS3()
-        self._port = port
-        self._sock: socket.socket | None = None
-        self._server: uvicorn.Server | None = None
-        self._server_thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._workers: dict[int, WorkerProcess] = {}  # slot → its current process
         self._generations: dict[int, int] = {}
         self._monitor: threading.Thread | None = None
         self._stopping = threading.Event()
-        self._stopped = False
-        self._run_dir: Path | None = None  # the workers' HOMEs, working directories and logs; removed by stop()
 
     # ------------------------------------------------------------------------------------------- what callers use
     @property
-    def port(self) -> int:
-        return self._port
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._port}"
-
-    @property
     def endpoint_url(self) -> str:
         return f"{self.base_url}/v2/{self.config.endpoint_id}"
-
-    @property
-    def api_key(self) -> str:
-        return self.config.api_key
-
-    @property
-    def bucket(self) -> str:
-        return self.s3.bucket
-
-    @property
-    def s3_endpoint(self) -> str:
-        return self.s3.endpoint_url
 
     @property
     def s3_credentials(self) -> dict[str, str]:
@@ -151,70 +120,16 @@ class Stack:
 
     def call(self, fn: Callable[..., T], *args: Any, timeout: float = 10.0) -> T:
         """Run `fn(*args)` on the emulator's event loop (its state is not thread-safe) and return the result."""
-        if self._loop is None:
-            raise StackError("the emulator is not running")
-
-        async def run() -> T:
-            return fn(*args)
-
-        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout)
+        return self._server.call(fn, *args, timeout=timeout)
 
     # ------------------------------------------------------------------------------------------- start
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def start(self) -> Self:
-        atexit.register(self.stop)
-        self._run_dir = Path(tempfile.mkdtemp(prefix="devstack-"))
-        try:
-            if self.model is None and isinstance(self.model_mode, str):
-                self.model = choose_model(self.model_mode)
-            self.s3.start()
-            self._start_emulator()
-            for slot in range(1, self.worker_count + 1):
-                self._spawn(slot)
-            self._wait_ready()
-            self._monitor = threading.Thread(target=self._watch_workers, name="devstack-monitor", daemon=True)
-            self._monitor.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def _start_emulator(self) -> None:
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", self._port))
-        self._port = self._sock.getsockname()[1]
+    def _start_server(self) -> None:
         app = create_app(self.queue, self.config, self.faults)
-        self._server = uvicorn.Server(
-            uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=3)
-        )
-        self._server_thread = threading.Thread(target=self._serve, name="devstack-emulator", daemon=True)
-        self._server_thread.start()
-        deadline = time.monotonic() + 15
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._server_thread.is_alive():
-                raise StackError("the queue emulator did not start")
-            time.sleep(0.02)
+        self._server.start(lambda: app, lifespan="on")
         log.info("queue emulator at %s", self.endpoint_url)
 
-    def _serve(self) -> None:
-        async def serve() -> None:
-            self._loop = asyncio.get_running_loop()
-            await self._server.serve(sockets=[self._sock])
-
-        asyncio.run(serve())
-
     def _worker_env(self, worker_id: str, workdir: Path) -> dict[str, str]:
-        threads = max(1, (os.cpu_count() or 1) // max(1, self.worker_count))
-        env = base_env(workdir, threads)
-        env.update(self.s3.worker_env())
-        if self.model is not None:
-            env.update(self.model.env)
+        env = stack_worker_env(workdir, self.worker_count, self.s3, self.model)
         env.update(
             runpod_env(
                 worker_urls(self.base_url, self.config.endpoint_id),
@@ -257,6 +172,10 @@ class Stack:
                 raise StackError(f"workers not ready after {self.ready_timeout_s:.0f} s:\n{self.log_tails()}")
             time.sleep(0.1)
 
+    def _started(self) -> None:
+        self._monitor = threading.Thread(target=self._watch_workers, name="devstack-monitor", daemon=True)
+        self._monitor.start()
+
     def _watch_workers(self) -> None:
         """A worker process that ends: its jobs are taken back at once, its group is cleaned, a new one starts."""
         while not self._stopping.wait(0.2):
@@ -279,14 +198,10 @@ class Stack:
                         log.exception("could not replace worker %s", worker.worker_id)
 
     # ------------------------------------------------------------------------------------------- stop
-    def stop(self) -> None:
-        if self._stopped:
-            return
-        self._stopped = True
+    def _stop_workers(self) -> None:
         self._stopping.set()
-        atexit.unregister(self.stop)
         try:
-            if self._loop is not None:
+            if self._server.loop is not None:
                 self.call(self.queue.drain)
         except Exception:
             log.exception("could not drain the queue")
@@ -299,19 +214,10 @@ class Stack:
         for worker in workers:
             worker.stop(self.stop_grace_s)
         try:
-            if self._loop is not None:
+            if self._server.loop is not None:
                 self.call(self.queue.close)
         except Exception:
             log.exception("could not close the queue")
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._server_thread is not None:
-            self._server_thread.join(timeout=10)
-        if self._sock is not None:
-            self._sock.close()
-        self.s3.stop()
-        if self._run_dir is not None:
-            shutil.rmtree(self._run_dir, ignore_errors=True)
 
 
 def print_ready(stack: Stack, out: IO[str] = sys.stdout) -> None:

@@ -16,7 +16,11 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from devstack.model import ModelChoice
+    from devstack.s3 import LocalS3
 
 log = logging.getLogger("devstack.workers")
 
@@ -76,6 +80,17 @@ def base_env(workdir: Path, threads: int) -> dict[str, str]:
     env.setdefault("OMP_NUM_THREADS", str(threads))
     env["F5TTS_DATA_DIR"] = str(workdir / "data")
     env["F5TTS_ALLOW_PRIVATE_URLS"] = "true"  # reference audio may come from the local S3 on 127.0.0.1
+    return env
+
+
+def stack_worker_env(workdir: Path, worker_count: int, s3: LocalS3, model: ModelChoice | None) -> dict[str, str]:
+    """`base_env` with this worker's share of the CPU threads, the local S3 and the model (None: a worker command
+    that loads none): what every worker of a local stack gets, before its endpoint type's own variables."""
+    threads = max(1, (os.cpu_count() or 1) // max(1, worker_count))
+    env = base_env(workdir, threads)
+    env.update(s3.worker_env())
+    if model is not None:
+        env.update(model.env)
     return env
 
 

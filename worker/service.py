@@ -245,16 +245,7 @@ class WorkerService:
             delivered: dict[str, str] = {"audio_base64": encoded}
         else:
             delivered = self._publish(data, job.format)
-        output = SynthesizeOutput(
-            **delivered,
-            format=job.format,
-            sample_rate=speech.sample_rate,
-            duration=round(speech.duration, 3),
-            seed=speech.seed,
-            voice=speech.voice,
-            chunks=speech.chunks,
-            timings=self._timings(started, speech.inference_s, speech.duration),
-        )
+        output = SynthesizeOutput(**delivered, **self._summary(job, speech, started))
         yield output.model_dump(exclude_none=True)
 
     def _stream(self, job: SynthesizeInput, speech: Speech, started: float) -> Iterator[dict[str, Any]]:
@@ -273,15 +264,19 @@ class WorkerService:
                 sample_rate=speech.sample_rate,
                 duration=round(piece.samples.size / speech.sample_rate, 3),
             ).model_dump()
-        yield StreamEnd(
-            format=job.format,
-            sample_rate=speech.sample_rate,
-            duration=round(speech.duration, 3),
-            seed=speech.seed,
-            voice=speech.voice,
-            chunks=speech.chunks,
-            timings=self._timings(started, speech.inference_s, speech.duration),
-        ).model_dump()
+        yield StreamEnd(**self._summary(job, speech, started)).model_dump()
+
+    def _summary(self, job: SynthesizeInput, speech: Speech, started: float) -> dict[str, Any]:
+        """What a whole result and a stream's last item both say about the speech (timings: measured now)."""
+        return {
+            "format": job.format,
+            "sample_rate": speech.sample_rate,
+            "duration": round(speech.duration, 3),
+            "seed": speech.seed,
+            "voice": speech.voice,
+            "chunks": speech.chunks,
+            "timings": self._timings(started, speech.inference_s, speech.duration),
+        }
 
     def _resolve_reference(self, job: SynthesizeInput) -> Reference:
         if job.ref_audio is None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import io
+import wave
 from typing import Any
 
 # Fast retries and polls: the behaviour under test is the same, the waits are just shorter.
@@ -24,3 +26,14 @@ async def collect(stream: Any, into: list[Any] | None = None) -> list[Any]:
         for item in stream:
             items.append(item)
     return items
+
+
+def pcm_wav(frames: int, value: int = 1000) -> bytes:
+    """A mono 16-bit 24 kHz WAV of `frames` samples all equal to `value`: chunks whose joins a test can check."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(24000)
+        w.writeframes(value.to_bytes(2, "little", signed=True) * frames)
+    return buffer.getvalue()

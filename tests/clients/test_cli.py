@@ -16,17 +16,8 @@ import pytest
 from f5tts_client import JobState, cli
 
 from tests.clients.fake_runpod import FakeRunPod, Plan, stream_chunk, stream_end, synth_output
+from tests.clients.helpers import pcm_wav
 from worker.voices import BUILTIN_TEXT, builtin_audio_file
-
-
-def pcm_wav(frames: int, value: int = 1000) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(24000)
-        w.writeframes(value.to_bytes(2, "little", signed=True) * frames)
-    return buffer.getvalue()
 
 
 def sent(fake: FakeRunPod) -> dict:

@@ -10,17 +10,7 @@ import pytest
 from f5tts_client import Client, JobState, cli
 
 from tests.clients.fake_runpod import API_KEY, ENDPOINT_URL, FakeRunPod, Plan, stream_chunk, stream_end, synth_output
-from tests.clients.helpers import FAST
-
-
-def pcm_wav(frames: int, value: int) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(24000)
-        w.writeframes(value.to_bytes(2, "little", signed=True) * frames)
-    return buffer.getvalue()
+from tests.clients.helpers import FAST, pcm_wav
 
 
 class Pipe(io.RawIOBase):

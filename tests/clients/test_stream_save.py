@@ -3,26 +3,16 @@ polling after a long-polled answer."""
 
 from __future__ import annotations
 
-import io
 import time
 import wave
 
 import pytest
 
 from tests.clients.fake_runpod import Plan, stream_chunk, stream_end
-from tests.clients.helpers import collect
+from tests.clients.helpers import collect, pcm_wav
 
 pytestmark = pytest.mark.anyio
 
-
-def pcm_wav(frames: int, value: int) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(24000)
-        w.writeframes(value.to_bytes(2, "little", signed=True) * frames)
-    return buffer.getvalue()
 
 
 async def test_save_joins_the_chunks_into_one_wav_as_they_arrive(make_client, fake, tmp_path):

@@ -6,6 +6,7 @@ Other test areas use them from their conftest.py:
 
 `devstack` is one stack with one real worker (`python -m worker.handler` on the tiny random-weight model, local S3,
 queue emulator), started once per session however many conftest files import it, and stopped at the end.
+`shared_stack(kind, **options)` is the body of such a fixture for any kind of stack (lb_fixtures.py uses it).
 """
 
 from __future__ import annotations
@@ -18,24 +19,31 @@ import pytest
 from devstack.testing import StackHandle, running_stack
 
 _lock = threading.Lock()
-_shared: dict[str, object] = {"users": 0}
+_shared: dict[str, dict[str, object]] = {}  # kind of stack → its users, context and handle
+
+
+def shared_stack(kind: str, **options: object) -> Iterator[StackHandle]:
+    """The body of a session fixture: one `running_stack(**options)` per `kind`, started by its first user and
+    stopped when its last user is done."""
+    # A fixture imported into two conftest files is two fixtures to pytest; sharing one stack between them
+    # saves a worker start-up (model load and warm-up) per extra importer.
+    with _lock:
+        entry = _shared.setdefault(kind, {"users": 0})
+        if entry["users"] == 0:
+            context = running_stack(**options)
+            entry["stack"] = context.__enter__()
+            entry["context"] = context
+        entry["users"] += 1
+    try:
+        yield entry["stack"]
+    finally:
+        with _lock:
+            entry["users"] -= 1
+            if entry["users"] == 0:
+                entry.pop("context").__exit__(None, None, None)
+                entry.pop("stack")
 
 
 @pytest.fixture(scope="session")
 def devstack() -> Iterator[StackHandle]:
-    # A fixture imported into two conftest files is two fixtures to pytest; sharing one stack between them
-    # saves a worker start-up (model load and warm-up) per extra importer.
-    with _lock:
-        if _shared["users"] == 0:
-            context = running_stack(workers=1)
-            _shared["stack"] = context.__enter__()
-            _shared["context"] = context
-        _shared["users"] += 1
-    try:
-        yield _shared["stack"]
-    finally:
-        with _lock:
-            _shared["users"] -= 1
-            if _shared["users"] == 0:
-                _shared.pop("context").__exit__(None, None, None)
-                _shared.pop("stack")
+    yield from shared_stack("queue", workers=1)

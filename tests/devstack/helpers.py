@@ -1,18 +1,25 @@
-"""Small helpers of the devstack tests: an API client for a stack, bounded waits."""
+"""Small helpers of the devstack tests: an API client for a stack, bounded waits, `python -m devstack up` as a
+child process."""
 
 from __future__ import annotations
 
 import os
+import queue
+import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import pytest
 
 from devstack.stack import Stack
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 ECHO_WORKER = [sys.executable, str(Path(__file__).with_name("echo_worker.py"))]
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"}
 T = TypeVar("T")
@@ -59,3 +66,28 @@ def group_gone(pgid: int) -> bool:
     except ProcessLookupError:
         return True
     return False
+
+
+@contextmanager
+def devstack_up(args: list[str], log_path: Path) -> Iterator[tuple[subprocess.Popen, str]]:
+    """`python -m devstack up ARGS` as a developer runs it: yields the process and its first stdout line (read
+    with a bounded wait), its stderr going to `log_path`; killed at the end if it is still running."""
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "devstack", "up", *args], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=log, text=True
+        )
+    try:
+        lines: queue.Queue = queue.Queue()  # read by a thread, so that the wait for the first line is bounded
+        threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+        yield proc, lines.get(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def assert_stack_gone(worker_pids: list[int], url: str) -> None:
+    """After a stop: no process of any worker's group is left, and nothing answers at `url`."""
+    wait_until(lambda: all(group_gone(pid) for pid in worker_pids), 5, "every worker process to be gone")
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(url, timeout=5)

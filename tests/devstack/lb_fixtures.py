@@ -7,30 +7,13 @@ however many test modules import it, and stopped when the last one is done.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 
 import pytest
 
-from devstack.testing import running_stack
-
-_lock = threading.Lock()
-_shared: dict[str, object] = {"users": 0}
+from tests.devstack.fixtures import shared_stack
 
 
 @pytest.fixture(scope="session")
 def lb_devstack() -> Iterator[object]:
-    with _lock:
-        if _shared["users"] == 0:
-            context = running_stack(workers=1, endpoint_type="load_balancer")
-            _shared["stack"] = context.__enter__()
-            _shared["context"] = context
-        _shared["users"] += 1
-    try:
-        yield _shared["stack"]
-    finally:
-        with _lock:
-            _shared["users"] -= 1
-            if _shared["users"] == 0:
-                _shared.pop("context").__exit__(None, None, None)
-                _shared.pop("stack")
+    yield from shared_stack("load_balancer", workers=1, endpoint_type="load_balancer")

@@ -2,40 +2,24 @@
 
 from __future__ import annotations
 
-import queue
 import re
 import shlex
 import signal
 import subprocess
 import sys
-import threading
-from pathlib import Path
 
 import httpx
 import pytest
 import soundfile
 
-from tests.devstack.helpers import ECHO_WORKER, group_gone, wait_until
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _lines(stream) -> queue.Queue:
-    """The stream's lines, read by a thread, so that every wait on them can be bounded."""
-    lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in stream], daemon=True).start()
-    return lines
+from tests.devstack.helpers import ECHO_WORKER, REPO_ROOT, assert_stack_gone, devstack_up
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
 def test_up_prints_ready_serves_jobs_and_stops_cleanly_on_a_signal(tmp_path, stop_signal):
     log_path = tmp_path / "up.log"
-    cmd = [sys.executable, "-m", "devstack", "up", "--workers", "2", "--port", "0", "--model", "none"]
-    cmd += ["--worker-cmd", shlex.join(ECHO_WORKER)]
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
-    try:
-        ready = _lines(proc.stdout).get(timeout=60)
+    args = ["--workers", "2", "--port", "0", "--model", "none", "--worker-cmd", shlex.join(ECHO_WORKER)]
+    with devstack_up(args, log_path) as (proc, ready):
         match = re.fullmatch(r"ready (http://127\.0\.0\.1:\d+/v2/local) (\S+)\n", ready)
         assert match, f"unexpected first line {ready!r}"
         endpoint_url, api_key = match.groups()
@@ -50,13 +34,7 @@ def test_up_prints_ready_serves_jobs_and_stops_cleanly_on_a_signal(tmp_path, sto
         assert len(pids) == 2
         proc.send_signal(stop_signal)
         assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    wait_until(lambda: all(group_gone(pid) for pid in pids), 5, "every worker process to be gone")
-    with pytest.raises(httpx.ConnectError):
-        httpx.get(f"{endpoint_url}/health", timeout=5)
+    assert_stack_gone(pids, f"{endpoint_url}/health")
 
 
 def test_demo_writes_a_decodable_wav_and_announces_the_noise_model(tmp_path):

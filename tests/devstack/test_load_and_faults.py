@@ -11,6 +11,7 @@ import pytest
 
 from devstack.testing import running_stack
 from tests.devstack.helpers import TERMINAL, api, group_gone, wait_status, wait_until
+from tests.loopback_http import serve_get
 
 LOAD_JOBS = 50
 
@@ -81,42 +82,19 @@ def test_fifty_jobs_at_once_complete_exactly_once_each(pair, capsys):
     assert len(per_worker) == 2, "both workers took jobs"
 
 
-def _serve_once_per_request(body: bytes):
-    """A loopback HTTP server answering every GET with `body`; returns (server, port)."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
-    return server, server.server_address[1]
-
-
 def test_worker_logs_hold_no_planted_secret_nor_presigned_url(pair):
     from urllib.parse import parse_qs, urlsplit
 
     from worker.voices import BUILTIN_TEXT, builtin_audio_file
 
     password, signature = "PLANTED-PASSWORD-2468", "PLANTED-SIGNATURE-1357"
-    server, port = _serve_once_per_request(builtin_audio_file().read_bytes())
-    try:
+    clip = builtin_audio_file().read_bytes()
+    with serve_get(lambda _path: (200, clip)) as base_url:
+        port = int(base_url.rsplit(":", 1)[1])
         url = f"http://user:{password}@127.0.0.1:{port}/ref.wav?X-Amz-Signature={signature}"
         job = {"text": "Nothing secret here.", "ref_audio": {"url": url}, "ref_text": BUILTIN_TEXT, "nfe_step": 4}
         with api(pair) as client:
             done = client.post("runsync", params={"wait": 120_000}, json={"input": job}).json()
-    finally:
-        server.shutdown()
-        server.server_close()
     assert done["status"] == "COMPLETED", done
     output_signature = parse_qs(urlsplit(done["output"][0]["audio_url"]).query)["X-Amz-Signature"][0]
     logs = pair.log_tails(1_000_000)

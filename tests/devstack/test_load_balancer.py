@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 import signal
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,10 +17,9 @@ import pytest
 
 from devstack.load_balancer import HEALTHY, INITIALIZING, UNHEALTHY, LoadBalancerConfig
 from devstack.testing import running_stack
-from tests.devstack.helpers import group_gone, wait_until
+from tests.devstack.helpers import assert_stack_gone, devstack_up, wait_until
 
 HTTP_ECHO_WORKER = [sys.executable, str(Path(__file__).with_name("http_echo_worker.py"))]
-REPO_ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(120)
 
 
@@ -84,28 +82,27 @@ def test_with_no_healthy_worker_a_request_waits_then_gets_no_workers_available()
         assert time.perf_counter() - started >= 0.9
 
 
+def test_a_worker_that_never_answers_its_health_check_fails_the_start_with_its_state():
+    silent = [sys.executable, "-c", "import time; time.sleep(60)"]  # starts, never serves
+    stack = running_stack(1, endpoint_type="load_balancer", worker_cmd=silent, ready_timeout_s=1.0)
+    with pytest.raises(RuntimeError, match=r"workers not healthy after 1 s \(\{'local-lb-worker-1': 'initializing'\}\)"):
+        stack.__enter__()
+
+
 def test_up_with_the_load_balancer_prints_ready_and_stops_on_sigterm(tmp_path):
-    cmd = [sys.executable, "-m", "devstack", "up", "--endpoint-type", "load_balancer", "--workers", "1", "--port", "0",
-           "--model", "none", "--worker-cmd", " ".join(HTTP_ECHO_WORKER), "--quiet"]  # fmt: skip
-    with open(tmp_path / "up.log", "w") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
-    try:
-        ready = proc.stdout.readline()
+    log_path = tmp_path / "up.log"
+    args = ["--endpoint-type", "load_balancer", "--workers", "1", "--port", "0", "--model", "none",
+            "--worker-cmd", " ".join(HTTP_ECHO_WORKER), "--quiet"]  # fmt: skip
+    with devstack_up(args, log_path) as (proc, ready):
         match = re.fullmatch(r"ready (http://127\.0\.0\.1:\d+) (\S+)\n", ready)
-        assert match, f"unexpected first line {ready!r}: {(tmp_path / 'up.log').read_text()[-2000:]}"
+        assert match, f"unexpected first line {ready!r}: {log_path.read_text()[-2000:]}"
         base_url, api_key = match.groups()
         answer = httpx.get(f"{base_url}/echo/hi", headers={"Authorization": f"Bearer {api_key}"}, timeout=30)
         assert answer.status_code == 200 and answer.json()["path"] == "hi"
-        pids = [int(p) for p in re.findall(r"started local-lb-worker-\d \(pid (\d+)\)", (tmp_path / "up.log").read_text())]
+        pids = [int(p) for p in re.findall(r"started local-lb-worker-\d \(pid (\d+)\)", log_path.read_text())]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    wait_until(lambda: all(group_gone(pid) for pid in pids), 5, "every worker process to be gone")
-    with pytest.raises(httpx.ConnectError):
-        httpx.get(f"{base_url}/ping", timeout=5)
+    assert_stack_gone(pids, f"{base_url}/ping")
 
 
 def _status_of_oversized_post(port: int, api_key: str) -> int:

@@ -21,17 +21,16 @@ import ipaddress
 import json
 import re
 import socket
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import numpy as np
 import soundfile as sf
 from hypothesis import strategies as st
 
+from tests.loopback_http import serve_get
 from worker.schema import MAX_TEXT_CHARS, ErrorBody, contract_schema
 
 TEXT_MAX_CHARS = 60
@@ -241,27 +240,6 @@ def offline_dns() -> Iterator[None]:
         socket.getaddrinfo = real
 
 
-@contextmanager
-def audio_server(good_wav: bytes) -> Iterator[str]:
-    """Loopback HTTP: /good.wav is a real clip, anything else 404."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            body, status = (good_wav, 200) if self.path == "/good.wav" else (b"no", 404)
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+def audio_server(good_wav: bytes):
+    """Loopback HTTP: /good.wav is a real clip, anything else 404; a context manager yielding the base URL."""
+    return serve_get(lambda path: (200, good_wav) if path == "/good.wav" else (404, b"no"))
