@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import inspect
+import os
 import re
 import shlex
 import subprocess
@@ -29,7 +30,11 @@ def test_readme_configuration_table_matches_worker_config():
 
 def _recipe(target: str) -> list[list[str]]:
     """The commands `make <target>` runs (a dry run: nothing is executed), each split into words."""
-    dry = subprocess.run(["make", "-n", target], cwd=REPO, capture_output=True, text=True, check=True, timeout=60)
+    # Run as make would be from a shell: under `make test` the inherited MAKELEVEL/MAKEFLAGS add directory lines.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
+    dry = subprocess.run(
+        ["make", "-n", "--no-print-directory", target], cwd=REPO, env=env, capture_output=True, text=True, check=True, timeout=60
+    )
     return [shlex.split(line) for line in dry.stdout.splitlines() if line.strip()]
 
 

@@ -35,12 +35,17 @@ async def test_arguments_left_out_are_not_sent(make_client, fake):
     client = make_client()
     await resolve(client.synthesize("Hi."))
     await resolve((await resolve(client.submit("Hi."))).wait())
-    await resolve(client.voices.upload("bob", b"RIFF-bytes"))
+    await resolve(client.voices.upload("bob", b"RIFF-bytes", "Bob speaking."))
     await resolve(client.voices.list())
     assert bodies(fake) == [
         {"action": "synthesize", "text": "Hi."},
         {"action": "synthesize", "text": "Hi."},
-        {"action": "upload_voice", "name": "bob", "audio": {"base64": base64.b64encode(b"RIFF-bytes").decode()}},
+        {
+            "action": "upload_voice",
+            "name": "bob",
+            "audio": {"base64": base64.b64encode(b"RIFF-bytes").decode()},
+            "text": "Bob speaking.",
+        },
         {"action": "list_voices"},
     ]
 
@@ -53,11 +58,11 @@ async def test_arguments_given_are_sent_even_at_the_workers_default_value(make_c
     await resolve(client.synthesize("Hi.", **defaults))
     # None is a value too: `seed=None` asks the worker for a random seed, `voice=None` for the default voice.
     await resolve(client.synthesize("Hi.", seed=None, voice=None, delivery=None))
-    await resolve(client.voices.upload("bob", "https://example.test/bob.wav", None, overwrite=False))
+    await resolve(client.voices.upload("bob", "https://example.test/bob.wav", "Bob.", overwrite=False))
     assert bodies(fake) == [
         {"action": "synthesize", "text": "Hi.", **defaults},
         {"action": "synthesize", "text": "Hi.", "seed": None, "voice": None, "delivery": None},
-        {"action": "upload_voice", "name": "bob", "audio": {"url": "https://example.test/bob.wav"}, "text": None,
+        {"action": "upload_voice", "name": "bob", "audio": {"url": "https://example.test/bob.wav"}, "text": "Bob.",
          "overwrite": False},
     ]
 
