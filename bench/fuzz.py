@@ -81,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
                     raise AssertionError("a refused job changed the bucket")
                 if after != before:
                     check_bucket(after, read)
+                # Checked, a job's generated audio is removed again: the bucket (listed twice per job) stays
+                # small, so the run does not slow down as it goes.
+                for key in set(after) - set(before):
+                    if key.startswith("generated/"):
+                        bucket.client.delete_object(Bucket=bucket.name, Key=key)
             except AssertionError as exc:
                 outcome = "UNCODED / inconsistent"
                 failures.append(f"{exc}"[:300] + f" <- {job_input!r:.200}\n{last_traceback[0][-3000:]}")

@@ -282,15 +282,26 @@ class WorkerService:
         if job.ref_audio is None:
             voice = self.voices.get(job.voice or BUILTIN_VOICE)
             return Reference(voice.info.name, voice.samples, voice.sample_rate, voice.info.text)
-        self._require_transcript(job.ref_text, "ref_text")
-        prepared, text = self._load_reference(job.ref_audio, job.ref_text, "ref_audio")
+        transcript = self._transcript(job.ref_text, "ref_text")
+        prepared, text = self._load_reference(job.ref_audio, transcript, "ref_audio")
         return Reference("inline", prepared.samples, prepared.sample_rate, text)
 
-    def _require_transcript(self, transcript: str | None, field: str) -> None:
+    def _transcript(self, transcript: str | None, field: str) -> str | None:
+        """The caller's transcript, or None for "transcribe it"; invalid_input if it is needed but missing.
+
+        A blank transcript (whitespace only, by Python's definition, the one prepare_reference strips with) is no
+        transcript: it must not slip past this check into a transcription that is switched off (which failed
+        with `internal` where Whisper is not installed, and would run Whisper anyway where it is).
+        """
+        if transcript is not None and not transcript.strip():
+            transcript = None
         if transcript is None and not self.settings.model.auto_transcribe:
             raise ContractError(
-                ErrorCode.invalid_input, f"{field} (the transcript) is required: automatic transcription is off", field
+                ErrorCode.invalid_input,
+                f"{field} (the transcript) is required and must not be blank: automatic transcription is off",
+                field,
             )
+        return transcript
 
     def _load_reference(
         self, source: AudioSource, transcript: str | None, field: str
@@ -341,11 +352,11 @@ class WorkerService:
 
     # ----------------------------------------------------------------------------------------------- voices
     def _upload_voice(self, job: UploadVoiceInput) -> Any:
-        self._require_transcript(job.text, "text")
+        transcript = self._transcript(job.text, "text")
         if job.name == BUILTIN_VOICE or (not job.overwrite and self.voices.exists(job.name)):
             # Checked before fetching so a doomed upload costs nothing (the library checks again when writing).
             raise voice_exists(job.name)
-        prepared, text = self._load_reference(job.audio, job.text, "audio")
+        prepared, text = self._load_reference(job.audio, transcript, "audio")
         return self.voices.save(
             job.name,
             prepared.samples,

@@ -175,3 +175,22 @@ def test_a_decode_bomb_is_audio_too_large_for_both_actions(s3_service, bucket_ke
     body = ErrorBody.model_validate_json(items[0]["error"])
     assert (body.code, body.field) == ("audio_too_large", "ref_audio" if action == "synthesize" else "audio")
     assert bucket_keys() == before
+
+
+@pytest.mark.parametrize("blank", [" ", "\t\n", "\u3000", "\x1c"], ids=["space", "tab-newline", "ideographic", "x1c"])
+@pytest.mark.parametrize("action", ["synthesize", "upload_voice"])
+def test_a_blank_transcript_is_a_missing_transcript(s3_service, bucket_keys, reference_wav, action, blank):
+    # Real audio, so the job gets past decoding: a blank transcript used to slip past the "transcript required"
+    # check (it is not None) into a transcription that is switched off (`internal` in the 10,000-input fuzz).
+    audio = {"base64": base64.b64encode(reference_wav).decode()}
+    job = (
+        {"text": "hi", "ref_audio": audio, "ref_text": blank}
+        if action == "synthesize"
+        else {"action": "upload_voice", "name": "blank", "audio": audio, "text": blank, "overwrite": True}
+    )
+    before = bucket_keys()
+    [item] = list(s3_service.run(job))
+    body = ErrorBody.model_validate_json(item["error"])
+    assert (body.code, body.field) == ("invalid_input", "ref_text" if action == "synthesize" else "text"), body
+    assert "blank" in body.message, body.message
+    assert bucket_keys() == before
