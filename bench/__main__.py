@@ -33,9 +33,12 @@ def run_bench(module: str, names: list[str]) -> dict[str, float | None]:
     values: dict[str, float | None] = dict.fromkeys(names)
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log_path = LOG_DIR / f"{module}.log"
-    with open(log_path, "wb") as log, subprocess.Popen(
-        [sys.executable, "-m", module], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=log, text=True
-    ) as proc:
+    with (
+        open(log_path, "wb") as log,
+        subprocess.Popen(
+            [sys.executable, "-m", module], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=log, text=True
+        ) as proc,
+    ):
         for line in proc.stdout:
             name, _, rest = line.partition(" ")
             if name in values and rest.strip():
@@ -44,7 +47,10 @@ def run_bench(module: str, names: list[str]) -> dict[str, float | None]:
                 print(line, end="", flush=True)
     if proc.returncode != 0:
         tail = log_path.read_text(errors="replace")[-2000:]
-        print(f"{module} failed (exit {proc.returncode}); the end of {log_path.relative_to(REPO_ROOT)}:\n{tail}", flush=True)
+        print(
+            f"{module} failed (exit {proc.returncode}); the end of {log_path.relative_to(REPO_ROOT)}:\n{tail}",
+            flush=True,
+        )
     print(flush=True)
     return values
 

@@ -106,7 +106,9 @@ def main(argv: list[str] | None = None) -> float:
         ],
         title="one job end to end, interleaved",
     )
-    print(f"\nratio of medians {ratio:.3f}; median of per-round ratios {paired_ratio(times['client'], times['raw']):.3f}")
+    print(
+        f"\nratio of medians {ratio:.3f}; median of per-round ratios {paired_ratio(times['client'], times['raw']):.3f}"
+    )
     headline("client_overhead_ratio", ratio)
     return ratio
 

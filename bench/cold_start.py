@@ -134,7 +134,9 @@ class ColdStart:
                 deadline = time.monotonic() + READY_TIMEOUT_S
                 while not self.api.taken.wait(0.05):
                     if proc.poll() is not None or time.monotonic() > deadline:
-                        raise SystemExit(f"the worker never asked for a job; its log:\n{self.log_path.read_text()[-3000:]}")
+                        raise SystemExit(
+                            f"the worker never asked for a job; its log:\n{self.log_path.read_text()[-3000:]}"
+                        )
                 assert self.api.first_take is not None
                 return self.api.first_take - started
             finally:
@@ -143,8 +145,13 @@ class ColdStart:
     def bare(self) -> float:
         started = time.perf_counter()
         proc = subprocess.Popen(
-            [sys.executable, "-c", BARE_SCRIPT, self.model_env["F5TTS_CKPT_FILE"],
-             str(Path(self.model_env["F5TTS_VOCODER_DIR"]) / "pytorch_model.bin")],
+            [
+                sys.executable,
+                "-c",
+                BARE_SCRIPT,
+                self.model_env["F5TTS_CKPT_FILE"],
+                str(Path(self.model_env["F5TTS_VOCODER_DIR"]) / "pytorch_model.bin"),
+            ],
             env=base_env(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -165,8 +172,10 @@ class ColdStart:
         """The engine load and warm-up times from the last worker's log."""
         text = self.log_path.read_text(errors="replace")
         rows = []
-        for name, pattern in (("engine load (worker log)", r"loaded .* in ([0-9.]+) s"),
-                              ("warm-up synthesis (worker log)", r"warm-up synthesis took ([0-9.]+) s")):
+        for name, pattern in (
+            ("engine load (worker log)", r"loaded .* in ([0-9.]+) s"),
+            ("warm-up synthesis (worker log)", r"warm-up synthesis took ([0-9.]+) s"),
+        ):
             if match := re.search(pattern, text):
                 rows.append([name, float(match.group(1))])
         return rows
@@ -217,7 +226,9 @@ def main(argv: list[str] | None = None) -> float:
             bench = ColdStart(Path(workdir), s3, api)
             bench.worker()  # once each first: the page cache and .pyc files are then warm for both
             bench.bare()
-            times = interleaved({"worker": bench.worker, "bare": bench.bare, "interpreter": bench.interpreter}, args.rounds)
+            times = interleaved(
+                {"worker": bench.worker, "bare": bench.bare, "interpreter": bench.interpreter}, args.rounds
+            )
             phases = bench.logged_phases()
         import_rows, import_total = import_breakdown()
     finally:
@@ -240,7 +251,9 @@ def main(argv: list[str] | None = None) -> float:
         import_rows,
         title=f"worker start-up imports by top-level package (python -X importtime; {import_total:.2f} s in all)",
     )
-    print(f"\nratio of medians {ratio:.3f}; median of per-round ratios {paired_ratio(times['worker'], times['bare']):.3f}")
+    print(
+        f"\nratio of medians {ratio:.3f}; median of per-round ratios {paired_ratio(times['worker'], times['bare']):.3f}"
+    )
     headline("cold_start_ratio", ratio)
     return ratio
 

@@ -34,13 +34,25 @@ def cases() -> dict[str, bytes]:
 
     # The largest input within the budget: 599 s of stereo 48 kHz sound (a tone with pauses), which is
     # decoded in full and then clipped.
-    tone = ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=f=220:r=48000", "-af", "volume='lt(mod(t,3),2)':eval=frame"]
+    tone = [
+        "ffmpeg",
+        "-v",
+        "error",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=f=220:r=48000",
+        "-af",
+        "volume='lt(mod(t,3),2)':eval=frame",
+    ]
     stereo = subprocess.run(
         [*tone, "-t", "599", "-ac", "2", "-f", "flac", "pipe:1"], capture_output=True, check=True, timeout=120
     ).stdout
     return {
         "flac declaring 599 s x 8 ch x 384 kHz": t._bomb_declared_599s_8ch_384k(),
-        "flac declaring 599 s x 8 ch x 192 kHz": t._declaring(t._ffmpeg_silence("flac", 1, 192000, "7.1"), 599 * 192000),
+        "flac declaring 599 s x 8 ch x 192 kHz": t._declaring(
+            t._ffmpeg_silence("flac", 1, 192000, "7.1"), 599 * 192000
+        ),
         "flac declaring no length, 30 s x 8 ch x 384 kHz": t._bomb_undeclared_30s_8ch_384k(),
         "m4a 100 s x 8 ch x 96 kHz": t._bomb_m4a_8ch_96k(),
         "flac 599 s stereo 48 kHz tone (within the budget)": stereo,

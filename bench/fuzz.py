@@ -53,8 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     outcomes: Counter[str] = Counter()
     failures: list[str] = []
     started = time.monotonic()
-    with running_s3_server() as s3, offline_dns(), audio_server(FuzzWorld("").good_wav) as base_url, \
-            tempfile.TemporaryDirectory(prefix="fuzz-") as workdir:
+    with (
+        running_s3_server() as s3,
+        offline_dns(),
+        audio_server(FuzzWorld("").good_wav) as base_url,
+        tempfile.TemporaryDirectory(prefix="fuzz-") as workdir,
+    ):
         bucket = s3.create_bucket()
         world = FuzzWorld(base_url)
         service = make_service(engine, bucket.settings(), Path(workdir), allow_private_urls=True, fetch_timeout_s=3.0)

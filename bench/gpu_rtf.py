@@ -53,7 +53,10 @@ VOCOS_CONFIG = {
         "class_path": "vocos.models.VocosBackbone",
         "init_args": {"input_channels": 100, "dim": 512, "intermediate_dim": 1536, "num_layers": 8},
     },
-    "head": {"class_path": "vocos.heads.ISTFTHead", "init_args": {"dim": 512, "n_fft": 1024, "hop_length": 256, "padding": "same"}},
+    "head": {
+        "class_path": "vocos.heads.ISTFTHead",
+        "init_args": {"dim": 512, "n_fft": 1024, "hop_length": 256, "padding": "same"},
+    },
 }
 
 
@@ -155,8 +158,19 @@ def main(argv: list[str] | None = None) -> int:
                 service = make_service(env, args.device, dtype, backend, Path(data_dir))
                 for nfe_step in args.nfe:
                     m = measure(service, nfe_step, args.runs)
-                    rows.append([dtype, backend, nfe_step, f"{m['rtf']:.4f}", f"{m['job_rtf']:.4f}", m["audio_s"],
-                                 m["first_chunk_s"], m["stream_total_s"], m["chunks"]])
+                    rows.append(
+                        [
+                            dtype,
+                            backend,
+                            nfe_step,
+                            f"{m['rtf']:.4f}",
+                            f"{m['job_rtf']:.4f}",
+                            m["audio_s"],
+                            m["first_chunk_s"],
+                            m["stream_total_s"],
+                            m["chunks"],
+                        ]
+                    )
                     if nfe_step == 32:
                         best_rtf_32 = m["rtf"] if best_rtf_32 is None else min(best_rtf_32, m["rtf"])
                     print(f"  {dtype} {backend} NFE {nfe_step}: RTF {m['rtf']:.4f}", flush=True)

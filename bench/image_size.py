@@ -53,13 +53,58 @@ CUDA_BASE_REST = 0.45e9
 # Debian packages python:3.11-slim-bookworm already holds (debian:bookworm-slim plus the Python image's runtime
 # libraries), written down from its package list: apt resolves as on an empty system, so these are not counted.
 IN_SLIM_BASE = {
-    "libc6", "libgcc-s1", "libstdc++6", "zlib1g", "libssl3", "ca-certificates", "libsqlite3-0", "tzdata", "netbase",
-    "libgnutls30", "libsystemd0", "libudev1", "libzstd1", "liblzma5", "libbz2-1.0", "libcrypt1", "libgmp10",
-    "libffi8", "libidn2-0", "libp11-kit0", "libtasn1-6", "libunistring2", "libnettle8", "libhogweed6", "libseccomp2",
-    "libselinux1", "libpcre2-8-0", "libcap2", "libacl1", "libattr1", "libdb5.3", "libgcrypt20", "libgpg-error0",
-    "liblz4-1", "libxxhash0", "libaudit1", "libaudit-common", "libcap-ng0", "libmd0", "libtinfo6", "libncursesw6",
-    "libreadline8", "readline-common", "libuuid1", "libblkid1", "libmount1", "libsmartcols1", "debconf", "perl-base",
-    "libgdbm6", "libexpat1", "openssl",
+    "libc6",
+    "libgcc-s1",
+    "libstdc++6",
+    "zlib1g",
+    "libssl3",
+    "ca-certificates",
+    "libsqlite3-0",
+    "tzdata",
+    "netbase",
+    "libgnutls30",
+    "libsystemd0",
+    "libudev1",
+    "libzstd1",
+    "liblzma5",
+    "libbz2-1.0",
+    "libcrypt1",
+    "libgmp10",
+    "libffi8",
+    "libidn2-0",
+    "libp11-kit0",
+    "libtasn1-6",
+    "libunistring2",
+    "libnettle8",
+    "libhogweed6",
+    "libseccomp2",
+    "libselinux1",
+    "libpcre2-8-0",
+    "libcap2",
+    "libacl1",
+    "libattr1",
+    "libdb5.3",
+    "libgcrypt20",
+    "libgpg-error0",
+    "liblz4-1",
+    "libxxhash0",
+    "libaudit1",
+    "libaudit-common",
+    "libcap-ng0",
+    "libmd0",
+    "libtinfo6",
+    "libncursesw6",
+    "libreadline8",
+    "readline-common",
+    "libuuid1",
+    "libblkid1",
+    "libmount1",
+    "libsmartcols1",
+    "debconf",
+    "perl-base",
+    "libgdbm6",
+    "libexpat1",
+    "openssl",
 }
 CUDA_OVERLAP = ("cublas", "cufft", "curand", "cusparse", "cusolver", "cuda_nvrtc", "nvjitlink", "cuda_runtime", "nccl")
 
@@ -101,7 +146,10 @@ def apt_size(packages: list[str]) -> tuple[float, str]:
     try:
         simulated = subprocess.run(
             ["apt-get", "-s", "-o", "Dir::State::status=/dev/null", "install", "--no-install-recommends", *packages],
-            check=True, capture_output=True, text=True, timeout=60,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
         ).stdout
         names = [line.split()[1] for line in simulated.splitlines() if line.startswith("Inst ")]
         names = [name for name in names if name.split(":")[0] not in IN_SLIM_BASE]
@@ -116,7 +164,11 @@ def apt_size(packages: list[str]) -> tuple[float, str]:
 
 def old_pins() -> str | None:
     done = subprocess.run(
-        ["git", "show", f"{OLD_COMMIT}:requirements/worker.txt"], cwd=REPO_ROOT, capture_output=True, text=True, check=False
+        ["git", "show", f"{OLD_COMMIT}:requirements/worker.txt"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     return done.stdout if done.returncode == 0 else None
 
@@ -136,14 +188,23 @@ def main() -> int:
     old_base = new.cuda_overlap + CUDA_BASE_REST
 
     rows = [
-        ("base image", old_base, PUBLISHED["python:3.11-slim-bookworm"], (
-            "before: nvidia/cuda:12.8.1-runtime-ubuntu22.04 = its CUDA libs also in the nvidia-* wheels (measured) "
-            f"+ {CUDA_BASE_REST / GB:.2f} GB NPP/nvJPEG/Ubuntu/Python (estimate); after: python:3.11-slim-bookworm "
-            "(published)"
-        )),
+        (
+            "base image",
+            old_base,
+            PUBLISHED["python:3.11-slim-bookworm"],
+            (
+                "before: nvidia/cuda:12.8.1-runtime-ubuntu22.04 = its CUDA libs also in the nvidia-* wheels (measured) "
+                f"+ {CUDA_BASE_REST / GB:.2f} GB NPP/nvJPEG/Ubuntu/Python (estimate); after: python:3.11-slim-bookworm "
+                "(published)"
+            ),
+        ),
         ("FFmpeg (apt)", ffmpeg, ffmpeg, ffmpeg_source),
-        ("runtime set, no bytecode", old.total - old.bytecode, new.total - new.bytecode,
-         f"before: {old.source}; after: {new.source}"),
+        (
+            "runtime set, no bytecode",
+            old.total - old.bytecode,
+            new.total - new.bytecode,
+            f"before: {old.source}; after: {new.source}",
+        ),
         ("  + bytecode pip compiles", old.bytecode, new.bytecode, "measured (*.pyc of the install above)"),
         ("flash-attn", PUBLISHED["flash-attn"], PUBLISHED["flash-attn"], "estimate (GitHub wheel ~0.26 GB, unpacked)"),
         ("weights (F5TTS_v1_Base, Vocos)", PUBLISHED["weights"], PUBLISHED["weights"], "published (Hub file sizes)"),
@@ -155,7 +216,9 @@ def main() -> int:
     for label, old_value, new_value, source in rows:
         print(f"  {label:34} {old_value / GB:7.2f} {new_value / GB:7.2f}  {source}")
     print(f"  {'estimated image':34} {before / GB:7.2f} {after / GB:7.2f}  sum of the rows")
-    print(f"  CUDA libraries held twice before: {new.cuda_overlap / GB:.2f} GB (in the base and in the nvidia-* wheels)")
+    print(
+        f"  CUDA libraries held twice before: {new.cuda_overlap / GB:.2f} GB (in the base and in the nvidia-* wheels)"
+    )
     print(f"  WITH_WHISPER=true adds ~{(PUBLISHED['whisper weights'] + 0.07e9) / GB:.2f} GB (transformers + weights)")
     print(f"  target: runtime set <= 6.4 GB (was 7.9): {(new.total - new.bytecode) / GB:.2f} GB; image <= 9 GB")
     print(f"image_size_gb {after / GB:.3f}")

@@ -27,7 +27,14 @@ SEED = 7
 
 
 def http_first_byte(client: httpx.Client, base_url: str, nfe: int, first: list[float]) -> None:
-    body = {"model": "f5-tts", "input": TEXT, "voice": "default", "response_format": "pcm", "seed": SEED, "nfe_step": nfe}
+    body = {
+        "model": "f5-tts",
+        "input": TEXT,
+        "voice": "default",
+        "response_format": "pcm",
+        "seed": SEED,
+        "nfe_step": nfe,
+    }
     count = len(first)
     started = time.perf_counter()
     with client.stream("POST", f"{base_url}/v1/audio/speech", json=body) as response:
@@ -75,7 +82,9 @@ def main() -> None:
         totals = interleaved(contenders, args.rounds)
     rows = [timing_row(f"{name} first audio", firsts[name], 1000) for name in firsts]
     rows += [timing_row(f"{name} whole request", totals[name], 1000) for name in totals]
-    print_table(["ms", "median", "min", "max", "runs"], rows, title=f"time to first audio, {len(TEXT)} chars, nfe {args.nfe}")
+    print_table(
+        ["ms", "median", "min", "max", "runs"], rows, title=f"time to first audio, {len(TEXT)} chars, nfe {args.nfe}"
+    )
     headline("ttfb_ratio", paired_ratio(firsts["http"], firsts["queue"]))
 
 

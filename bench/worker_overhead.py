@@ -99,7 +99,9 @@ def _worker_child(nfe_step: int) -> tuple[Callable[[], Any], Callable[[int], lis
         named = {
             "validate input (pydantic)": lambda: parse_job_input(job["input"]),
             "voice lookup (built-in, cached)": lambda: service.voices.get("default"),
-            "text chunking": lambda: engine.split_text(BENCH_TEXT, voice.info.text, voice.samples.size / voice.sample_rate),
+            "text chunking": lambda: engine.split_text(
+                BENCH_TEXT, voice.info.text, voice.samples.size / voice.sample_rate
+            ),
             "encode WAV": lambda: audio.encode_audio(wave, engine.sample_rate, "wav"),
             "upload to S3 (moto, loopback)": lambda: service.store.put(key, data, "audio/wav"),
             "presign URL": lambda: service.store.presign(key, 3600),
@@ -116,7 +118,9 @@ def _worker_child(nfe_step: int) -> tuple[Callable[[], Any], Callable[[int], lis
     return run, steps, save
 
 
-def _bare_child(nfe_step: int, lean: bool = False) -> tuple[Callable[[], Any], Callable[[int], list], Callable[[str], None]]:
+def _bare_child(
+    nfe_step: int, lean: bool = False
+) -> tuple[Callable[[], Any], Callable[[int], list], Callable[[str], None]]:
     import numpy as np
     import torchaudio
     import yaml
@@ -350,7 +354,10 @@ def main(argv: list[str] | None = None) -> float:
     print_table(
         ["contender", "median s", "min s", "max s", "runs", "worker / it"],
         [
-            [*timing_row(CONTENDERS[kind], times[kind]), "" if kind == "worker" else median(times["worker"]) / median(times[kind])]
+            [
+                *timing_row(CONTENDERS[kind], times[kind]),
+                "" if kind == "worker" else median(times["worker"]) / median(times[kind]),
+            ]
             for kind in CONTENDERS
         ],
         title="one job end to end, alternating (each process times its own job)",

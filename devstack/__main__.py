@@ -29,13 +29,21 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     up = commands.add_parser("up", help="run the stack until Ctrl-C or SIGTERM")
-    up.add_argument("--endpoint-type", choices=["queue", "load_balancer"], default="queue",
-                    help="RunPod endpoint type to emulate (default queue)")  # fmt: skip
+    up.add_argument(
+        "--endpoint-type",
+        choices=["queue", "load_balancer"],
+        default="queue",
+        help="RunPod endpoint type to emulate (default queue)",
+    )
     up.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     up.add_argument("--port", type=int, default=8000, help="emulator port on 127.0.0.1 (default 8000; 0: any free)")
-    up.add_argument("--model", choices=["auto", "real", "tiny", "none"], default="auto",
-                    help="real weights (configured or cached), the tiny noise model, auto (real if available), or "
-                         "none (for a --worker-cmd that loads no model)")  # fmt: skip
+    up.add_argument(
+        "--model",
+        choices=["auto", "real", "tiny", "none"],
+        default="auto",
+        help="real weights (configured or cached), the tiny noise model, auto (real if available), or "
+        "none (for a --worker-cmd that loads no model)",
+    )
     up.add_argument("--worker-cmd", help="run this worker command instead of `python -m worker.handler`")
     up.add_argument("--api-key", help="the API key clients must send (default: a random one, printed)")
     up.add_argument("--quiet", action="store_true", help="do not echo the workers' output")
@@ -103,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         return _up(args)
     try:
         run_demo(args.out, args.text, args.model)
-    except Exception as exc:  # noqa: BLE001 - one readable line for `make demo`; the cause was logged above
+    except Exception as exc:
         print(f"demo failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -34,7 +34,9 @@ class EmulatedJobStatus(str, Enum):
     TIMED_OUT = "TIMED_OUT"
 
 
-TERMINAL = frozenset({EmulatedJobStatus.COMPLETED, EmulatedJobStatus.FAILED, EmulatedJobStatus.CANCELLED, EmulatedJobStatus.TIMED_OUT})
+TERMINAL = frozenset(
+    {EmulatedJobStatus.COMPLETED, EmulatedJobStatus.FAILED, EmulatedJobStatus.CANCELLED, EmulatedJobStatus.TIMED_OUT}
+)
 
 
 @dataclass
@@ -200,7 +202,9 @@ class JobQueue:
         return True
 
     def purge(self) -> int:
-        queued = [self.jobs[i] for i in self._queue if i in self.jobs and self.jobs[i].status is EmulatedJobStatus.IN_QUEUE]
+        queued = [
+            self.jobs[i] for i in self._queue if i in self.jobs and self.jobs[i].status is EmulatedJobStatus.IN_QUEUE
+        ]
         for job in queued:
             self._finish(job, EmulatedJobStatus.CANCELLED)
         self._queue.clear()
@@ -387,7 +391,10 @@ class JobQueue:
         job.changed.notify()
 
     def _finish(self, job: Job, status: EmulatedJobStatus) -> None:
-        if job.status is EmulatedJobStatus.IN_PROGRESS and status in (EmulatedJobStatus.CANCELLED, EmulatedJobStatus.TIMED_OUT):
+        if job.status is EmulatedJobStatus.IN_PROGRESS and status in (
+            EmulatedJobStatus.CANCELLED,
+            EmulatedJobStatus.TIMED_OUT,
+        ):
             self._stop_on_worker(job)
         if job.worker_id in self.workers:
             self.workers[job.worker_id].jobs.discard(job.id)

@@ -45,8 +45,18 @@ log = logging.getLogger("devstack.lb")
 
 MB = 1024 * 1024
 # Hop-by-hop headers (RFC 9110 §7.6.1) are the proxy's own; `host` names the worker, not the endpoint.
-_HOP_HEADERS = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-                "transfer-encoding", "upgrade", "host", "content-length"}  # fmt: skip
+_HOP_HEADERS = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+}
 _WORKER_SERVER_HEADERS = {"date", "server"}  # this server sets its own
 HEALTHY, INITIALIZING, UNHEALTHY = "healthy", "initializing", "unhealthy"
 
@@ -85,7 +95,9 @@ class LoadBalancer:
         self._changed = asyncio.Event()
         self._http: httpx.AsyncClient | None = None
         self.app = Starlette(
-            routes=[Route("/{path:path}", self._proxy, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])],
+            routes=[
+                Route("/{path:path}", self._proxy, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
+            ],
             lifespan=self._lifespan,
         )
 
@@ -101,7 +113,9 @@ class LoadBalancer:
     @contextlib.asynccontextmanager
     async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(self.config.processing_timeout_s, connect=5.0), limits=limits)
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(self.config.processing_timeout_s, connect=5.0), limits=limits
+        )
         poller = asyncio.create_task(self._poll_health())
         try:
             yield
@@ -177,7 +191,10 @@ class LoadBalancer:
         dropped = _HOP_HEADERS | _WORKER_SERVER_HEADERS
         response_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in dropped}
         return StreamingResponse(
-            upstream.aiter_raw(), status_code=upstream.status_code, headers=response_headers, background=BackgroundTask(done)
+            upstream.aiter_raw(),
+            status_code=upstream.status_code,
+            headers=response_headers,
+            background=BackgroundTask(done),
         )
 
 
@@ -264,9 +281,16 @@ class LoadBalancerStack(LocalStack):
         port, health_port = _free_port(), _free_port()
         env = stack_worker_env(workdir, self.worker_count, self.s3, self.model)
         # What a RunPod load-balancing endpoint sets (the infra program does the same), on loopback here.
-        env.update({"F5TTS_SERVE": "http", "PORT": str(port), "PORT_HEALTH": str(health_port),
-                    "F5TTS_BIND_HOST": "127.0.0.1", "RUNPOD_ENDPOINT_ID": self.config.endpoint_id,
-                    "RUNPOD_POD_ID": worker_id})  # fmt: skip
+        env.update(
+            {
+                "F5TTS_SERVE": "http",
+                "PORT": str(port),
+                "PORT_HEALTH": str(health_port),
+                "F5TTS_BIND_HOST": "127.0.0.1",
+                "RUNPOD_ENDPOINT_ID": self.config.endpoint_id,
+                "RUNPOD_POD_ID": worker_id,
+            }
+        )
         env.update(self.extra_worker_env)
         env.update(extra_env or {})
         worker = WorkerProcess(worker_id, self.worker_cmd, env, workdir, echo=self.echo_logs)
@@ -282,19 +306,27 @@ class LoadBalancerStack(LocalStack):
         while True:
             for worker in self._workers:
                 if worker.exit_code() is not None:
-                    raise RuntimeError(f"worker {worker.worker_id} exited with {worker.exit_code()}:\n{worker.log_tail()}")
+                    raise RuntimeError(
+                        f"worker {worker.worker_id} exited with {worker.exit_code()}:\n{worker.log_tail()}"
+                    )
             # Ready once every worker is healthy or has said it is not (an error status: a model that failed to
             # load keeps it out of the routing pool, as on RunPod; tests of that case need the stack up). A health
             # check that went unanswered (a worker busy loading its model) is waited out.
-            settled = self._call(lambda: {b.worker_id: b.state == HEALTHY or (b.last_status or 204) != 204
-                                          for b in self.balancer.backends.values()})  # type: ignore[union-attr]  # fmt: skip
+            settled = self._call(
+                lambda: {
+                    b.worker_id: b.state == HEALTHY or (b.last_status or 204) != 204
+                    for b in self.balancer.backends.values()
+                }
+            )  # type: ignore[union-attr]
             if settled and all(settled.values()):
                 states = self.worker_states()
                 if not any(state == HEALTHY for state in states.values()):
                     log.warning("no worker is healthy: %s", states)
                 return
             if time.monotonic() > deadline:
-                raise RuntimeError(f"workers not healthy after {self.ready_timeout_s:.0f} s ({self.worker_states()}):\n{self.log_tails()}")
+                raise RuntimeError(
+                    f"workers not healthy after {self.ready_timeout_s:.0f} s ({self.worker_states()}):\n{self.log_tails()}"
+                )
             time.sleep(0.1)
 
     def _stop_workers(self) -> None:

@@ -33,7 +33,13 @@ def _recipe(target: str) -> list[list[str]]:
     # Run as make would be from a shell: under `make test` the inherited MAKELEVEL/MAKEFLAGS add directory lines.
     env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
     dry = subprocess.run(
-        ["make", "-n", "--no-print-directory", target], cwd=REPO, env=env, capture_output=True, text=True, check=True, timeout=60
+        ["make", "-n", "--no-print-directory", target],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     )
     return [shlex.split(line) for line in dry.stdout.splitlines() if line.strip()]
 
@@ -93,7 +99,9 @@ def _value_type(node: ast.expr, names: dict[str, Any]) -> Any:
         try:
             inspect.signature(method).bind(None, *placeholders[0], **placeholders[1])
         except TypeError as exc:
-            raise AssertionError(f"{owner.__name__}.{node.func.attr}{ast.unparse(node)[len(ast.unparse(node.func)):]}: {exc}") from None
+            raise AssertionError(
+                f"{owner.__name__}.{node.func.attr}{ast.unparse(node)[len(ast.unparse(node.func)) :]}: {exc}"
+            ) from None
         return _return_type(method)
     return type(ast.literal_eval(node))
 

@@ -53,7 +53,7 @@ async def iterate_in_thread(items: Iterator[T], *, name: str = "job") -> AsyncIt
                     break
             else:
                 post(_END, None)
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+        except BaseException as exc:
             post(_ERROR, exc)
         finally:
             close = getattr(items, "close", None)

@@ -40,8 +40,13 @@ EDGE_MARGIN_SECONDS = 0.1  # sound kept before the first and after the last voic
 LONG_PAUSE_SECONDS = 1.0  # pauses in a reference are shortened to this; longer ones only skew F5's duration estimate
 
 CONTENT_TYPES = {
-    "wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg", "ogg": "audio/ogg", "aac": "audio/aac", "pcm": "audio/pcm"
-}  # fmt: skip
+    "wav": "audio/wav",
+    "flac": "audio/flac",
+    "mp3": "audio/mpeg",
+    "ogg": "audio/ogg",
+    "aac": "audio/aac",
+    "pcm": "audio/pcm",
+}
 
 # fmt -> (libsndfile container, subtype, extra soundfile.write arguments)
 _SOUNDFILE_FORMATS: dict[str, tuple[str, str, dict]] = {
@@ -81,9 +86,7 @@ class PreparedReference:
 
 
 # ------------------------------------------------------------------------------------------------ decoding
-def decode_audio(
-    data: bytes, *, field: str | None = "audio", target_rate: int | None = None
-) -> tuple[np.ndarray, int]:
+def decode_audio(data: bytes, *, field: str | None = "audio", target_rate: int | None = None) -> tuple[np.ndarray, int]:
     """Decode any audio file's bytes to float32 mono, at its native sample rate or resampled to `target_rate`.
 
     soundfile (libsndfile: wav, flac, ogg, mp3, aiff...) first; the ffmpeg CLI for the rest (m4a/aac, webm...).
@@ -100,7 +103,7 @@ def decode_audio(
         samples, sample_rate = _decode_soundfile(data, field, target_rate)
     except ContractError:
         raise
-    except Exception:  # noqa: BLE001 - libsndfile could not parse it: let ffmpeg try
+    except Exception:
         samples, sample_rate = _decode_ffmpeg(data, field, target_rate)
     if samples.size == 0 or sample_rate <= 0:
         raise ContractError(ErrorCode.audio_unreadable, "the audio contains no samples", field)
@@ -141,9 +144,7 @@ def _decode_soundfile(data: bytes, field: str | None, target_rate: int | None) -
             if f.frames * channels > MAX_DECODE_VALUES:
                 raise _too_many_values(channels, rate, field)
         out_rate = target_rate or rate
-        resampler = (
-            soxr.ResampleStream(rate, out_rate, 1, dtype="float32", quality="HQ") if out_rate != rate else None
-        )
+        resampler = soxr.ResampleStream(rate, out_rate, 1, dtype="float32", quality="HQ") if out_rate != rate else None
         max_out = int((MAX_DECODED_SECONDS + 1) * out_rate)
         pieces: list[np.ndarray] = []
         values = produced = 0
@@ -201,7 +202,7 @@ def _decode_ffmpeg(data: bytes, field: str | None, target_rate: int | None) -> t
             )
         try:
             samples, sample_rate = sf.read(dst, dtype="float32")
-        except Exception:  # noqa: BLE001 - e.g. ffmpeg wrote a header but no samples
+        except Exception:
             raise ContractError(ErrorCode.audio_unreadable, "the audio could not be decoded", field) from None
         return np.ascontiguousarray(samples.reshape(samples.shape[0], -1)[:, 0]), sample_rate
 

@@ -30,7 +30,9 @@ class ModelSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="F5TTS_", extra="ignore", protected_namespaces=())
 
-    model: str = Field(DEFAULT_MODEL, description="Model name: picks `f5_tts/configs/<model>.yaml` and the published checkpoint.")
+    model: str = Field(
+        DEFAULT_MODEL, description="Model name: picks `f5_tts/configs/<model>.yaml` and the published checkpoint."
+    )
     model_cfg: Path | None = Field(
         None, description="Model YAML (f5-tts config format); default: the one shipped with f5-tts for `F5TTS_MODEL`."
     )
@@ -39,9 +41,12 @@ class ModelSettings(BaseSettings):
         description="Checkpoint (.safetensors/.pt), local path or `hf://owner/repo/file`; default: the published "
         "checkpoint of `F5TTS_MODEL` from the Hugging Face cache (baked into the image by `python -m worker.prefetch`).",
     )
-    vocab_file: str | None = Field(None, description="Vocabulary file; default: the one next to the checkpoint, else f5-tts's.")
+    vocab_file: str | None = Field(
+        None, description="Vocabulary file; default: the one next to the checkpoint, else f5-tts's."
+    )
     vocoder_dir: Path | None = Field(
-        None, description="Local Vocos directory (config.yaml + pytorch_model.bin); default: charactr/vocos-mel-24khz from the HF cache."
+        None,
+        description="Local Vocos directory (config.yaml + pytorch_model.bin); default: charactr/vocos-mel-24khz from the HF cache.",
     )
     device: str = Field(
         "auto",
@@ -68,7 +73,9 @@ class StorageSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="BUCKET_", extra="ignore")
 
-    endpoint_url: str | None = Field(None, description="S3 endpoint, e.g. `https://s3.us-west-004.backblazeb2.com`. Unset: no bucket.")
+    endpoint_url: str | None = Field(
+        None, description="S3 endpoint, e.g. `https://s3.us-west-004.backblazeb2.com`. Unset: no bucket."
+    )
     name: str | None = Field(None, description="Bucket name. Unset: no bucket (base64 delivery, voices on local disk).")
     region: str | None = Field(None, description="Region; default: taken from a B2 endpoint URL, else `us-east-1`.")
     access_key_id: SecretStr | None = Field(None, description="Key id (B2 application key id).")
@@ -86,10 +93,16 @@ class WorkerSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="F5TTS_", extra="ignore")
 
-    data_dir: Path = Field(default_factory=_default_data_dir, description="Local voices (no bucket) and the voice cache.")
-    max_audio_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="Largest reference audio accepted (decoded bytes).")
+    data_dir: Path = Field(
+        default_factory=_default_data_dir, description="Local voices (no bucket) and the voice cache."
+    )
+    max_audio_bytes: int = Field(
+        20 * 1024 * 1024, ge=1024, description="Largest reference audio accepted (decoded bytes)."
+    )
     max_output_bytes: int = Field(
-        RUNPOD_RESULT_LIMIT_BYTES, ge=1024, description="Largest base64 result returned inline (RunPod's limit is 20 MB)."
+        RUNPOD_RESULT_LIMIT_BYTES,
+        ge=1024,
+        description="Largest base64 result returned inline (RunPod's limit is 20 MB).",
     )
     fetch_timeout_s: float = Field(15.0, gt=0, le=300, description="Timeout for fetching reference audio by URL.")
     allow_private_urls: bool = Field(
@@ -107,7 +120,9 @@ class WorkerSettings(BaseSettings):
         description="http mode: Bearer key every request but the health check must carry. Leave unset on RunPod "
         "(its load balancer checks the key); set it anywhere else so the server is never open by accident.",
     )
-    bind_host: str = Field("0.0.0.0", description="http mode: address the server listens on (the devstack uses 127.0.0.1).")
+    bind_host: str = Field(
+        "0.0.0.0", description="http mode: address the server listens on (the devstack uses 127.0.0.1)."
+    )
     busy_wait_s: float = Field(
         10.0,
         ge=0,
@@ -159,7 +174,9 @@ def settings_markdown() -> str:
         prefix = cls.model_config["env_prefix"]
         for name, field in cls.model_fields.items():
             default = "(computed)" if field.default_factory else field.default
-            default = "unset" if default is None else f"`{str(default).lower() if isinstance(default, bool) else default}`"
+            default = (
+                "unset" if default is None else f"`{str(default).lower() if isinstance(default, bool) else default}`"
+            )
             rows.append(f"| `{prefix}{name.upper()}` | {default} | {field.description} |")
     return "\n".join(rows)
 

@@ -204,9 +204,7 @@ def read_model_config(path: Path, attn_backend: str) -> tuple[str, dict[str, Any
         raise EngineLoadError(f"model config {path}: only the Vocos vocoder is supported, not {mel['mel_spec_type']!r}")
     wrong = {k: mel.get(k) for k, v in MEL_SETTINGS.items() if mel.get(k, v) != v}
     if wrong:
-        raise EngineLoadError(
-            f"model config {path}: f5-tts's inference needs mel settings {MEL_SETTINGS}, got {wrong}"
-        )
+        raise EngineLoadError(f"model config {path}: f5-tts's inference needs mel settings {MEL_SETTINGS}, got {wrong}")
     arch["attn_backend"] = attn_backend
     return backbone, arch
 
@@ -228,7 +226,7 @@ def cuda_unusable_reason(device: str = "cuda") -> str | None:
         if index >= torch.cuda.device_count():
             return f"{device} does not exist: {torch.cuda.device_count()} CUDA device(s) visible"
         (torch.zeros(1, device=device) + 1).item()  # a real allocation and kernel launch
-    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, AssertionError or AcceleratorError
+    except Exception as exc:
         return f"{type(exc).__name__}: {exc}".strip()
     return None
 
@@ -373,7 +371,9 @@ class Engine:
         """The longest sequence (reference + chunk, in mel frames) the loaded model can take: the text
         embedding's precomputed positions where it has them (8192 for F5's DiT, ~87 s), else CFM's own clamp."""
         text_embed = getattr(getattr(self.model, "transformer", None), "text_embed", None)
-        limit = getattr(text_embed, "precompute_max_pos", None) if getattr(text_embed, "extra_modeling", False) else None
+        limit = (
+            getattr(text_embed, "precompute_max_pos", None) if getattr(text_embed, "extra_modeling", False) else None
+        )
         return int(limit or CFM_MAX_DURATION)
 
     def split_text(self, text: str, ref_text: str, ref_seconds: float, speed: float = 1.0) -> list[str]:

@@ -222,8 +222,14 @@ def create_app(service: WorkerService, settings: Settings, *, start_service: boo
         if api_key is not None and request.url.path != health_path:
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
-                content = {"error": {"message": "invalid or missing API key (Authorization: Bearer <key>)",
-                                     "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}}  # fmt: skip
+                content = {
+                    "error": {
+                        "message": "invalid or missing API key (Authorization: Bearer <key>)",
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": "invalid_api_key",
+                    }
+                }
                 return JSONResponse(content, status_code=401)
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_REQUEST_BYTES):
@@ -250,8 +256,16 @@ def create_app(service: WorkerService, settings: Settings, *, start_service: boo
         response = error_response(ErrorBody(code=code, message=str(exc.detail)), exc.status_code)
         if exc.status_code == 404:
             response = JSONResponse(
-                {"error": {"message": f"no such route: {_request.method} {_request.url.path}", "type": "invalid_request_error",
-                           "param": None, "code": "not_found"}}, status_code=404)  # fmt: skip
+                {
+                    "error": {
+                        "message": f"no such route: {_request.method} {_request.url.path}",
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": "not_found",
+                    }
+                },
+                status_code=404,
+            )
         return response
 
     @app.exception_handler(Exception)
@@ -456,8 +470,12 @@ async def _voice_upload_input(request: Request) -> dict[str, Any]:
         data = await upload.read()
         text = form.get("text")
         overwrite = str(form.get("overwrite", "false")).lower() in ("1", "true", "yes", "on")
-        job = {"action": "upload_voice", "name": name, "audio": {"base64": base64.b64encode(data).decode("ascii")},
-               "overwrite": overwrite}  # fmt: skip
+        job = {
+            "action": "upload_voice",
+            "name": name,
+            "audio": {"base64": base64.b64encode(data).decode("ascii")},
+            "overwrite": overwrite,
+        }
         if isinstance(text, str) and text:
             job["text"] = text
         return job
@@ -478,6 +496,7 @@ async def serve(service: WorkerService, settings: Settings) -> None:
     import uvicorn
 
     app = create_app(service, settings)
+
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:
             # uvicorn installs one signal handler per server, the last one wins: stop them all together.
@@ -493,8 +512,12 @@ async def serve(service: WorkerService, settings: Settings) -> None:
         servers.append(
             uvicorn.Server(uvicorn.Config(health_app, host=host, port=health_port, access_log=False, lifespan="off"))
         )
-    log.info("http mode: serving on port %d (health %s on port %d)", settings.http.port, settings.http.health_check_path,
-             health_port or settings.http.port)  # fmt: skip
+    log.info(
+        "http mode: serving on port %d (health %s on port %d)",
+        settings.http.port,
+        settings.http.health_check_path,
+        health_port or settings.http.port,
+    )
     await asyncio.gather(*(server.serve() for server in servers))
 
 

@@ -49,7 +49,7 @@ def _redact_record_factory(base):
         record = base(*args, **kwargs)
         try:
             message = record.getMessage()
-        except Exception:  # noqa: BLE001 - a malformed record is logging's to report, not ours
+        except Exception:
             return record
         redacted = redact_urls(message)
         if redacted != message:

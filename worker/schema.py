@@ -93,7 +93,9 @@ class AudioSource(_Strict):
         return self
 
 
-VoiceName = Annotated[str, Field(pattern=VOICE_NAME_PATTERN, description="Lowercase letters, digits, '-' and '_'; 1-64 chars.")]
+VoiceName = Annotated[
+    str, Field(pattern=VOICE_NAME_PATTERN, description="Lowercase letters, digits, '-' and '_'; 1-64 chars.")
+]
 
 
 def _one_reference_schema(schema: dict[str, Any]) -> None:
@@ -112,7 +114,9 @@ class SynthesizeInput(_Strict):
     text: str = Field(
         min_length=1, max_length=MAX_TEXT_CHARS, description="Text to speak.", json_schema_extra={"pattern": r"\S"}
     )
-    voice: VoiceName | None = Field(None, description=f"Stored voice; default `{BUILTIN_VOICE}` when no ref_audio is given.")
+    voice: VoiceName | None = Field(
+        None, description=f"Stored voice; default `{BUILTIN_VOICE}` when no ref_audio is given."
+    )
     ref_audio: AudioSource | None = Field(None, description="One-off reference clip instead of a stored voice.")
     ref_text: str | None = Field(None, max_length=MAX_REF_TEXT_CHARS, description="Transcript of ref_audio.")
     speed: float = Field(1.0, ge=0.3, le=3.0, description="Speaking rate multiplier.")
@@ -122,8 +126,12 @@ class SynthesizeInput(_Strict):
     cross_fade_duration: float = Field(0.15, ge=0.0, le=1.0, description="Cross-fade between text chunks, seconds.")
     seed: int | None = Field(None, ge=0, le=2**31 - 1, description="Random seed; echoed back, random if absent.")
     remove_silence: bool = Field(False, description="Strip long silences from the output.")
-    format: AudioFormat = Field("wav", description="Output container: wav (PCM16), flac, mp3, ogg (Opus), aac (ADTS) or pcm (raw s16le mono).")
-    delivery: Delivery | None = Field(None, description="`url` (presigned, needs a bucket) or `base64`; default url when a bucket is configured.")
+    format: AudioFormat = Field(
+        "wav", description="Output container: wav (PCM16), flac, mp3, ogg (Opus), aac (ADTS) or pcm (raw s16le mono)."
+    )
+    delivery: Delivery | None = Field(
+        None, description="`url` (presigned, needs a bucket) or `base64`; default url when a bucket is configured."
+    )
     stream: bool = Field(False, description="Yield each text chunk's audio as soon as it is generated.")
 
     @model_validator(mode="after")

@@ -80,12 +80,19 @@ def check_model_files(settings: Settings) -> str:
 
     files = resolve_model_files(settings.model)  # HF_HUB_OFFLINE=1 (set by main): the cache only
     read_model_config(files.model_cfg, settings.model.attn_backend)
-    paths = [files.ckpt_file, files.vocab_file, files.vocoder_dir / "config.yaml", files.vocoder_dir / "pytorch_model.bin"]
+    paths = [
+        files.ckpt_file,
+        files.vocab_file,
+        files.vocoder_dir / "config.yaml",
+        files.vocoder_dir / "pytorch_model.bin",
+    ]
     problems = [p for p in map(_file_problem, paths) if p]
     if problems:
         raise FileNotFoundError("; ".join(problems))
     size_mb = sum(p.stat().st_size for p in paths) / 1e6
-    return f"{settings.model.model}: {files.ckpt_file.name}, vocabulary and Vocos present and complete ({size_mb:.0f} MB)"
+    return (
+        f"{settings.model.model}: {files.ckpt_file.name}, vocabulary and Vocos present and complete ({size_mb:.0f} MB)"
+    )
 
 
 def check_device(settings: Settings) -> str:
@@ -115,7 +122,7 @@ def run_checks(settings: Settings, *, device: bool = True) -> list[CheckResult]:
             continue
         try:
             results.append(CheckResult(name, True, check()))
-        except Exception as exc:  # noqa: BLE001 - a check reports any failure, then the next one runs
+        except Exception as exc:
             results.append(CheckResult(name, False, f"{type(exc).__name__}: {exc}"))
     return results
 

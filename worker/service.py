@@ -231,7 +231,9 @@ class WorkerService:
     def _synthesize(self, job: SynthesizeInput, started: float, cancelled: threading.Event) -> Iterator[dict[str, Any]]:
         delivery = job.delivery or ("url" if self.store.supports_urls else "base64")
         if delivery == "url" and not self.store.supports_urls:
-            raise ContractError(ErrorCode.invalid_input, "delivery 'url' needs a bucket; this worker has none", "delivery")
+            raise ContractError(
+                ErrorCode.invalid_input, "delivery 'url' needs a bucket; this worker has none", "delivery"
+            )
         speech = self.speak(job, cancelled)
         if job.stream:
             yield from self._stream(job, speech, started)
@@ -252,7 +254,9 @@ class WorkerService:
         """Each piece of the speech, encoded on its own, as soon as it exists; then a summary item."""
         inline_bytes = 0
         for piece in speech.pieces:
-            encoded = base64.b64encode(audio.encode_audio(piece.samples, speech.sample_rate, job.format)).decode("ascii")
+            encoded = base64.b64encode(audio.encode_audio(piece.samples, speech.sample_rate, job.format)).decode(
+                "ascii"
+            )
             # RunPod aggregates a stream's items into one result for /runsync and /status: cap their sum.
             inline_bytes += len(encoded)
             self._check_inline_size(inline_bytes)

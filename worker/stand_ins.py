@@ -79,7 +79,9 @@ def _explain(name: str, installed: list[str], exc: Exception) -> str:
         attr = found.group(1)
     if isinstance(exc, AttributeError) and isinstance(getattr(exc, "obj", None), StandIn):
         module = exc.obj.__name__
-    stood_in = module if module in installed else next((m for m in installed if module and module.startswith(m + ".")), None)
+    stood_in = (
+        module if module in installed else next((m for m in installed if module and module.startswith(m + ".")), None)
+    )
     if stood_in is not None:
         needed = f"{module}.{attr}" if attr else module
         return (

@@ -66,7 +66,9 @@ def write_file_atomically(path: Path, data: bytes, *, durable: bool = True) -> N
     temp_name = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX, delete=False) as handle:
+        with tempfile.NamedTemporaryFile(
+            dir=path.parent, prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX, delete=False
+        ) as handle:
             temp_name = handle.name
             handle.write(data)
             if durable:
@@ -282,7 +284,10 @@ class S3Store(ObjectStore):
         else:
             kind = type(exc).__name__
         log.warning(
-            "%s", self._scrub(f"storage failed to {operation} {key!r} in bucket {self.bucket!r} at {self.endpoint_url}: {exc}")
+            "%s",
+            self._scrub(
+                f"storage failed to {operation} {key!r} in bucket {self.bucket!r} at {self.endpoint_url}: {exc}"
+            ),
         )
         return ContractError(ErrorCode.storage_error, _caller_message(operation, kind))
 
@@ -290,7 +295,7 @@ class S3Store(ObjectStore):
     def _is_missing(exc: ClientError) -> bool:
         code = str(exc.response.get("Error", {}).get("Code", ""))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        return code in ("404", "NoSuchKey", "NotFound") or status == 404 and code != "NoSuchBucket"
+        return code in ("404", "NoSuchKey", "NotFound") or (status == 404 and code != "NoSuchBucket")
 
     # -------------------------------------------------------------------------------------------- operations
     # None until the first conditional write tells whether the store supports them.
@@ -520,7 +525,7 @@ class LocalStore(ObjectStore):
         try:
             for dirpath, _dirs, files in os.walk(base):
                 for name in files:
-                    if name.startswith(_TEMP_PREFIX) and name.endswith(_TEMP_SUFFIX) or name == _LOCK_FILE:
+                    if (name.startswith(_TEMP_PREFIX) and name.endswith(_TEMP_SUFFIX)) or name == _LOCK_FILE:
                         continue
                     full = Path(dirpath, name).relative_to(self.root).as_posix()
                     if full.startswith(full_prefix):

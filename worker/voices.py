@@ -83,7 +83,9 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 def voice_exists(name: str) -> ContractError:
     """The one voice_exists error (the service checks early, the library again when writing)."""
-    return ContractError(ErrorCode.voice_exists, f"voice {name!r} already exists; pass overwrite=true to replace it", "name")
+    return ContractError(
+        ErrorCode.voice_exists, f"voice {name!r} already exists; pass overwrite=true to replace it", "name"
+    )
 
 
 class CorruptVoice(ContractError):

@@ -92,16 +92,23 @@ def unasync_sources(sources: dict[str, str]) -> dict[str, str]:
             (async_dir / name).write_text(source)
         unasync.unasync_files([str(async_dir / name) for name in sources], [rule])
         synced = {name: (Path(scratch) / "_sync" / name).read_text() for name in sources}
-    return {name: sort_imports(source, PACKAGE / "_sync" / name) for name, source in synced.items()}
+    return {name: tidy(source, PACKAGE / "_sync" / name) for name, source in synced.items()}
 
 
-def sort_imports(source: str, path: Path) -> str:
-    """`source` with its imports sorted by ruff, configured as for the file at `path` (the repository's config)."""
-    command = [sys.executable, "-m", "ruff", "check", "--select", "I", "--fix-only", "--exit-zero", "--quiet"]
-    done = subprocess.run(
-        [*command, "--stdin-filename", str(path), "-"], input=source, capture_output=True, text=True, check=True, cwd=REPO
-    )
-    return done.stdout
+def tidy(source: str, path: Path) -> str:
+    """`source` with its imports sorted and its code formatted by ruff, configured as for the file at `path` (the
+    repository's config): generated code reads, and is checked, like hand-written code."""
+    stdin = ["--stdin-filename", str(path), "-"]
+    for command in (["check", "--select", "I", "--fix-only", "--exit-zero", "--quiet"], ["format", "--quiet"]):
+        source = subprocess.run(
+            [sys.executable, "-m", "ruff", *command, *stdin],
+            input=source,
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=REPO,
+        ).stdout
+    return source
 
 
 def generate(contract_path: Path = CONTRACT, package: Path = PACKAGE) -> dict[str, str]:
@@ -122,7 +129,7 @@ def generate(contract_path: Path = CONTRACT, package: Path = PACKAGE) -> dict[st
             async_sources[name] = source.split("\n", 1)[1]  # one header line: the sync twin's own
     for name, source in sorted(unasync_sources(async_sources).items()):
         files[f"_sync/{name}"] = header(f"f5tts_client/_async/{name} (unasync)") + "\n" + source
-    return files
+    return {path: tidy(source, package / path) if path.endswith(".py") else source for path, source in files.items()}
 
 
 def write(files: dict[str, str], package: Path = PACKAGE) -> list[Path]:
@@ -156,7 +163,9 @@ def differences(files: dict[str, str], package: Path = PACKAGE) -> list[str]:
     return out
 
 
-_DOC_SECTION = re.compile(r"(<!-- generated:(?P<name>[\w-]+) [^>]*-->\n)(.*?)(<!-- /generated:(?P=name) -->)", re.DOTALL)
+_DOC_SECTION = re.compile(
+    r"(<!-- generated:(?P<name>[\w-]+) [^>]*-->\n)(.*?)(<!-- /generated:(?P=name) -->)", re.DOTALL
+)
 
 
 def generate_docs(contract_path: Path = CONTRACT, docs: Path = DOCS) -> str:

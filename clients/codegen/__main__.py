@@ -13,8 +13,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m clients.codegen", description=__doc__)
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a generated file is out of date")
     parser.add_argument("--contract", type=Path, default=CONTRACT, help="contract JSON Schema (default: %(default)s)")
-    parser.add_argument("--package", type=Path, default=PACKAGE, help="f5tts_client package directory (default: %(default)s)")
-    parser.add_argument("--docs", type=Path, default=DOCS, help="API reference with generated tables (default: %(default)s)")
+    parser.add_argument(
+        "--package", type=Path, default=PACKAGE, help="f5tts_client package directory (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--docs", type=Path, default=DOCS, help="API reference with generated tables (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
 
     files = generate(args.contract, args.package)

@@ -15,7 +15,13 @@ from typing import Any
 
 _SCALARS = {"string": "str", "integer": "int", "number": "float", "boolean": "bool"}
 # JSON Schema keyword -> pydantic Field() keyword.
-_CONSTRAINTS = {"minLength": "min_length", "maxLength": "max_length", "pattern": "pattern", "minimum": "ge", "maximum": "le"}
+_CONSTRAINTS = {
+    "minLength": "min_length",
+    "maxLength": "max_length",
+    "pattern": "pattern",
+    "minimum": "ge",
+    "maximum": "le",
+}
 
 
 @dataclass(frozen=True)

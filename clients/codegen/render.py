@@ -123,7 +123,10 @@ def param_doc(f: FieldSpec) -> str:
 def fill(text: str, indent: str, initial: str | None = None) -> str:
     """Docstring prose wrapped to the docstring width; `initial` replaces the indent of the first line."""
     return textwrap.fill(
-        text, width=DOC_WIDTH, initial_indent=indent if initial is None else initial, subsequent_indent=indent,
+        text,
+        width=DOC_WIDTH,
+        initial_indent=indent if initial is None else initial,
+        subsequent_indent=indent,
         break_on_hyphens=False,
     )
 
@@ -131,7 +134,11 @@ def fill(text: str, indent: str, initial: str | None = None) -> str:
 def wrap_doc(name: str, text: str, indent: str) -> str:
     """One `name: text` entry of an Args section, wrapped to the docstring width."""
     return textwrap.fill(
-        f"{name}: {text}", width=DOC_WIDTH, initial_indent=indent, subsequent_indent=indent + "    ", break_on_hyphens=False
+        f"{name}: {text}",
+        width=DOC_WIDTH,
+        initial_indent=indent,
+        subsequent_indent=indent + "    ",
+        break_on_hyphens=False,
     )
 
 
@@ -293,9 +300,7 @@ def render_docs_sections(contract: Contract) -> dict[str, str]:
         annotation = param_annotation(f.type)
         default = "required" if f.required else f"`{py_literal(f.default)}`"
         rng = constraint_text(f.type) if f.type.kind != "literal" else ""
-        rows.append(
-            f"| `{f.name}` | `{_cell(annotation)}` | {default} | {_cell(rng)} | {_cell(f.description or '')} |"
-        )
+        rows.append(f"| `{f.name}` | `{_cell(annotation)}` | {default} | {_cell(rng)} | {_cell(f.description or '')} |")
     errors = ["| error code | exception |", "|---|---|"]
     errors += [f"| `{code}` | `{exception_name(code)}` |" for code in contract.error_codes]
     return {"synthesize-parameters": "\n".join(rows) + "\n", "error-codes": "\n".join(errors) + "\n"}

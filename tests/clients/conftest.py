@@ -46,7 +46,9 @@ def make_client(fake: FakeRunPod, flavour: str) -> Iterator[Callable[..., Any]]:
 
 
 @pytest.fixture
-def run_cli(fake: FakeRunPod, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
+def run_cli(
+    fake: FakeRunPod, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., Any]:
     """`run_cli(*argv)` -> (exit code, stdout, stderr), the `f5tts` command line talking to `fake`."""
     monkeypatch.setenv("RUNPOD_API_KEY", API_KEY)
     monkeypatch.setenv("F5TTS_ENDPOINT_URL", ENDPOINT_URL)
@@ -80,7 +82,12 @@ async def stack_client(devstack, flavour: str) -> AsyncIterator[Callable[..., St
 
     def make(api_key: str | None = None, **options: Any) -> StackClient:
         made = StackClient(client=None)  # type: ignore[arg-type]
-        options = {"api_key": api_key or devstack.api_key, "endpoint_url": devstack.endpoint_url, "timeout": 120, **options}
+        options = {
+            "api_key": api_key or devstack.api_key,
+            "endpoint_url": devstack.endpoint_url,
+            "timeout": 120,
+            **options,
+        }
 
         def record(request: httpx.Request) -> None:
             made.sent.append((request.method, request.url.path))

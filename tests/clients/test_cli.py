@@ -24,7 +24,9 @@ def sent(fake: FakeRunPod) -> dict:
     return fake.jobs[max(fake.jobs)]["input"]
 
 
-@pytest.mark.parametrize(("output", "fmt"), [("out.mp3", "mp3"), ("out.OGG", "ogg"), ("out.opus", "ogg"), ("out.flac", "flac")])
+@pytest.mark.parametrize(
+    ("output", "fmt"), [("out.mp3", "mp3"), ("out.OGG", "ogg"), ("out.opus", "ogg"), ("out.flac", "flac")]
+)
 def test_say_picks_the_format_from_the_extension(run_cli, fake, tmp_path, output, fmt):
     fake.plan(Plan(final={"status": "COMPLETED", "output": [synth_output(format=fmt)]}))
     code, out, err = run_cli("say", "Hello.", "--voice", "alice", "--speed", "1.5", "-o", str(tmp_path / output))
@@ -104,7 +106,9 @@ def test_voices_list_and_json(run_cli, fake):
 
 
 def test_stream_writes_one_growing_wav(run_cli, fake, tmp_path):
-    fake.plan(Plan(stream=[[stream_chunk(0, pcm_wav(2400, 100))], [stream_chunk(1, pcm_wav(4800, 200))], [stream_end(2)]]))
+    fake.plan(
+        Plan(stream=[[stream_chunk(0, pcm_wav(2400, 100))], [stream_chunk(1, pcm_wav(4800, 200))], [stream_end(2)]])
+    )
     target = tmp_path / "story.wav"
     code, out, err = run_cli("say", "One. Two.", "--stream", "-o", str(target))
     assert code == 0, err

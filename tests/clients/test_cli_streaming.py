@@ -60,7 +60,9 @@ def run_cli(fake: FakeRunPod, monkeypatch):
 
 
 def test_stream_to_stdout_plays_as_chunks_arrive(run_cli, fake: FakeRunPod) -> None:
-    fake.plan(Plan(stream=[[stream_chunk(0, pcm_wav(2400, 100))], [stream_chunk(1, pcm_wav(4800, 200))], [stream_end(2)]]))
+    fake.plan(
+        Plan(stream=[[stream_chunk(0, pcm_wav(2400, 100))], [stream_chunk(1, pcm_wav(4800, 200))], [stream_end(2)]])
+    )
     code, pipe, err = run_cli("say", "One. Two.", "--stream", "-o", "-")
     assert code == 0, err
     # One WAV stream: an open-ended header (a pipe cannot be patched), then each chunk's PCM as it came.

@@ -27,8 +27,12 @@ def _functions(source: str, cls: str) -> dict[str, ast.FunctionDef | ast.AsyncFu
 def test_a_new_contract_field_appears_in_both_clients_the_models_and_the_cli(tmp_path):
     contract = json.loads(CONTRACT.read_text())
     contract["$defs"]["SynthesizeInput"]["properties"]["pitch_shift"] = {
-        "default": 0.0, "description": "Pitch shift in semitones.", "maximum": 12.0, "minimum": -12.0,
-        "title": "Pitch Shift", "type": "number",
+        "default": 0.0,
+        "description": "Pitch shift in semitones.",
+        "maximum": 12.0,
+        "minimum": -12.0,
+        "title": "Pitch Shift",
+        "type": "number",
     }
     modified = tmp_path / "contract.json"
     modified.write_text(json.dumps(contract))
@@ -54,8 +58,14 @@ def test_a_new_contract_field_appears_in_both_clients_the_models_and_the_cli(tmp
     assert "pitch_shift" not in inspect.getsource(f5.Client)
 
 
-PUBLIC_PAIRS = [(f5.Client, f5.AsyncClient), (ClientBase, AsyncClientBase), (f5.Voices, f5.AsyncVoices),
-                (f5.Job, f5.AsyncJob), (f5.AudioStream, f5.AsyncAudioStream), (f5.SynthesisResult, f5.AsyncSynthesisResult)]
+PUBLIC_PAIRS = [
+    (f5.Client, f5.AsyncClient),
+    (ClientBase, AsyncClientBase),
+    (f5.Voices, f5.AsyncVoices),
+    (f5.Job, f5.AsyncJob),
+    (f5.AudioStream, f5.AsyncAudioStream),
+    (f5.SynthesisResult, f5.AsyncSynthesisResult),
+]
 
 
 @pytest.mark.parametrize(("sync_cls", "async_cls"), PUBLIC_PAIRS, ids=lambda c: c.__name__)
@@ -80,22 +90,41 @@ def test_api_methods_are_keyword_only_after_their_required_arguments():
     kinds = {name: p.kind for name, p in signature.parameters.items()}
     assert kinds["text"] is inspect.Parameter.POSITIONAL_OR_KEYWORD
     assert all(kind is inspect.Parameter.KEYWORD_ONLY for name, kind in kinds.items() if name not in ("self", "text"))
-    assert signature.parameters["format"].default is f5.NOT_GIVEN and signature.parameters["nfe_step"].default is f5.NOT_GIVEN
+    assert (
+        signature.parameters["format"].default is f5.NOT_GIVEN
+        and signature.parameters["nfe_step"].default is f5.NOT_GIVEN
+    )
     upload = inspect.signature(f5.Voices.upload).parameters
     assert list(upload)[:4] == ["self", "name", "audio", "text"]
 
 
-ASYNC_ONLY = {"asyncio", "aclose", "aread", "aiter_bytes", "__aenter__", "__aexit__", "__aiter__", "__anext__", "AsyncIterator"}
+ASYNC_ONLY = {
+    "asyncio",
+    "aclose",
+    "aread",
+    "aiter_bytes",
+    "__aenter__",
+    "__aexit__",
+    "__aiter__",
+    "__anext__",
+    "AsyncIterator",
+}
 
 
 def test_the_sync_twin_has_no_async_left():
     for rel, source in generate().items():
         if rel.startswith("_sync/"):
             tree = ast.parse(source)
-            assert not [n for n in ast.walk(tree) if isinstance(n, (ast.AsyncFunctionDef, ast.Await, ast.AsyncFor, ast.AsyncWith))], rel
-            names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} | {
-                n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)
-            } | {n.name for n in ast.walk(tree) if isinstance(n, (ast.ClassDef, ast.FunctionDef))}
+            assert not [
+                n
+                for n in ast.walk(tree)
+                if isinstance(n, (ast.AsyncFunctionDef, ast.Await, ast.AsyncFor, ast.AsyncWith))
+            ], rel
+            names = (
+                {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+                | {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+                | {n.name for n in ast.walk(tree) if isinstance(n, (ast.ClassDef, ast.FunctionDef))}
+            )
             assert not [n for n in names if n.startswith(("Async", "Sync", "_async")) or n in ASYNC_ONLY], rel
 
 
@@ -117,8 +146,12 @@ def test_the_sync_twins_imports_are_sorted_as_ruff_sorts_them():
 
 @pytest.mark.parametrize(
     "schema",
-    [{"oneOf": [{"type": "string"}, {"type": "integer"}]}, {"anyOf": [{"type": "string"}, {"type": "integer"}]},
-     {"$ref": "https://example.test/other.json"}, {"type": "object", "additionalProperties": {"type": "string"}}],
+    [
+        {"oneOf": [{"type": "string"}, {"type": "integer"}]},
+        {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+        {"$ref": "https://example.test/other.json"},
+        {"type": "object", "additionalProperties": {"type": "string"}},
+    ],
 )
 def test_unsupported_schema_constructs_fail_loudly(schema):
     with pytest.raises(ValueError):

@@ -24,7 +24,15 @@ def test_every_python_example_in_the_docs_runs(devstack, tmp_path):
     for number, block in enumerate(BLOCKS):
         script = tmp_path / f"example_{number}.py"
         script.write_text(block)
-        run = subprocess.run([sys.executable, script.name], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180, check=False)
+        run = subprocess.run(
+            [sys.executable, script.name],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
         assert run.returncode == 0, f"example {number} failed:\n{block}\n{run.stderr}"
     for produced in ("hello.mp3", "alice-hi.wav", "line-2.wav", "story.mp3"):
         assert (tmp_path / produced).stat().st_size > 0, produced

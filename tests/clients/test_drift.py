@@ -36,7 +36,9 @@ def test_generated_files_match_a_fresh_generation_in_a_temp_dir(tmp_path):
         committed = {p.name for p in (PACKAGE / folder).glob("*.py")}
         assert committed == {p.name for p in (fresh / folder).glob("*.py")}, f"stale files in {folder}/: {FIX}"
     assert differences(expected) == []
-    assert docs.read_text() == DOCS.read_text() == generate_docs(), f"docs/client.md's generated tables are stale: {FIX}"
+    assert docs.read_text() == DOCS.read_text() == generate_docs(), (
+        f"docs/client.md's generated tables are stale: {FIX}"
+    )
 
 
 def test_check_mode_fails_on_a_hand_edited_generated_file(tmp_path):

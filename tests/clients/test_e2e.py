@@ -68,7 +68,9 @@ async def test_synthesize_voices_and_health(stack_client, flavour, tmp_path):
 
     # A one-off reference given as bytes.
     inline = await resolve(
-        client.synthesize("Inline reference.", ref_audio=builtin_audio_file().read_bytes(), ref_text=BUILTIN_TEXT, **QUICK)
+        client.synthesize(
+            "Inline reference.", ref_audio=builtin_audio_file().read_bytes(), ref_text=BUILTIN_TEXT, **QUICK
+        )
     )
     assert inline.voice == "inline" and inline.duration > 0
 

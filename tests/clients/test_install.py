@@ -45,7 +45,7 @@ def _closure(roots: set[str]) -> set[str]:
             spec, _, marker = requirement.partition(";")
             if "extra" in marker:
                 continue
-            if "python_version" in marker and "< \"3.1" in marker.replace("'", '"'):
+            if "python_version" in marker and '< "3.1' in marker.replace("'", '"'):
                 continue  # backports for older Pythons
             todo.append(re.split(r"[\s\[<>=!~;(]", spec.strip(), maxsplit=1)[0])
     return seen
@@ -67,7 +67,11 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     env_dir = root / "venv"
     venv.EnvBuilder(with_pip=True, system_site_packages=False).create(env_dir)
     py = env_dir / "bin" / "python"
-    site = Path(subprocess.check_output([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True).strip())
+    site = Path(
+        subprocess.check_output(
+            [py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True
+        ).strip()
+    )
 
     # The venv's bundled setuptools (65) cannot build a wheel without the `wheel` package: use the project's.
     subprocess.run([py, "-m", "pip", "uninstall", "-q", "-y", "setuptools"], check=True, env=PIP_ENV)
@@ -94,7 +98,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_package_declares_only_httpx_and_pydantic(installed):
     py = installed / "bin" / "python"
     requires = json.loads(
-        subprocess.check_output([py, "-c", "import json, importlib.metadata as m; print(json.dumps(m.requires('f5tts-client')))"])
+        subprocess.check_output(
+            [py, "-c", "import json, importlib.metadata as m; print(json.dumps(m.requires('f5tts-client')))"]
+        )
     )
     assert {_normal(re.split(r"[\s<>=!~;\[]", r, maxsplit=1)[0]) for r in requires} == ALLOWED_DEPENDENCIES
     check = subprocess.run([py, "-m", "pip", "check"], capture_output=True, text=True, check=False, env=PIP_ENV)

@@ -48,7 +48,9 @@ def test_the_endpoint_type_is_detected_from_the_url_or_configured(monkeypatch):
 
 async def test_synthesize_voices_and_health_over_the_load_balancer(lb_client):
     assert lb_client.settings.endpoint_type == LOAD_BALANCER
-    result = await resolve(lb_client.synthesize("Hello from the client.", seed=4, format="flac", delivery="base64", **QUICK))
+    result = await resolve(
+        lb_client.synthesize("Hello from the client.", seed=4, format="flac", delivery="base64", **QUICK)
+    )
     audio = await resolve(result.read())
     samples, rate = sf.read(io.BytesIO(audio))
     assert rate == 24000 and len(samples) / rate == pytest.approx(result.duration, abs=0.01) and result.seed == 4
@@ -88,8 +90,15 @@ def test_cli_against_the_load_balancer(lb_devstack, tmp_path):  # noqa: F811
     env.pop("F5TTS_ENDPOINT_TYPE", None)
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "f5tts_client.cli", *args], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=180, check=False)  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "-m", "f5tts_client.cli", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
 
     said = run("say", "Hello from the shell.", "-o", "hello.mp3", "--nfe-step", "4", "--seed", "3")
     assert said.returncode == 0, said.stderr

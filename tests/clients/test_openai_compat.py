@@ -27,8 +27,10 @@ def client(lb_devstack) -> openai.OpenAI:  # noqa: F811
 def decoded_seconds(data: bytes) -> float:
     pcm = subprocess.run(
         ["ffmpeg", "-v", "error", "-i", "pipe:0", "-f", "f32le", "-ac", "1", "-ar", "24000", "-"],
-        input=data, capture_output=True, check=True,
-    ).stdout  # fmt: skip
+        input=data,
+        capture_output=True,
+        check=True,
+    ).stdout
     samples = np.frombuffer(pcm, dtype=np.float32)
     assert np.abs(samples).max() > 0.01
     return len(samples) / 24000
@@ -37,8 +39,9 @@ def decoded_seconds(data: bytes) -> float:
 def test_every_response_format_decodes(client):
     seconds = {}
     for fmt in ["mp3", "opus", "aac", "flac", "wav", "pcm"]:
-        audio = client.audio.speech.create(model="tts-1", voice="default", input="Hello from F5.", response_format=fmt,
-                                           extra_body=F5)  # fmt: skip
+        audio = client.audio.speech.create(
+            model="tts-1", voice="default", input="Hello from F5.", response_format=fmt, extra_body=F5
+        )
         if fmt == "pcm":  # 16-bit little-endian mono, 24 kHz, no header
             seconds[fmt] = len(audio.content) / 2 / 24000
         else:
@@ -50,9 +53,12 @@ def test_every_response_format_decodes(client):
 def test_the_same_seed_in_extra_body_gives_the_same_bytes(client):
     def say(seed: int) -> bytes:
         return client.audio.speech.create(
-            model="f5-tts", voice="default", input="Same seed, same audio.", response_format="flac",
+            model="f5-tts",
+            voice="default",
+            input="Same seed, same audio.",
+            response_format="flac",
             extra_body={**F5, "seed": seed},
-        ).content  # fmt: skip
+        ).content
 
     first = say(5)
     assert say(5) == first
@@ -60,7 +66,13 @@ def test_the_same_seed_in_extra_body_gives_the_same_bytes(client):
 
 
 def test_a_streamed_response_starts_long_before_it_ends(client):
-    request = {"model": "tts-1", "voice": "default", "input": LONG_TEXT, "response_format": "pcm", "extra_body": {"nfe_step": 4}}
+    request = {
+        "model": "tts-1",
+        "voice": "default",
+        "input": LONG_TEXT,
+        "response_format": "pcm",
+        "extra_body": {"nfe_step": 4},
+    }
     # A fresh worker's first long synthesis pays one-off costs (memory for the larger shapes) on its first chunk.
     client.audio.speech.create(**request)
     arrivals = []

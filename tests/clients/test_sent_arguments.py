@@ -53,8 +53,15 @@ async def test_arguments_left_out_are_not_sent(make_client, fake):
 async def test_arguments_given_are_sent_even_at_the_workers_default_value(make_client, fake):
     fake.plan(completed(synth_output()), completed(synth_output()), completed(UPLOADED))
     client = make_client()
-    defaults = {"speed": 1.0, "nfe_step": 32, "cfg_strength": 2.0, "sway_sampling_coef": -1.0,
-                "cross_fade_duration": 0.15, "remove_silence": False, "format": "wav"}
+    defaults = {
+        "speed": 1.0,
+        "nfe_step": 32,
+        "cfg_strength": 2.0,
+        "sway_sampling_coef": -1.0,
+        "cross_fade_duration": 0.15,
+        "remove_silence": False,
+        "format": "wav",
+    }
     await resolve(client.synthesize("Hi.", **defaults))
     # None is a value too: `seed=None` asks the worker for a random seed, `voice=None` for the default voice.
     await resolve(client.synthesize("Hi.", seed=None, voice=None, delivery=None))
@@ -62,8 +69,13 @@ async def test_arguments_given_are_sent_even_at_the_workers_default_value(make_c
     assert bodies(fake) == [
         {"action": "synthesize", "text": "Hi.", **defaults},
         {"action": "synthesize", "text": "Hi.", "seed": None, "voice": None, "delivery": None},
-        {"action": "upload_voice", "name": "bob", "audio": {"url": "https://example.test/bob.wav"}, "text": "Bob.",
-         "overwrite": False},
+        {
+            "action": "upload_voice",
+            "name": "bob",
+            "audio": {"url": "https://example.test/bob.wav"},
+            "text": "Bob.",
+            "overwrite": False,
+        },
     ]
 
 

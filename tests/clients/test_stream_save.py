@@ -14,7 +14,6 @@ from tests.clients.helpers import collect, pcm_wav
 pytestmark = pytest.mark.anyio
 
 
-
 async def test_save_joins_the_chunks_into_one_wav_as_they_arrive(make_client, fake, tmp_path):
     fake.plan(Plan(stream=[[stream_chunk(0, pcm_wav(100, 7))], [stream_chunk(1, pcm_wav(300, 9))], [stream_end(2)]]))
     target = tmp_path / "out.wav"

@@ -43,7 +43,12 @@ async def test_synthesize_via_runsync_returns_a_typed_result(make_client, fake, 
 
     assert fake.count("POST", "runsync") == 1 and fake.count("GET", "status") == 0
     assert sent_input(fake) == {
-        "action": "synthesize", "text": "Hello there.", "voice": "alice", "speed": 1.2, "seed": 5, "format": "wav"
+        "action": "synthesize",
+        "text": "Hello there.",
+        "voice": "alice",
+        "speed": 1.2,
+        "seed": 5,
+        "format": "wav",
     }  # format="wav" is the worker's default, but the caller set it
     assert fake.jobs["job-1"]["wait"] == "30000"  # RunPod's wait is in milliseconds
     assert isinstance(result, f5.AsyncSynthesisResult if isinstance(client, f5.AsyncClient) else f5.SynthesisResult)
@@ -64,7 +69,9 @@ async def test_a_job_that_outlasts_the_runsync_wait_is_polled_on_status(make_cli
 
 async def test_audio_url_results_are_downloaded_without_the_api_key(make_client, fake):
     url = f"{AUDIO_HOST}/generated/a.mp3?X-Amz-Signature=abc"
-    fake.plan(Plan(final={"status": "COMPLETED", "output": [synth_output(audio_base64=None, audio_url=url, format="mp3")]}))
+    fake.plan(
+        Plan(final={"status": "COMPLETED", "output": [synth_output(audio_base64=None, audio_url=url, format="mp3")]})
+    )
     result = await resolve(make_client().synthesize("Hi", format="mp3"))
     assert result.audio_url == url
     assert await resolve(result.read()) == WAV_BYTES
@@ -80,12 +87,31 @@ async def test_voices_and_health_parse_their_outputs(make_client, fake, tmp_path
     clip.write_bytes(b"RIFFclip")
     fake.plan(
         Plan(final={"status": "COMPLETED", "output": [{**voice, "original_duration": 2.5, "clipped": False}]}),
-        Plan(final={"status": "COMPLETED", "output": [{"voices": [voice, {**voice, "name": "default", "builtin": True}]}]}),
+        Plan(
+            final={
+                "status": "COMPLETED",
+                "output": [{"voices": [voice, {**voice, "name": "default", "builtin": True}]}],
+            }
+        ),
         Plan(final={"status": "COMPLETED", "output": [{"name": "alice", "deleted": True}]}),
-        Plan(final={"status": "COMPLETED", "output": [{
-            "status": "ok", "contract_version": "1.0", "model": "tiny", "device": "cpu", "dtype": "float32",
-            "attn_backend": "torch", "storage": "s3", "sample_rate": 24000, "new_field_from_a_newer_worker": 1,
-        }]}),
+        Plan(
+            final={
+                "status": "COMPLETED",
+                "output": [
+                    {
+                        "status": "ok",
+                        "contract_version": "1.0",
+                        "model": "tiny",
+                        "device": "cpu",
+                        "dtype": "float32",
+                        "attn_backend": "torch",
+                        "storage": "s3",
+                        "sample_rate": 24000,
+                        "new_field_from_a_newer_worker": 1,
+                    }
+                ],
+            }
+        ),
     )
     client = make_client()
     uploaded = await resolve(client.voices.upload("alice", clip, "Hi."))
@@ -98,10 +124,15 @@ async def test_voices_and_health_parse_their_outputs(make_client, fake, tmp_path
     assert deleted.deleted
     assert health.storage == "s3" and health.contract_version == f5.CONTRACT_VERSION
     assert sent_input(fake, 0) == {
-        "action": "upload_voice", "name": "alice", "audio": {"base64": base64.b64encode(b"RIFFclip").decode()}, "text": "Hi."
+        "action": "upload_voice",
+        "name": "alice",
+        "audio": {"base64": base64.b64encode(b"RIFFclip").decode()},
+        "text": "Hi.",
     }
     assert [sent_input(fake, i) for i in (1, 2, 3)] == [
-        {"action": "list_voices"}, {"action": "delete_voice", "name": "alice"}, {"action": "health"}
+        {"action": "list_voices"},
+        {"action": "delete_voice", "name": "alice"},
+        {"action": "health"},
     ]
 
 
@@ -211,10 +242,16 @@ async def test_endpoint_timeout_status(make_client, fake):
 
 # ---------------------------------------------------------------------------------------------- errors
 ERROR_BODY = json.dumps({"code": "voice_not_found", "message": "voice 'bob' does not exist", "field": "voice"})
-RAISED = json.dumps({
-    "error_type": "<class 'ValueError'>", "error_message": "boom", "error_traceback": "Traceback (most recent...)",
-    "hostname": "h", "worker_id": "w", "runpod_version": "1.12",
-})
+RAISED = json.dumps(
+    {
+        "error_type": "<class 'ValueError'>",
+        "error_message": "boom",
+        "error_traceback": "Traceback (most recent...)",
+        "hostname": "h",
+        "worker_id": "w",
+        "runpod_version": "1.12",
+    }
+)
 
 
 @pytest.mark.parametrize(
@@ -222,12 +259,28 @@ RAISED = json.dumps({
     [
         (ERROR_BODY, f5.VoiceNotFound, "voice_not_found", "voice", "voice 'bob' does not exist"),  # handler's {"error"}
         (RAISED, f5.InternalError, "internal", None, "the handler raised ValueError: boom"),  # raised exception
-        (f"handler: {ERROR_BODY} \ntraceback: Traceback ...", f5.VoiceNotFound, "voice_not_found", "voice", "voice 'bob'"),
-        ("handler: division by zero \ntraceback: Traceback (most recent call last)", f5.InternalError, "internal", None,
-         "division by zero"),  # a generator that raised
+        (
+            f"handler: {ERROR_BODY} \ntraceback: Traceback ...",
+            f5.VoiceNotFound,
+            "voice_not_found",
+            "voice",
+            "voice 'bob'",
+        ),
+        (
+            "handler: division by zero \ntraceback: Traceback (most recent call last)",
+            f5.InternalError,
+            "internal",
+            None,
+            "division by zero",
+        ),  # a generator that raised
         ("something broke", f5.InternalError, "internal", None, "something broke"),
-        (json.dumps({"code": "brand_new_code", "message": "from a newer worker"}), f5.WorkerError, "brand_new_code", None,
-         "from a newer worker"),
+        (
+            json.dumps({"code": "brand_new_code", "message": "from a newer worker"}),
+            f5.WorkerError,
+            "brand_new_code",
+            None,
+            "from a newer worker",
+        ),
     ],
 )
 async def test_the_three_error_shapes_become_typed_exceptions(make_client, fake, error, exc_type, code, field, message):
@@ -329,8 +382,12 @@ async def test_stream_yields_chunks_as_they_arrive(make_client, fake):
 async def test_stream_recovers_chunks_whose_answer_was_lost_and_keeps_their_order(make_client, fake):
     chunks = [stream_chunk(i, audio=bytes([i]) * 4) for i in range(4)]
     aggregate = [*chunks, stream_end(4)]  # what /status returns for a finished streaming job
-    fake.plan(Plan(stream=[[chunks[0]], [chunks[1]], [chunks[2], chunks[3]], [stream_end(4)]],
-                   final={"status": "COMPLETED", "output": aggregate}))
+    fake.plan(
+        Plan(
+            stream=[[chunks[0]], [chunks[1]], [chunks[2], chunks[3]], [stream_end(4)]],
+            final={"status": "COMPLETED", "output": aggregate},
+        )
+    )
     fake.fault("GET", "stream", None, LOST_ANSWER)  # the answer holding chunk 1 is lost; the retry gets 2 and 3
     stream = make_client().synthesize_stream("One. Two. Three. Four.")
     received = await collect(stream)

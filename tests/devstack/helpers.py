@@ -74,7 +74,11 @@ def devstack_up(args: list[str], log_path: Path) -> Iterator[tuple[subprocess.Po
     with a bounded wait), its stderr going to `log_path`; killed at the end if it is still running."""
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "devstack", "up", *args], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=log, text=True
+            [sys.executable, "-m", "devstack", "up", *args],
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
         )
     try:
         lines: queue.Queue = queue.Queue()  # read by a thread, so that the wait for the first line is bounded

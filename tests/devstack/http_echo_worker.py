@@ -32,8 +32,14 @@ async def ping() -> Response:
 
 @app.api_route("/echo/{rest:path}", methods=["GET", "POST", "DELETE"])
 async def echo(request: Request, rest: str) -> dict:
-    return {"worker": WORKER, "method": request.method, "path": rest, "query": request.url.query,
-            "body": (await request.body()).decode(), "authorization": request.headers.get("authorization")}  # fmt: skip
+    return {
+        "worker": WORKER,
+        "method": request.method,
+        "path": rest,
+        "query": request.url.query,
+        "body": (await request.body()).decode(),
+        "authorization": request.headers.get("authorization"),
+    }
 
 
 @app.get("/slow")
@@ -48,8 +54,10 @@ async def slow(n: int = 3, gap: float = 0.5) -> StreamingResponse:
 
 
 async def main() -> None:
-    servers = [uvicorn.Server(uvicorn.Config(a, host="127.0.0.1", port=int(os.environ[p]), log_level="warning"))
-               for a, p in ((app, "PORT"), (health, "PORT_HEALTH"))]  # fmt: skip
+    servers = [
+        uvicorn.Server(uvicorn.Config(a, host="127.0.0.1", port=int(os.environ[p]), log_level="warning"))
+        for a, p in ((app, "PORT"), (health, "PORT_HEALTH"))
+    ]
     await asyncio.gather(*(s.serve() for s in servers))
 
 

@@ -45,7 +45,9 @@ def test_responses_stream_through_as_the_worker_sends_them():
     with lb_stack(1) as stack:
         started = time.perf_counter()
         arrivals = []
-        with httpx.stream("GET", f"{stack.base_url}/slow?n=3&gap=0.6", headers={"Authorization": f"Bearer {stack.api_key}"}) as r:
+        with httpx.stream(
+            "GET", f"{stack.base_url}/slow?n=3&gap=0.6", headers={"Authorization": f"Bearer {stack.api_key}"}
+        ) as r:
             assert r.headers["x-worker"] == "local-lb-worker-1"
             for line in r.iter_lines():
                 arrivals.append((line, time.perf_counter() - started))
@@ -85,14 +87,27 @@ def test_with_no_healthy_worker_a_request_waits_then_gets_no_workers_available()
 def test_a_worker_that_never_answers_its_health_check_fails_the_start_with_its_state():
     silent = [sys.executable, "-c", "import time; time.sleep(60)"]  # starts, never serves
     stack = running_stack(1, endpoint_type="load_balancer", worker_cmd=silent, ready_timeout_s=1.0)
-    with pytest.raises(RuntimeError, match=r"workers not healthy after 1 s \(\{'local-lb-worker-1': 'initializing'\}\)"):
+    with pytest.raises(
+        RuntimeError, match=r"workers not healthy after 1 s \(\{'local-lb-worker-1': 'initializing'\}\)"
+    ):
         stack.__enter__()
 
 
 def test_up_with_the_load_balancer_prints_ready_and_stops_on_sigterm(tmp_path):
     log_path = tmp_path / "up.log"
-    args = ["--endpoint-type", "load_balancer", "--workers", "1", "--port", "0", "--model", "none",
-            "--worker-cmd", " ".join(HTTP_ECHO_WORKER), "--quiet"]  # fmt: skip
+    args = [
+        "--endpoint-type",
+        "load_balancer",
+        "--workers",
+        "1",
+        "--port",
+        "0",
+        "--model",
+        "none",
+        "--worker-cmd",
+        " ".join(HTTP_ECHO_WORKER),
+        "--quiet",
+    ]
     with devstack_up(args, log_path) as (proc, ready):
         match = re.fullmatch(r"ready (http://127\.0\.0\.1:\d+) (\S+)\n", ready)
         assert match, f"unexpected first line {ready!r}: {log_path.read_text()[-2000:]}"
@@ -108,7 +123,9 @@ def test_up_with_the_load_balancer_prints_ready_and_stops_on_sigterm(tmp_path):
 def _status_of_oversized_post(port: int, api_key: str) -> int:
     """POST a request announcing 31 MB (none of it sent: the limit is checked on the header) over a raw socket."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(f"POST /echo/x HTTP/1.1\r\nHost: lb\r\nAuthorization: Bearer {api_key}\r\n"
-                     f"Content-Length: {31 * 2**20}\r\n\r\n".encode())  # fmt: skip
+        sock.sendall(
+            f"POST /echo/x HTTP/1.1\r\nHost: lb\r\nAuthorization: Bearer {api_key}\r\n"
+            f"Content-Length: {31 * 2**20}\r\n\r\n".encode()
+        )
         status_line = sock.makefile("rb").readline().decode()
     return int(status_line.split()[1])

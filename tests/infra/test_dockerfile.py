@@ -95,7 +95,10 @@ def test_runtime_pins_are_installed_from_the_shared_hash_pinned_file():
     (install,) = installs
     assert "--require-hashes" in install and "--no-deps" in install and '-r "${pins}"' in install
     # The pins are worker.txt, or whisper.txt (the same set plus the Whisper extra) with WITH_WHISPER=true.
-    assert 'if [ "${WITH_WHISPER}" = "true" ]; then pins=requirements/whisper.txt; else pins=requirements/worker.txt; fi' in install
+    assert (
+        'if [ "${WITH_WHISPER}" = "true" ]; then pins=requirements/whisper.txt; else pins=requirements/worker.txt; fi'
+        in install
+    )
     assert _args()["WITH_WHISPER"] == "false"
     assert "scripts/prune-site-packages.sh" in install  # pruned in the same layer, or the files stay in the image
     copies = [args for kind, args in _instructions() if kind == "COPY"]
@@ -145,8 +148,13 @@ def test_dockerignore_sends_only_what_the_image_copies():
 
 @pytest.mark.parametrize(
     "path",
-    ["worker/prefetch.py", "worker/model_facts.py", "requirements/worker.txt", "requirements/whisper.txt",
-     "scripts/prune-site-packages.sh"],
+    [
+        "worker/prefetch.py",
+        "worker/model_facts.py",
+        "requirements/worker.txt",
+        "requirements/whisper.txt",
+        "scripts/prune-site-packages.sh",
+    ],
 )
 def test_copied_files_exist(path):
     assert (ROOT / path).is_file()

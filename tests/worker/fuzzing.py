@@ -40,12 +40,16 @@ STORED_VOICE = "fuzz-voice"
 Json = Any
 _json_leaves = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
 any_json = st.recursive(
-    _json_leaves, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8
+    _json_leaves,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
 )
 
 
 # ------------------------------------------------------------------------------------------------ schema → strategy
-def from_schema(schema: dict[str, Any], defs: dict[str, Any], overrides: dict[str, st.SearchStrategy]) -> st.SearchStrategy:
+def from_schema(
+    schema: dict[str, Any], defs: dict[str, Any], overrides: dict[str, st.SearchStrategy]
+) -> st.SearchStrategy:
     """A strategy for values valid under `schema` (the contract's subset of JSON Schema)."""
     if "$ref" in schema:
         name = schema["$ref"].rsplit("/", 1)[1]
@@ -173,13 +177,22 @@ MUTATIONS: list[Callable[[dict, st.DrawFn], dict]] = [
     lambda job, draw: {k: v for k, v in job.items() if k != draw(st.sampled_from(sorted(job) or ["x"]))},
     lambda job, draw: {**job, draw(st.text(min_size=1, max_size=30)): draw(any_json)},
     lambda job, draw: {**job, draw(st.sampled_from(sorted(job) or ["text"])): draw(any_json)},
-    lambda job, draw: {**job, "action": draw(st.text(max_size=50) | st.sampled_from(["synthesize", "health", None, 1]))},
+    lambda job, draw: {
+        **job,
+        "action": draw(st.text(max_size=50) | st.sampled_from(["synthesize", "health", None, 1])),
+    },
     lambda job, draw: {**job, draw(st.sampled_from(sorted(job) or ["text"])): _deep(draw(st.integers(30, 3000)))},
     # Over every length limit of the contract (texts within the limits are sized by TEXT_MAX_CHARS above).
-    lambda job, draw: {**job, draw(st.sampled_from(sorted(job) or ["text"])): "x" * draw(st.integers(MAX_TEXT_CHARS + 1, 200_000))},
-    lambda job, draw: {**job, draw(st.sampled_from(["speed", "seed", "nfe_step", "cfg_strength"])): draw(
-        st.sampled_from([float("nan"), float("inf"), -1e308, 2**70, True, "1"])
-    )},
+    lambda job, draw: {
+        **job,
+        draw(st.sampled_from(sorted(job) or ["text"])): "x" * draw(st.integers(MAX_TEXT_CHARS + 1, 200_000)),
+    },
+    lambda job, draw: {
+        **job,
+        draw(st.sampled_from(["speed", "seed", "nfe_step", "cfg_strength"])): draw(
+            st.sampled_from([float("nan"), float("inf"), -1e308, 2**70, True, "1"])
+        ),
+    },
     lambda job, draw: {**job, "text": draw(st.sampled_from(["   ", "\u200b", "\x00", "\ud800", "🙂" * 50, ""]))},
     lambda job, draw: {**job, "ref_audio": draw(any_json), "ref_text": draw(st.text(max_size=30) | st.none())},
 ]

@@ -13,7 +13,9 @@ def make_service(engine, storage: StorageSettings, data_dir, **worker_overrides)
     settings = Settings(
         model=ModelSettings(_env_file=None, warmup=False),
         storage=storage,
-        worker=WorkerSettings(_env_file=None, data_dir=data_dir, max_audio_bytes=TEST_MAX_AUDIO_BYTES, **worker_overrides),
+        worker=WorkerSettings(
+            _env_file=None, data_dir=data_dir, max_audio_bytes=TEST_MAX_AUDIO_BYTES, **worker_overrides
+        ),
     )
     service = WorkerService(settings, engine_factory=lambda: engine)
     service.start()

@@ -78,8 +78,14 @@ def test_every_format_round_trips_with_its_duration(encoder: str, fmt: str) -> N
 
 
 def test_content_types_cover_every_format() -> None:
-    assert audio.CONTENT_TYPES == {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg", "ogg": "audio/ogg",
-                                   "aac": "audio/aac", "pcm": "audio/pcm"}  # fmt: skip
+    assert audio.CONTENT_TYPES == {
+        "wav": "audio/wav",
+        "flac": "audio/flac",
+        "mp3": "audio/mpeg",
+        "ogg": "audio/ogg",
+        "aac": "audio/aac",
+        "pcm": "audio/pcm",
+    }
     assert audio.encode_audio(tone(0.5), SR, "aac")[:2] in (b"\xff\xf1", b"\xff\xf9")  # ADTS sync word
     assert len(audio.encode_audio(tone(0.5), SR, "pcm")) == 2 * len(tone(0.5))  # raw s16le, no header
     assert audio.encode_audio(tone(0.5), SR, "wav")[:4] == b"RIFF"

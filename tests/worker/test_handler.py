@@ -24,7 +24,7 @@ def run_handler(tmp_path: Path, env_overrides: dict[str, str], job_input: dict) 
         RUNPOD_SKIP_GPU_CHECK="true",
         **env_overrides,
     )
-    return subprocess.run(  # noqa: PLW1510 - callers assert on returncode
+    return subprocess.run(
         [sys.executable, "-m", "worker.handler", "--test_input", json.dumps({"input": job_input})],
         cwd=tmp_path,
         env=env,
@@ -36,7 +36,9 @@ def run_handler(tmp_path: Path, env_overrides: dict[str, str], job_input: dict) 
 
 @pytest.mark.timeout(300)
 def test_test_input_runs_one_job_through_the_real_entry_point(tiny_model_env, tmp_path):
-    done = run_handler(tmp_path, tiny_model_env, {"text": "Hello from the entry point.", "delivery": "base64", "seed": 5})
+    done = run_handler(
+        tmp_path, tiny_model_env, {"text": "Hello from the entry point.", "delivery": "base64", "seed": 5}
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "completed successfully" in done.stdout
     assert "'seed': 5" in done.stdout and "'audio_base64': 'UklGR" in done.stdout  # RIFF header, base64

@@ -64,14 +64,22 @@ def decode(data: bytes) -> np.ndarray:
     """Any container FFmpeg reads, as float32 mono samples at 24 kHz."""
     pcm = subprocess.run(
         ["ffmpeg", "-v", "error", "-i", "pipe:0", "-f", "f32le", "-ac", "1", "-ar", "24000", "-"],
-        input=data, capture_output=True, check=True,
-    ).stdout  # fmt: skip
+        input=data,
+        capture_output=True,
+        check=True,
+    ).stdout
     return np.frombuffer(pcm, dtype=np.float32)
 
 
 def speech_body(**fields: object) -> dict:
-    return {"model": "tts-1", "input": "Hello there. This is a test of the speech route.", "voice": "default",
-            "seed": 7, "nfe_step": 4, **fields}  # fmt: skip
+    return {
+        "model": "tts-1",
+        "input": "Hello there. This is a test of the speech route.",
+        "voice": "default",
+        "seed": 7,
+        "nfe_step": 4,
+        **fields,
+    }
 
 
 def assert_openai_error(response: httpx.Response, status: int, code: str, param: str | None = None) -> dict:
@@ -88,8 +96,14 @@ def assert_openai_error(response: httpx.Response, status: int, code: str, param:
 async def test_every_response_format_is_audio_of_its_content_type_and_the_same_length(service, settings):
     async with app_client(service, settings) as client:
         lengths = {}
-        for fmt, content_type in [("mp3", "audio/mpeg"), ("opus", "audio/ogg"), ("aac", "audio/aac"),
-                                  ("flac", "audio/flac"), ("wav", "audio/wav"), ("pcm", "audio/pcm")]:  # fmt: skip
+        for fmt, content_type in [
+            ("mp3", "audio/mpeg"),
+            ("opus", "audio/ogg"),
+            ("aac", "audio/aac"),
+            ("flac", "audio/flac"),
+            ("wav", "audio/wav"),
+            ("pcm", "audio/pcm"),
+        ]:
             response = await client.post("/v1/audio/speech", json=speech_body(response_format=fmt))
             assert response.status_code == 200, response.text
             assert response.headers["content-type"] == content_type
@@ -110,8 +124,18 @@ async def test_the_same_seed_gives_the_same_bytes_and_pcm_equals_the_native_resu
         first = await client.post("/v1/audio/speech", json=speech_body(response_format="pcm"))
         again = await client.post("/v1/audio/speech", json=speech_body(response_format="pcm"))
         other = await client.post("/v1/audio/speech", json=speech_body(response_format="pcm", seed=8))
-        native = await client.post("/job", json={"input": {"text": speech_body()["input"], "seed": 7, "nfe_step": 4,
-                                                           "format": "pcm", "delivery": "base64"}})  # fmt: skip
+        native = await client.post(
+            "/job",
+            json={
+                "input": {
+                    "text": speech_body()["input"],
+                    "seed": 7,
+                    "nfe_step": 4,
+                    "format": "pcm",
+                    "delivery": "base64",
+                }
+            },
+        )
     assert first.content == again.content and first.content != other.content
     assert native.status_code == 200, native.text
     assert base64.b64decode(native.json()["audio_base64"]) == first.content  # one generator behind both routes
@@ -122,7 +146,9 @@ async def test_sse_stream_format_carries_base64_deltas_then_done(service, settin
         response = await client.post("/v1/audio/speech", json=speech_body(response_format="wav", stream_format="sse"))
         plain = await client.post("/v1/audio/speech", json=speech_body(response_format="wav"))
     assert response.headers["content-type"].startswith("text/event-stream")
-    events = [json.loads(line.removeprefix("data: ")) for line in response.text.splitlines() if line.startswith("data: ")]
+    events = [
+        json.loads(line.removeprefix("data: ")) for line in response.text.splitlines() if line.startswith("data: ")
+    ]
     assert [e["type"] for e in events][-1] == "speech.audio.done"
     deltas = [base64.b64decode(e["audio"]) for e in events if e["type"] == "speech.audio.delta"]
     assert b"".join(deltas) == plain.content
@@ -228,12 +254,18 @@ async def test_voices_upload_multipart_and_json_list_speak_and_delete(service, s
         assert multipart.status_code == 201, multipart.text
         assert multipart.json()["name"] == "alice" and multipart.json()["duration"] > 1
         again = await client.post(
-            "/v1/audio/voices", data={"name": "alice", "text": "x"}, files={"file": ("a.wav", reference_wav, "audio/wav")}
+            "/v1/audio/voices",
+            data={"name": "alice", "text": "x"},
+            files={"file": ("a.wav", reference_wav, "audio/wav")},
         )
         assert_openai_error(again, 409, "voice_exists", "name")
         as_json = await client.post(
             "/v1/audio/voices",
-            json={"name": "bob", "audio": {"base64": base64.b64encode(reference_wav).decode()}, "text": "Some call me nature."},
+            json={
+                "name": "bob",
+                "audio": {"base64": base64.b64encode(reference_wav).decode()},
+                "text": "Some call me nature.",
+            },
         )
         assert as_json.status_code == 201, as_json.text
         listed = (await client.get("/v1/audio/voices")).json()["voices"]
@@ -297,8 +329,11 @@ async def test_the_optional_api_key_guards_every_route_but_the_health_check(engi
     service.start()
     async with app_client(service, settings) as client:
         assert (await client.get("/ping")).status_code == 200
-        for request in [client.get("/v1/models"), client.post("/v1/audio/speech", json=speech_body()),
-                        client.get("/v1/models", headers={"Authorization": "Bearer wrong"})]:  # fmt: skip
+        for request in [
+            client.get("/v1/models"),
+            client.post("/v1/audio/speech", json=speech_body()),
+            client.get("/v1/models", headers={"Authorization": "Bearer wrong"}),
+        ]:
             denied = await request
             assert denied.status_code == 401 and denied.json()["error"]["code"] == "invalid_api_key"
             assert "s3cret" not in denied.text

@@ -21,7 +21,10 @@ PASSWORD, SIGNATURE = "PLANTED-PASSWORD-1234", "PLANTED-SIGNATURE-5678"
             f'HTTP Request: GET http://user:{PASSWORD}@host:8080/a.wav?X-Amz-Signature={SIGNATURE} "HTTP/1.1 200 OK"',
             'HTTP Request: GET http://host:8080/a.wav?… "HTTP/1.1 200 OK"',
         ),
-        (f'{{"audio_url": "https://s3.x.com/b/k.wav?X-Amz-Signature={SIGNATURE}"}}', '{"audio_url": "https://s3.x.com/b/k.wav?…"}'),
+        (
+            f'{{"audio_url": "https://s3.x.com/b/k.wav?X-Amz-Signature={SIGNATURE}"}}',
+            '{"audio_url": "https://s3.x.com/b/k.wav?…"}',
+        ),
         (f"see https://{PASSWORD}@example.com#token={SIGNATURE}.", "see https://example.com?…"),
         ("no url here, 10:30 a.m.", "no url here, 10:30 a.m."),
         ("http://[::1]:80/x and ftp://h/p", "http://[::1]:80/x and ftp://h/p"),
@@ -31,8 +34,9 @@ def test_redact_urls(text: str, expected: str) -> None:
     assert redact_urls(text) == expected
 
 
-CHILD = textwrap.dedent(
-    """
+CHILD = (
+    textwrap.dedent(
+        """
     import logging, threading, sys
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -64,7 +68,10 @@ CHILD = textwrap.dedent(
     RunPodLogger().info("runpod info line")
     server.shutdown()
     """
-).replace("{PASSWORD}", PASSWORD).replace("{SIGNATURE}", SIGNATURE)
+    )
+    .replace("{PASSWORD}", PASSWORD)
+    .replace("{SIGNATURE}", SIGNATURE)
+)
 
 
 @pytest.mark.parametrize("level", ["DEBUG", "INFO"])

@@ -234,7 +234,13 @@ def test_two_workers_saving_one_name_at_once(engine, s3_bucket: S3Bucket, tmp_pa
         results: list[dict] = [{}, {}]
 
         def upload(i: int) -> None:
-            job = {"action": "upload_voice", "name": name, "audio": audio, "text": f"Worker {i}.", "overwrite": overwrite}
+            job = {
+                "action": "upload_voice",
+                "name": name,
+                "audio": audio,
+                "text": f"Worker {i}.",
+                "overwrite": overwrite,
+            }
             barrier.wait(10)
             [results[i]] = list(services[i].run(job))
 

@@ -13,7 +13,7 @@ from f5tts_client._not_given import NotGiven
 AudioInput = Union[str, "os.PathLike[str]", bytes]
 
 
-def audio_source(value: AudioInput | None | NotGiven, field: str) -> dict[str, str] | None | NotGiven:
+def audio_source(value: AudioInput | NotGiven | None, field: str) -> dict[str, str] | NotGiven | None:
     """`{"url": ...}` for an http(s) URL (the worker fetches it), else `{"base64": ...}` of the bytes or file."""
     if value is None or isinstance(value, NotGiven):
         return value
@@ -27,7 +27,9 @@ def audio_source(value: AudioInput | None | NotGiven, field: str) -> dict[str, s
         except OSError as exc:
             raise InvalidInput(f"{field}: cannot read audio file {str(value)!r}: {exc.strerror}", field=field) from None
     else:
-        raise InvalidInput(f"{field}: expected a file path, bytes or an http(s) URL, got {type(value).__name__}", field=field)
+        raise InvalidInput(
+            f"{field}: expected a file path, bytes or an http(s) URL, got {type(value).__name__}", field=field
+        )
     if not data:
         raise InvalidInput(f"{field}: the audio is empty", field=field)
     return {"base64": base64.b64encode(data).decode("ascii")}

@@ -104,7 +104,8 @@ def status_error(response: httpx.Response, secret: Secret | None, *, what: str) 
     detail = redact(_response_message(response), secret)
     if status in (401, 403):
         return AuthenticationError(
-            f"{what}: the endpoint refused the API key (HTTP {status}): {detail}. Check RUNPOD_API_KEY.", status_code=status
+            f"{what}: the endpoint refused the API key (HTTP {status}): {detail}. Check RUNPOD_API_KEY.",
+            status_code=status,
         )
     if status == 404:
         return EndpointNotFound(

@@ -115,7 +115,9 @@ class WorkerError(JobError):
     code: str = ""
     raw: object = None  # the job's `error` exactly as received (may include a server traceback)
 
-    def __init__(self, message: str, *, code: str | None = None, field: str | None = None, job_id: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, code: str | None = None, field: str | None = None, job_id: str | None = None
+    ) -> None:
         super().__init__(message, job_id=job_id)
         if code is not None:
             self.code = code

@@ -53,7 +53,13 @@ EXIT_UNAVAILABLE = 7  # API unreachable, rate limited, server errors, model not 
 EXIT_INTERRUPTED = 130
 
 AudioFormat = Literal["wav", "flac", "mp3", "ogg"]
-FORMAT_BY_EXTENSION: dict[str, AudioFormat] = {".wav": "wav", ".flac": "flac", ".mp3": "mp3", ".ogg": "ogg", ".opus": "ogg"}
+FORMAT_BY_EXTENSION: dict[str, AudioFormat] = {
+    ".wav": "wav",
+    ".flac": "flac",
+    ".mp3": "mp3",
+    ".ogg": "ogg",
+    ".opus": "ogg",
+}
 # Contract fields `say` handles itself rather than as generated options.
 SAY_OWN_FIELDS = ("text", "format", "stream")
 
@@ -182,7 +188,10 @@ def _say_streaming(
         progress.done()
     summary = stream.summary
     assert summary is not None  # an exhausted stream has its summary (or raised UnexpectedResponse)
-    _report(output, f"{summary.duration:.2f} s of {fmt} audio in {summary.chunks} chunks, voice {summary.voice}, seed {summary.seed}")
+    _report(
+        output,
+        f"{summary.duration:.2f} s of {fmt} audio in {summary.chunks} chunks, voice {summary.voice}, seed {summary.seed}",
+    )
     return EXIT_OK
 
 
@@ -266,8 +275,12 @@ def _output_and_format(output: str | None, fmt: AudioFormat | None) -> tuple[Pat
 
 
 def _add_common_options(parser: argparse.ArgumentParser, default: object) -> None:
-    parser.add_argument("--timeout", type=float, default=default, metavar="S", help="give up after S seconds (default 600)")
-    parser.add_argument("-q", "--quiet", action="store_true", default=False if default is None else default, help="no progress line")
+    parser.add_argument(
+        "--timeout", type=float, default=default, metavar="S", help="give up after S seconds (default 600)"
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", default=False if default is None else default, help="no progress line"
+    )
     parser.add_argument(
         "--progress",
         action="store_true",
@@ -300,9 +313,13 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument(
         "-o", "--output", help="output file; its extension picks the format (default: speech.wav); '-' for stdout"
     )
-    say.add_argument("--format", choices=tuple(dict.fromkeys(FORMAT_BY_EXTENSION.values())), help="audio format (default: from -o)")
     say.add_argument(
-        "--stream", action="store_true", help="write chunks to the file (or stdout) as they are generated (wav, mp3, ogg)"
+        "--format", choices=tuple(dict.fromkeys(FORMAT_BY_EXTENSION.values())), help="audio format (default: from -o)"
+    )
+    say.add_argument(
+        "--stream",
+        action="store_true",
+        help="write chunks to the file (or stdout) as they are generated (wav, mp3, ogg)",
     )
     for option in _say_options():
         _add_contract_option(say, option)
@@ -318,7 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("name", help="voice name: lowercase letters, digits, '-' and '_'")
     add.add_argument("audio", help="reference clip: a file path or an http(s) URL (the worker fetches it)")
     add.add_argument("--text", help="the clip's transcript")
-    add.add_argument("--overwrite", action="store_true", default=NOT_GIVEN, help="replace an existing voice of that name")
+    add.add_argument(
+        "--overwrite", action="store_true", default=NOT_GIVEN, help="replace an existing voice of that name"
+    )
     add.set_defaults(handler=cmd_voices_add)
     remove = voices.add_parser("rm", parents=[common], help="delete a stored voice")
     remove.add_argument("name")

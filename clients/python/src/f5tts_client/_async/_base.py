@@ -120,7 +120,9 @@ class AsyncClientBase:
         job_input = self._job_input("synthesize", {**values, "stream": True})
         return AsyncAudioStream(self._transport, job_input, self._timeout(timeout))
 
-    async def _submit_synthesis(self, values: dict[str, Any], *, timeout: float | None) -> AsyncJob[AsyncSynthesisResult]:
+    async def _submit_synthesis(
+        self, values: dict[str, Any], *, timeout: float | None
+    ) -> AsyncJob[AsyncSynthesisResult]:
         job_input = self._job_input("synthesize", values)
         state = await self._transport.submit(job_input, deadline=Deadline(self._timeout(timeout)))
         return AsyncJob(self._transport, state.id, self._synthesis_parser(state.id), state)

@@ -24,7 +24,9 @@ class AsyncSynthesisResult(models.SynthesizeOutput):
     _audio: bytes | None = PrivateAttr(None)
 
     @classmethod
-    def _from_output(cls, output: dict[str, Any], transport: AsyncTransport, job_id: str | None) -> AsyncSynthesisResult:
+    def _from_output(
+        cls, output: dict[str, Any], transport: AsyncTransport, job_id: str | None
+    ) -> AsyncSynthesisResult:
         result = cls.model_validate(output)
         result._transport, result._job_id = transport, job_id
         return result

@@ -69,7 +69,9 @@ class AsyncTransport:
         else:
             # RunPod takes the wait in milliseconds; the HTTP read timeout must outlast it.
             path, params, extra = "/runsync", {"wait": max(1000, int(wait * 1000))}, wait
-        response = await self._request("POST", path, deadline, json={"input": job_input}, params=params, submit=True, extra=extra)
+        response = await self._request(
+            "POST", path, deadline, json={"input": job_input}, params=params, submit=True, extra=extra
+        )
         if response.status_code >= 400:
             raise status_error(response, self.settings.api_key, what=f"POST {path}")
         return self._job_state(response, f"POST {path}")
@@ -111,9 +113,14 @@ class AsyncTransport:
         job_id = f"lb-{uuid.uuid4().hex}"
         streaming = job_input.get("stream") is True
         response = await self._request(
-            "POST", "/job", deadline, json={"input": job_input}, submit=True, extra=deadline.cap(self.settings.timeout),
+            "POST",
+            "/job",
+            deadline,
+            json={"input": job_input},
+            submit=True,
+            extra=deadline.cap(self.settings.timeout),
             stream=streaming,
-        )  # fmt: skip
+        )
         if response.status_code >= 400:
             if streaming:
                 await response.aread()
@@ -247,7 +254,12 @@ class AsyncTransport:
             failure: httpx.TransportError | None = None
             try:
                 request = self._http.build_request(
-                    method, url, json=json, params=params, headers=self._headers(authenticated and not absolute), timeout=timeout
+                    method,
+                    url,
+                    json=json,
+                    params=params,
+                    headers=self._headers(authenticated and not absolute),
+                    timeout=timeout,
                 )
                 response = await self._http.send(request, stream=stream)
             except httpx.TransportError as exc:

@@ -45,7 +45,9 @@ class DeleteVoiceInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     action: Literal["delete_voice"]
-    name: Annotated[str, Field(pattern="^[a-z0-9][a-z0-9_-]{0,63}$")] = Field(description="Lowercase letters, digits, '-' and '_'; 1-64 chars.")
+    name: Annotated[str, Field(pattern="^[a-z0-9][a-z0-9_-]{0,63}$")] = Field(
+        description="Lowercase letters, digits, '-' and '_'; 1-64 chars."
+    )
 
 
 class DeleteVoiceOutput(BaseModel):
@@ -135,18 +137,30 @@ class SynthesizeInput(BaseModel):
 
     action: Literal["synthesize"] = "synthesize"
     text: Annotated[str, Field(min_length=1, max_length=5000, pattern="\\S")] = Field(description="Text to speak.")
-    voice: Annotated[str, Field(pattern="^[a-z0-9][a-z0-9_-]{0,63}$")] | None = Field(None, description="Stored voice; default `default` when no ref_audio is given.")
+    voice: Annotated[str, Field(pattern="^[a-z0-9][a-z0-9_-]{0,63}$")] | None = Field(
+        None, description="Stored voice; default `default` when no ref_audio is given."
+    )
     ref_audio: AudioSource | None = Field(None, description="One-off reference clip instead of a stored voice.")
     ref_text: Annotated[str, Field(max_length=1000)] | None = Field(None, description="Transcript of ref_audio.")
     speed: Annotated[float, Field(ge=0.3, le=3.0)] = Field(1.0, description="Speaking rate multiplier.")
     nfe_step: Annotated[int, Field(ge=4, le=64)] = Field(32, description="Flow-matching steps: quality vs speed.")
-    cfg_strength: Annotated[float, Field(ge=0.0, le=10.0)] = Field(2.0, description="Classifier-free guidance strength.")
+    cfg_strength: Annotated[float, Field(ge=0.0, le=10.0)] = Field(
+        2.0, description="Classifier-free guidance strength."
+    )
     sway_sampling_coef: Annotated[float, Field(ge=-1.0, le=1.0)] = Field(-1.0, description="Sway sampling coefficient.")
-    cross_fade_duration: Annotated[float, Field(ge=0.0, le=1.0)] = Field(0.15, description="Cross-fade between text chunks, seconds.")
-    seed: Annotated[int, Field(ge=0, le=2147483647)] | None = Field(None, description="Random seed; echoed back, random if absent.")
+    cross_fade_duration: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        0.15, description="Cross-fade between text chunks, seconds."
+    )
+    seed: Annotated[int, Field(ge=0, le=2147483647)] | None = Field(
+        None, description="Random seed; echoed back, random if absent."
+    )
     remove_silence: bool = Field(False, description="Strip long silences from the output.")
-    format: Literal["wav", "flac", "mp3", "ogg", "aac", "pcm"] = Field("wav", description="Output container: wav (PCM16), flac, mp3, ogg (Opus), aac (ADTS) or pcm (raw s16le mono).")
-    delivery: Literal["url", "base64"] | None = Field(None, description="`url` (presigned, needs a bucket) or `base64`; default url when a bucket is configured.")
+    format: Literal["wav", "flac", "mp3", "ogg", "aac", "pcm"] = Field(
+        "wav", description="Output container: wav (PCM16), flac, mp3, ogg (Opus), aac (ADTS) or pcm (raw s16le mono)."
+    )
+    delivery: Literal["url", "base64"] | None = Field(
+        None, description="`url` (presigned, needs a bucket) or `base64`; default url when a bucket is configured."
+    )
     stream: bool = Field(False, description="Yield each text chunk's audio as soon as it is generated.")
 
 
@@ -170,9 +184,13 @@ class UploadVoiceInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     action: Literal["upload_voice"]
-    name: Annotated[str, Field(pattern="^[a-z0-9][a-z0-9_-]{0,63}$")] = Field(description="Lowercase letters, digits, '-' and '_'; 1-64 chars.")
+    name: Annotated[str, Field(pattern="^[a-z0-9][a-z0-9_-]{0,63}$")] = Field(
+        description="Lowercase letters, digits, '-' and '_'; 1-64 chars."
+    )
     audio: AudioSource
-    text: Annotated[str, Field(min_length=1, max_length=1000, pattern="\\S")] = Field(description="Transcript of the audio. Required unless the worker runs with F5TTS_AUTO_TRANSCRIBE=true.")
+    text: Annotated[str, Field(min_length=1, max_length=1000, pattern="\\S")] = Field(
+        description="Transcript of the audio. Required unless the worker runs with F5TTS_AUTO_TRANSCRIBE=true."
+    )
     overwrite: bool = Field(False, description="Replace an existing voice of that name.")
 
 

@@ -137,7 +137,7 @@ OPTIONS: dict[str, tuple[Option, ...]] = {
             choices=("wav", "flac", "mp3", "ogg", "aac", "pcm"),
             minimum=None,
             maximum=None,
-            help="Output container: wav (PCM16), flac, mp3, ogg (Opus), aac (ADTS) or pcm (raw s16le mono). One of `wav`, `flac`, `mp3`, `ogg`, `aac`, `pcm`. Default: `\"wav\"`.",
+            help='Output container: wav (PCM16), flac, mp3, ogg (Opus), aac (ADTS) or pcm (raw s16le mono). One of `wav`, `flac`, `mp3`, `ogg`, `aac`, `pcm`. Default: `"wav"`.',
         ),
         Option(
             "delivery",
@@ -202,8 +202,7 @@ OPTIONS: dict[str, tuple[Option, ...]] = {
             help="Replace an existing voice of that name. Default: `False`.",
         ),
     ),
-    "list_voices": (
-    ),
+    "list_voices": (),
     "delete_voice": (
         Option(
             "name",
@@ -216,6 +215,5 @@ OPTIONS: dict[str, tuple[Option, ...]] = {
             help="Lowercase letters, digits, '-' and '_'; 1-64 chars.",
         ),
     ),
-    "health": (
-    ),
+    "health": (),
 }

@@ -82,5 +82,7 @@ class Job(Generic[T]):
         if state.status == RunPodJobStatus.CANCELLED:
             raise JobCancelled(f"job {self.id} was cancelled", job_id=self.id)
         if state.status == RunPodJobStatus.TIMED_OUT:
-            raise JobTimeout(f"the endpoint timed job {self.id} out (its execution timeout)", job_id=self.id, on_server=True)
+            raise JobTimeout(
+                f"the endpoint timed job {self.id} out (its execution timeout)", job_id=self.id, on_server=True
+            )
         raise UnexpectedResponse(f"job {self.id} has an unknown status {state.status!r}")

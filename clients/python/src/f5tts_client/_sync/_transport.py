@@ -70,7 +70,9 @@ class Transport:
         else:
             # RunPod takes the wait in milliseconds; the HTTP read timeout must outlast it.
             path, params, extra = "/runsync", {"wait": max(1000, int(wait * 1000))}, wait
-        response = self._request("POST", path, deadline, json={"input": job_input}, params=params, submit=True, extra=extra)
+        response = self._request(
+            "POST", path, deadline, json={"input": job_input}, params=params, submit=True, extra=extra
+        )
         if response.status_code >= 400:
             raise status_error(response, self.settings.api_key, what=f"POST {path}")
         return self._job_state(response, f"POST {path}")
@@ -112,9 +114,14 @@ class Transport:
         job_id = f"lb-{uuid.uuid4().hex}"
         streaming = job_input.get("stream") is True
         response = self._request(
-            "POST", "/job", deadline, json={"input": job_input}, submit=True, extra=deadline.cap(self.settings.timeout),
+            "POST",
+            "/job",
+            deadline,
+            json={"input": job_input},
+            submit=True,
+            extra=deadline.cap(self.settings.timeout),
             stream=streaming,
-        )  # fmt: skip
+        )
         if response.status_code >= 400:
             if streaming:
                 response.read()
@@ -248,7 +255,12 @@ class Transport:
             failure: httpx.TransportError | None = None
             try:
                 request = self._http.build_request(
-                    method, url, json=json, params=params, headers=self._headers(authenticated and not absolute), timeout=timeout
+                    method,
+                    url,
+                    json=json,
+                    params=params,
+                    headers=self._headers(authenticated and not absolute),
+                    timeout=timeout,
                 )
                 response = self._http.send(request, stream=stream)
             except httpx.TransportError as exc:
