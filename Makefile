@@ -6,7 +6,7 @@ UV     := $(VENV)/bin/uv
 RUNTIME := $(if $(filter 1 true yes,$(WITH_WHISPER)),whisper,worker)
 STAMP  := $(VENV)/.installed-$(RUNTIME)
 
-.PHONY: setup system-deps test demo bench schema clients lint clean
+.PHONY: setup system-deps test demo bench clients pins lint format clean
 
 setup: system-deps $(STAMP)
 
@@ -29,6 +29,7 @@ $(STAMP): requirements/worker.txt requirements/whisper.txt requirements/dev.txt 
 
 test: setup
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m mypy --config-file clients/python/pyproject.toml
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -53,6 +54,12 @@ pins:
 
 lint: setup
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+# Rewrite the tree as `make test` wants it: formatted, imports sorted, ruff's safe fixes applied.
+format: setup
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
 
 clean:
 	rm -rf $(VENV) out .devstack

@@ -69,7 +69,11 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]], title:
     if title:
         print(f"\n{title}")
     for index, row in enumerate(cells):
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip())
+        print(
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            ).rstrip()
+        )
         if index == 0:
             print("  ".join("-" * w for w in widths))
     sys.stdout.flush()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import http.server
 import os
 import re
@@ -183,10 +184,8 @@ class ColdStart:
 
 def _stop_group(proc: subprocess.Popen) -> None:
     """SIGKILL the worker's whole process group (runpod's heartbeat process too): it holds nothing worth keeping."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     proc.wait(timeout=30)
 
 

@@ -65,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         stored = {"base64": base64.b64encode(world.good_wav).decode()}
         [saved] = service.run({"action": "upload_voice", "name": STORED_VOICE, "audio": stored, "text": "A voice."})
         assert "error" not in saved, saved
-        read = lambda key: bucket.client.get_object(Bucket=bucket.name, Key=key)["Body"].read()
+
+        def read(key):
+            return bucket.client.get_object(Bucket=bucket.name, Key=key)["Body"].read()
 
         @settings(
             max_examples=total,

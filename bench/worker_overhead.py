@@ -191,7 +191,9 @@ def _bare_child(
         return wave
 
     def steps(runs: int) -> list:
-        load = lambda: torchaudio.load(ref_file)
+        def load():
+            return torchaudio.load(ref_file)
+
         load()
         return [["bare: torchaudio.load(reference)", [timed(load) for _ in range(runs)]]]
 

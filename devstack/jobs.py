@@ -12,18 +12,19 @@ it has been tried `max_attempts` times, then FAILED — it never hangs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field, fields
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 log = logging.getLogger("devstack.jobs")
 
 
-class EmulatedJobStatus(str, Enum):
+class EmulatedJobStatus(StrEnum):
     """A job's status as the emulated RunPod queue reports it (the client SDK has its own view of these)."""
 
     IN_QUEUE = "IN_QUEUE"
@@ -76,10 +77,8 @@ class Signal:
     async def wait(self, timeout: float) -> None:
         if timeout <= 0:
             return
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._event.wait(), timeout)
-        except TimeoutError:
-            pass
 
 
 @dataclass(eq=False)

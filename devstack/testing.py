@@ -36,7 +36,10 @@ def _split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
     unknown = set(options) - queue_names - config_names - stack_names
     if unknown:
         raise TypeError(f"running_stack() got unknown options: {', '.join(sorted(unknown))}")
-    pick = lambda names: {k: v for k, v in options.items() if k in names}
+
+    def pick(names):
+        return {k: v for k, v in options.items() if k in names}
+
     return pick(queue_names), pick(config_names), pick(stack_names)
 
 

@@ -8,6 +8,7 @@ signalling its whole group, which is what leaves no process behind.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import signal
@@ -150,10 +151,8 @@ class WorkerProcess:
         return "\n".join(list(self._tail)[-lines:])
 
     def signal_group(self, sig: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, sig)  # the session leader's pid is the group id
-        except ProcessLookupError:
-            pass
 
     def stop(self, grace_s: float = 5.0) -> None:
         """SIGTERM (runpod's graceful shutdown), then SIGKILL the whole group once the grace time is over."""

@@ -8,6 +8,6 @@ from pathlib import Path
 _INFRA = Path(__file__).resolve().parent
 sys.path[:0] = [p for p in (str(_INFRA), str(_INFRA.parent)) if p not in sys.path]
 
-from f5tts_infra.program import main
+from f5tts_infra.program import main  # noqa: E402 (needs the sys.path above)
 
 main()

@@ -268,7 +268,7 @@ def _voiced_segments(samples: np.ndarray, sample_rate: int, min_pause_s: float) 
     levels, hop = _frame_levels_db(samples, sample_rate)
     voiced = levels > _silence_threshold_db(levels)
     edges = np.flatnonzero(np.diff(np.concatenate(([0], voiced.astype(np.int8), [0]))))
-    runs = list(zip(edges[::2], edges[1::2]))
+    runs = list(zip(edges[::2], edges[1::2], strict=True))
     min_gap = round(min_pause_s / FRAME_SECONDS)
     merged: list[list[int]] = []
     for start, end in runs:
@@ -363,7 +363,7 @@ def prepare_reference(
         # Possible cut points: a margin after each segment, but never past the start of the next one.
         next_starts = [start for start, _ in segments[1:]] + [samples.shape[0]]
         margin = int(EDGE_MARGIN_SECONDS * sample_rate)
-        ends = [min(end + margin, nxt) for (_, end), nxt in zip(segments, next_starts)]
+        ends = [min(end + margin, nxt) for (_, end), nxt in zip(segments, next_starts, strict=True)]
         keep = sum(1 for cut in ends if cut <= max_samples)
         if keep == 0 or keep == len(segments):
             raise _too_long(max_seconds, "it has no pause to clip at within the limit", field)
@@ -399,7 +399,7 @@ def _aligned_phrase_ends(text: str, segments: list[tuple[int, int]]) -> list[int
     for pattern in (_PHRASE_SPLIT, _SENTENCE_SPLIT):
         ends = [m.start() for m in pattern.finditer(text)] + [len(text)]
         starts = [0] + [m.end() for m in pattern.finditer(text)]
-        phrases = [text[s:e].strip() for s, e in zip(starts, ends)]
+        phrases = [text[s:e].strip() for s, e in zip(starts, ends, strict=True)]
         if len(phrases) != len(segments) or not all(phrases):
             continue
         weights = np.array([len(p.encode("utf-8")) for p in phrases], dtype=np.float64)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -33,7 +33,7 @@ AudioFormat = Literal["wav", "flac", "mp3", "ogg", "aac", "pcm"]
 Delivery = Literal["url", "base64"]
 
 
-class ErrorCode(str, Enum):
+class ErrorCode(StrEnum):
     """Machine-readable error codes; clients map each to a typed exception."""
 
     invalid_input = "invalid_input"

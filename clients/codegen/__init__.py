@@ -129,7 +129,8 @@ def generate(contract_path: Path = CONTRACT, package: Path = PACKAGE) -> dict[st
             async_sources[name] = source.split("\n", 1)[1]  # one header line: the sync twin's own
     for name, source in sorted(unasync_sources(async_sources).items()):
         files[f"_sync/{name}"] = header(f"f5tts_client/_async/{name} (unasync)") + "\n" + source
-    return {path: tidy(source, package / path) if path.endswith(".py") else source for path, source in files.items()}
+    # Formatted as the committed package is (its place in the repository picks the ruff config), wherever it is written.
+    return {path: tidy(source, PACKAGE / path) if path.endswith(".py") else source for path, source in files.items()}
 
 
 def write(files: dict[str, str], package: Path = PACKAGE) -> list[Path]:

@@ -33,7 +33,10 @@ def test_excluded_packages_are_in_no_compiled_set():
 def test_every_exclusion_is_a_declared_dependency_of_f5_tts_or_torch():
     # An entry nothing declares any more would hide nothing and only mislead: drop it when f5-tts drops it.
     declared = {Requirement(r).name for dist in ("f5-tts", "torch") for r in requires(dist) or []}
-    normalise = lambda name: re.sub(r"[-_.]+", "-", name).lower()
+
+    def normalise(name):
+        return re.sub(r"[-_.]+", "-", name).lower()
+
     assert {normalise(n) for n in _names("excludes.txt")} <= {normalise(n) for n in declared}
 
 

@@ -120,7 +120,9 @@ class FuzzWorld:
     def audio_sources(self) -> st.SearchStrategy:
         from tests.worker.test_audio import _bomb_declared_599s_8ch_384k
 
-        b64 = lambda data: base64.b64encode(data).decode()
+        def b64(data):
+            return base64.b64encode(data).decode()
+
         pool = [
             {"base64": b64(self.good_wav)},
             {"base64": b64(_bomb_declared_599s_8ch_384k())},

@@ -32,7 +32,7 @@ from f5tts_client._exceptions import (
     WorkerError,
 )
 from f5tts_client._generated import models
-from f5tts_client._generated.error_code_exceptions import *
+from f5tts_client._generated.error_code_exceptions import *  # noqa: F403 (one exception class per error code)
 from f5tts_client._generated.error_code_exceptions import ERRORS_BY_CODE
 from f5tts_client._generated.error_code_exceptions import __all__ as _error_names
 from f5tts_client._generated.models import CONTRACT_VERSION, ErrorCode

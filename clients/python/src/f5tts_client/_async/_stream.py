@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -61,10 +62,8 @@ class AsyncAudioStream:
         """Cancel the job if it is still running (no-op once the stream ended)."""
         if self.job_id is not None and not self.finished:
             self.finished = True
-            try:
+            with contextlib.suppress(F5TTSError):  # best effort: the job ends by itself anyway
                 await self._transport.cancel(self.job_id, Deadline(self._transport.settings.request_timeout))
-            except F5TTSError:
-                pass  # best effort: the job ends by itself anyway
 
     async def save(self, target: str | os.PathLike[str] | BinaryIO) -> models.StreamEnd:
         """Write the audio into one playable file (a path, or an open binary stream such as a player's stdin) as

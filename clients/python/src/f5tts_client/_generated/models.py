@@ -7,7 +7,7 @@ older client keeps working against a newer worker.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 CONTRACT_VERSION = "1.0"
 
 
-class ErrorCode(str, Enum):
+class ErrorCode(StrEnum):
     """Machine-readable error codes; clients map each to a typed exception."""
 
     invalid_input = "invalid_input"

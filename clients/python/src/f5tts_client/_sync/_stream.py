@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterator
@@ -62,10 +63,8 @@ class AudioStream:
         """Cancel the job if it is still running (no-op once the stream ended)."""
         if self.job_id is not None and not self.finished:
             self.finished = True
-            try:
+            with contextlib.suppress(F5TTSError):  # best effort: the job ends by itself anyway
                 self._transport.cancel(self.job_id, Deadline(self._transport.settings.request_timeout))
-            except F5TTSError:
-                pass  # best effort: the job ends by itself anyway
 
     def save(self, target: str | os.PathLike[str] | BinaryIO) -> models.StreamEnd:
         """Write the audio into one playable file (a path, or an open binary stream such as a player's stdin) as
