@@ -1,4 +1,4 @@
-"""The http serving mode's app (worker/http_server.py), in-process on the tiny model: OpenAI's speech API, voices,
+"""The http serving mode's app (worker/http_server/), in-process on the tiny model: OpenAI's speech API, voices,
 the native contract, errors, concurrency, the optional key, and a property-based check of its OpenAPI document.
 
 The same app behind a real server and the devstack's load balancer, with the official openai SDK, is tested in

@@ -1,0 +1,20 @@
+"""The http serving mode (`F5TTS_SERVE=http`): an ASGI server for RunPod load-balancing endpoints.
+
+Requests reach this server directly (no queue): the response can be raw audio, streamed as it is generated.
+It sits on the same `WorkerService` as the queue mode: synthesis, voices and error codes are the service's; this
+package only translates HTTP to service calls and back. One module per part (see docs/http.md for the routes):
+
+- `app.py`: `create_app` (the routers, the shared state on `app.state`, the key check and body cap, the health
+  check `GET /ping`) and `serve` (uvicorn on `PORT`, and `PORT_HEALTH`).
+- `openai.py`: OpenAI's speech API (`POST /v1/audio/speech`, `/v1/models`) and the stored voices at
+  Kokoro-FastAPI's paths (`/v1/audio/voices`).
+- `native.py`: the native job contract, `POST /job`: exactly what the queue mode's handler yields.
+- `errors.py`: the status of each error code, and the error envelope of each API (picked by the request's path).
+- `slots.py`: the synthesis slots (at most `F5TTS_CONCURRENCY` at once, a bounded wait, then 503).
+- `jobs.py`: driving a service job from a request, and streamed bodies that release what the request holds.
+- `state.py`: what every router reads from `app.state`.
+"""
+
+from worker.http_server.app import create_app, serve
+
+__all__ = ["create_app", "serve"]

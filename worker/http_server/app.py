@@ -1,0 +1,134 @@
+"""The app: the routers of each API on one `WorkerService`, the state they share, the checks every request
+passes (the optional key, the body cap), the health check, and the server that runs it all."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from worker.config import Settings
+from worker.http_server import native, openai
+from worker.http_server.errors import ErrorEnvelope, HttpError, envelope_for, install_error_handlers, openai_error
+from worker.http_server.slots import SynthesisSlots
+from worker.http_server.state import HttpState, http_state
+from worker.schema import ErrorBody, ErrorCode
+from worker.service import WorkerService
+
+log = logging.getLogger("worker.http")
+
+MAX_REQUEST_BYTES = 30 * 1024 * 1024  # RunPod's load-balancer payload limit
+
+# Each API's error envelope, by the path prefix of its routes (the longest prefix that matches wins).
+ERROR_ENVELOPES: dict[str, ErrorEnvelope] = {"/": openai_error}
+
+
+def create_app(service: WorkerService, settings: Settings, *, start_service: bool = True) -> FastAPI:
+    """The API on `service`. With `start_service`, the model loads in the background while /ping says 204."""
+    state = HttpState(
+        service=service,
+        settings=settings,
+        slots=SynthesisSlots(settings.worker.concurrency, settings.worker.busy_wait_s),
+        loading=start_service and service.engine is None and service.startup_error is None,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(_load(state)) if state.loading else None
+        yield
+        if task is not None and not task.done():
+            task.cancel()
+
+    app = FastAPI(
+        title="F5-TTS worker (http mode)",
+        description="OpenAI-compatible speech API and the native job contract of the F5-TTS RunPod worker.",
+        lifespan=lifespan,
+    )
+    app.state.http = state
+    install_error_handlers(app, ERROR_ENVELOPES, log)
+    app.middleware("http")(_guard(settings))
+    app.add_api_route(
+        settings.http.health_check_path, ping, methods=["GET"], summary="Health check (RunPod's load balancer polls it)"
+    )
+    app.include_router(openai.router)
+    app.include_router(native.router)
+    return app
+
+
+async def _load(state: HttpState) -> None:
+    try:
+        await asyncio.to_thread(state.service.start)  # keeps its failure in service.startup_error
+    finally:
+        state.loading = False
+
+
+def _guard(settings: Settings) -> Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]:
+    """Outside RunPod the optional key is checked (the health check stays open); bodies are capped."""
+    api_key = settings.worker.api_key.get_secret_value() if settings.worker.api_key else None
+    health_path = settings.http.health_check_path
+
+    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if api_key is not None and request.url.path != health_path:
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
+                message = "invalid or missing API key (Authorization: Bearer <key>)"
+                return envelope_for(request)(HttpError(401, "invalid_api_key", message))
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_REQUEST_BYTES):
+            body = ErrorBody(
+                code=ErrorCode.audio_too_large, message=f"request body over {MAX_REQUEST_BYTES // 2**20} MB"
+            )
+            return envelope_for(request)(HttpError.of(body))
+        return await call_next(request)
+
+    return guard
+
+
+async def ping(request: Request) -> Response:
+    """204 while the model loads, 200 when ready, 503 with the reason when it failed to load."""
+    state = http_state(request)
+    if state.loading:
+        return Response(status_code=204)
+    if state.service.engine is None:
+        reason = state.service.startup_error or "model is not loaded"
+        return openai_error(HttpError.of(ErrorBody(code=ErrorCode.model_unavailable, message=reason)))
+    return JSONResponse({"status": "ready"})
+
+
+# ------------------------------------------------------------------------------------------------ serving
+async def serve(service: WorkerService, settings: Settings) -> None:
+    """uvicorn on PORT (and the health check alone on PORT_HEALTH when that differs), until SIGTERM/SIGINT."""
+    import uvicorn
+
+    app = create_app(service, settings)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            # uvicorn installs one signal handler per server, the last one wins: stop them all together.
+            for server in servers:
+                uvicorn.Server.handle_exit(server, sig, frame)
+
+    host = settings.worker.bind_host
+    servers: list[uvicorn.Server] = [Server(uvicorn.Config(app, host=host, port=settings.http.port, access_log=False))]
+    health_port = settings.http.port_health
+    if health_port is not None and health_port != settings.http.port:
+        # The health port shares the main app's state (the loading flag, the service): the same `ping`, bound to it.
+        health_app = FastAPI(openapi_url=None)
+        health_app.state.http = app.state.http
+        health_app.add_api_route(settings.http.health_check_path, ping, methods=["GET"])
+        servers.append(
+            uvicorn.Server(uvicorn.Config(health_app, host=host, port=health_port, access_log=False, lifespan="off"))
+        )
+    log.info(
+        "http mode: serving on port %d (health %s on port %d)",
+        settings.http.port,
+        settings.http.health_check_path,
+        health_port or settings.http.port,
+    )
+    await asyncio.gather(*(server.serve() for server in servers))

@@ -1,0 +1,114 @@
+"""Errors over HTTP: the status of each of the contract's error codes, and each API's error envelope.
+
+Every failure is first an `HttpError` (status, code, message, field); the API the request was made to decides
+how it looks on the wire (`envelope_for`): OpenAI's shape for the OpenAI-compatible routes and the native
+contract (one client parser reads both), and each further API its own. No traceback ever leaves the process
+(the log has it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from worker.schema import ContractError, ErrorBody, ErrorCode
+
+RETRY_AFTER_S = 2  # what a 503 (all slots busy, model not loaded) tells the caller to wait
+
+STATUS_BY_CODE: dict[ErrorCode, int] = {
+    ErrorCode.invalid_input: 400,
+    ErrorCode.voice_not_found: 404,
+    ErrorCode.voice_exists: 409,
+    ErrorCode.audio_unreadable: 400,
+    ErrorCode.audio_too_large: 413,
+    ErrorCode.reference_too_long: 400,
+    ErrorCode.fetch_failed: 400,
+    ErrorCode.storage_error: 502,
+    ErrorCode.output_too_large: 413,
+    ErrorCode.model_unavailable: 503,
+    ErrorCode.overloaded: 503,
+    ErrorCode.internal: 500,
+}
+
+
+@dataclass(frozen=True)
+class HttpError:
+    """One failure, before an API gives it its shape. `code` is a contract error code, or one of HTTP's own
+    (`invalid_api_key`, `not_found`) that the contract has no use for."""
+
+    status: int
+    code: str
+    message: str
+    field: str | None = None
+
+    @classmethod
+    def of(cls, body: ErrorBody, status: int | None = None) -> HttpError:
+        return cls(status or STATUS_BY_CODE.get(body.code, 500), body.code.value, body.message, body.field)
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        return {"Retry-After": str(RETRY_AFTER_S)} if self.status == 503 else None
+
+
+ErrorEnvelope = Callable[[HttpError], Response]
+
+
+def openai_error(error: HttpError) -> JSONResponse:
+    """OpenAI's error shape, `{"error": {"message", "type", "param", "code"}}`, carrying our code."""
+    kind = "invalid_request_error" if error.status < 500 else "server_error"
+    content = {"error": {"message": error.message, "type": kind, "param": error.field, "code": error.code}}
+    return JSONResponse(content, status_code=error.status, headers=error.headers)
+
+
+def error_item(item: dict[str, Any]) -> ErrorBody | None:
+    """The ErrorBody of a service result item `{"error": "<json>"}`, None for a normal item."""
+    if "error" not in item:
+        return None
+    return ErrorBody.model_validate_json(item["error"])
+
+
+def envelope_for(request: Request) -> ErrorEnvelope:
+    """The envelope of the API `request` was made to: the longest registered path prefix that matches."""
+    envelopes: Sequence[tuple[str, ErrorEnvelope]] = request.app.state.error_envelopes
+    path = request.url.path
+    for prefix, envelope in envelopes:
+        if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
+            return envelope
+    return openai_error
+
+
+def install_error_handlers(app: FastAPI, envelopes: dict[str, ErrorEnvelope], log: Any) -> None:
+    """Every exception a route can raise, answered in the envelope of the request's API."""
+    app.state.error_envelopes = sorted(envelopes.items(), key=lambda item: len(item[0]), reverse=True)
+
+    @app.exception_handler(ContractError)
+    async def contract_error(request: Request, exc: ContractError) -> Response:
+        return envelope_for(request)(HttpError.of(exc.body))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+        field = ".".join(loc) or None
+        message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
+        body = ErrorBody(code=ErrorCode.invalid_input, message=f"{field}: {message}" if field else message, field=field)
+        return envelope_for(request)(HttpError.of(body))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404:
+            message = f"no such route: {request.method} {request.url.path}"
+            return envelope_for(request)(HttpError(404, "not_found", message))
+        code = ErrorCode.invalid_input if exc.status_code < 500 else ErrorCode.internal
+        return envelope_for(request)(HttpError(exc.status_code, code.value, str(exc.detail)))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.error("request failed", exc_info=exc)
+        return envelope_for(request)(HttpError(500, ErrorCode.internal.value, "internal error; see the worker log"))

@@ -1,0 +1,75 @@
+"""Driving a service job from a request: the job's blocking generator on a thread of its own
+(`worker.async_bridge`), its error item raised as a ContractError, and streamed bodies that release what the
+request holds (its synthesis slot, its job thread) however the stream ends."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import anyio
+import numpy as np
+
+from worker.async_bridge import iterate_in_thread
+from worker.http_server.errors import error_item
+from worker.schema import ContractError, ErrorCode, SynthesizeInput
+from worker.service import SpeechPiece, WorkerService
+
+log = logging.getLogger("worker.http")
+
+
+def speech_items(service: WorkerService, job: SynthesizeInput, cancelled: threading.Event) -> Iterator[Any]:
+    """The job's thread: the Speech first (reference resolved, errors raised early), then its pieces."""
+    speech = service.speak(job, cancelled)
+    yield speech
+    yield from speech.pieces
+
+
+async def piece_samples(first: SpeechPiece | None, pieces: AsyncIterator[SpeechPiece]) -> AsyncIterator[np.ndarray]:
+    """The samples of `first`, then of every later piece."""
+    if first is None:
+        return
+    yield first.samples
+    async for piece in pieces:
+        yield piece.samples
+
+
+async def ndjson(first: dict[str, Any], items: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    """Result items as JSON lines. An error after the first item (e.g. the inline size cap) is the stream's
+    last line, as in the queue's /stream."""
+    yield (json.dumps(first) + "\n").encode()
+    async for item in items:
+        yield (json.dumps(item) + "\n").encode()
+
+
+async def owning(body: AsyncIterator[bytes], resources: contextlib.AsyncExitStack) -> AsyncIterator[bytes]:
+    """Stream `body`, then release what the request holds (its slot, its job thread), however the stream ends."""
+    started = time.perf_counter()
+    try:
+        async for data in body:
+            yield data
+    except Exception:
+        # Headers are sent: the only way left to say "failed" is to break the stream off (the log has why).
+        log.exception("streamed response failed after %.2f s", time.perf_counter() - started)
+        raise
+    finally:
+        # Shielded: when the client goes away, the server cancels this stream, and the slot and the job's thread
+        # must still be released (an unreleased slot would leave the worker "overloaded" for good).
+        with anyio.CancelScope(shield=True):
+            await resources.aclose()
+
+
+async def run_one(service: WorkerService, job_input: dict[str, Any]) -> dict[str, Any]:
+    """A non-streaming job on the service, on one thread; its `{"error"}` item raised as a ContractError."""
+    items = [item async for item in iterate_in_thread(service.run(job_input), name="job")]
+    if not items:
+        raise ContractError(ErrorCode.internal, "the job ended without a result")
+    error = error_item(items[0])
+    if error is not None:
+        raise ContractError(error.code, error.message, error.field)
+    return items[0]
