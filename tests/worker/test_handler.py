@@ -3,12 +3,17 @@ tiny checkpoint selected through the environment exactly as in production."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,3 +81,46 @@ def test_runpod_is_imported_without_its_cpu_probe_subprocess_or_ssh_stack():
     assert probe["paramiko_loaded"] is False
     assert probe["cpuinfo_left"] is False
     assert probe["cpu_name"] and probe["cpu_name"] != "Unable to get processor info."
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.timeout(300)
+def test_http_mode_serves_the_health_check_on_its_own_port_too(tiny_model_env, tmp_path):
+    port, health_port = _free_port(), _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("F5TTS_", "BUCKET_", "RUNPOD_"))}
+    env.update(
+        HOME=str(tmp_path),
+        PYTHONPATH=str(REPO),
+        F5TTS_DATA_DIR=str(tmp_path / "data"),
+        F5TTS_SERVE="http",
+        F5TTS_BIND_HOST="127.0.0.1",
+        F5TTS_WARMUP="false",
+        PORT=str(port),
+        PORT_HEALTH=str(health_port),
+        **tiny_model_env,
+    )
+    worker = subprocess.Popen([sys.executable, "-m", "worker.handler"], cwd=tmp_path, env=env, stderr=subprocess.PIPE)
+    try:
+        health = f"http://127.0.0.1:{health_port}/ping"
+        statuses = []
+        for _ in range(600):  # until the model has loaded (204 while it loads)
+            with contextlib.suppress(httpx.TransportError):
+                statuses.append(httpx.get(health, timeout=2).status_code)
+                if statuses[-1] == 200:
+                    break
+            time.sleep(0.1)
+        assert statuses[-1:] == [200], statuses[-5:]
+        assert httpx.get(f"http://127.0.0.1:{port}/ping", timeout=5).status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5).status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{health_port}/v1/models", timeout=5).status_code == 404
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _, stderr = worker.communicate(timeout=30)
+    # A graceful stop: uvicorn shuts both servers down, then re-raises SIGTERM (so the exit status says why).
+    assert worker.returncode in (0, -signal.SIGTERM), stderr.decode()[-2000:]
+    assert stderr.decode().count("Finished server process") == 2
