@@ -88,6 +88,11 @@ class F5ttsService(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("f5tts:index:Service", name, None, opts)
+        # The stack settings require both (read_service); a Service built in code is checked here.
+        if service.storage.bucket_name is None:
+            raise ValueError("storage.bucket_name is required: the bucket's name is global and has no default")
+        if service.registry_username and registry_password is None:
+            raise ValueError("registry_username is set without registry_password")
         child = pulumi.ResourceOptions(parent=self)
         self.bucket = B2Bucket(
             f"{name}-bucket",
@@ -108,7 +113,7 @@ class F5ttsService(pulumi.ComponentResource):
         )
         self.registry: ContainerRegistry | None = None
         registry_id: pulumi.Input[str] | None = service.registry_id
-        if service.registry_username:
+        if service.registry_username and registry_password is not None:
             self.registry = ContainerRegistry(
                 f"{name}-registry",
                 name_prefix=f"{name}-registry",
