@@ -58,7 +58,15 @@ TINY_VOCOS = {
 ALIGNER_LABELS = ["-", "|", *"ETAONIHSRDLUMWCFGYPBVK'XJQZ"]
 TINY_ALIGNER = {
     "extractor_mode": "group_norm",
-    "extractor_conv_layer_config": [(32, 10, 5), (32, 3, 2), (32, 3, 2), (32, 3, 2), (32, 3, 2), (32, 2, 2), (32, 2, 2)],
+    "extractor_conv_layer_config": [
+        (32, 10, 5),
+        (32, 3, 2),
+        (32, 3, 2),
+        (32, 3, 2),
+        (32, 3, 2),
+        (32, 2, 2),
+        (32, 2, 2),
+    ],
     "extractor_conv_bias": False,
     "encoder_embed_dim": 32,
     "encoder_projection_dropout": 0.0,
