@@ -12,6 +12,7 @@ fails: a chunk whose alignment fails gets estimates for all its words, and the l
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
@@ -128,7 +129,7 @@ class Aligner:
         log_probs = torch.log_softmax(emission.float(), dim=-1)
         tokens = [self.index[c] for c in SEPARATOR.join(words)]
         frames = log_probs.size(1)
-        repeats = sum(a == b for a, b in zip(tokens, tokens[1:], strict=False))
+        repeats = sum(a == b for a, b in itertools.pairwise(tokens))
         if frames < len(tokens) + repeats:
             raise AlignmentError(f"{frames} audio frames cannot hold {len(tokens)} letters")
         targets = torch.tensor([tokens], dtype=torch.int32, device=self.device)

@@ -4,6 +4,7 @@ model are meaningless; order, bounds, completeness, streamed = whole and the est
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 from collections.abc import Callable
@@ -71,7 +72,7 @@ def test_aligner_times_every_word_and_marks_the_unalignable(aligner: Aligner) ->
     assert [w.word for w in words] == split_words(MIXED)
     estimated = {w.word for w in words if w.estimated}
     assert estimated == {"—", "3", "&", "東京", "40"}
-    for before, after in zip(words, words[1:], strict=False):
+    for before, after in itertools.pairwise(words):
         assert 0 <= before.start <= before.end <= after.start <= after.end <= 4.0
     for word in words:  # one span per character, inside the word
         assert len(word.chars) == len(word.word)
