@@ -5,6 +5,7 @@ model are meaningless; order, bounds, completeness, streamed = whole and the est
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import re
 from collections.abc import Callable
@@ -190,3 +191,36 @@ def test_vtt_escapes_and_srt_numbers() -> None:
     vtt = render(words, "vtt")
     assert vtt == "WEBVTT\n\n00:00:00.000 --> 00:00:01.200\nFish &amp; chips &lt;b&gt;now&lt;/b&gt;\n"
     assert render(words, "srt") == "1\n00:00:00,000 --> 00:00:01,200\nFish & chips <b>now</b>\n"
+
+
+# ------------------------------------------------------------------------------------------------ http mode
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_native_post_job_carries_words_and_subtitles(word_service: WorkerService) -> None:
+    import httpx
+
+    from worker.config import HttpSettings
+    from worker.http_server import create_app
+
+    settings = Settings(
+        model=word_service.settings.model,
+        storage=word_service.settings.storage,
+        worker=word_service.settings.worker,
+        http=HttpSettings(_env_file=None),
+    )
+    app = create_app(word_service, settings, start_service=False)
+    job = {"text": STORY, "seed": 4, "word_timestamps": True, "subtitle_format": "srt", **FAST}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://worker") as client:
+        whole = (await client.post("/job", json={"input": job})).json()
+        streamed = await client.post("/job", json={"input": {**job, "stream": True}})
+        bad = await client.post("/job", json={"input": {**job, "subtitle_format": "sub"}})
+    assert_timeline(whole["words"], STORY, whole["duration"])
+    *chunks, end = [json.loads(line) for line in streamed.text.splitlines()]
+    assert [w for c in chunks for w in c["words"]] == whole["words"]
+    assert end["subtitles"] == whole["subtitles"] and whole["subtitles"].startswith("1\n00:00:")
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_input"
+    assert "subtitle_format" in json.dumps(bad.json())
