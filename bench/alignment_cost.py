@@ -22,6 +22,7 @@ import argparse
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 from bench._common import BENCH_TEXT, CACHE_DIR, headline, machine_line, print_table, tiny_model_env
 
@@ -51,7 +52,7 @@ def measure(env: dict[str, str], device: str, nfe: int, runs: int) -> tuple[list
     from worker.engine import Engine
     from worker.voices import BUILTIN_TEXT, builtin_audio_file
 
-    values = {key.removeprefix("F5TTS_").lower(): value for key, value in env.items()}
+    values: dict[str, Any] = {key.removeprefix("F5TTS_").lower(): value for key, value in env.items()}
     values["device"] = device
     engine = Engine.load(ModelSettings(_env_file=None, **values))
     aligner = Aligner.load(Path(env["F5TTS_ALIGNER_DIR"]), engine.device)

@@ -78,6 +78,7 @@ def baked_files(model: str) -> tuple[HubFile, ...]:
 ALIGNER_BUNDLE = "WAV2VEC2_ASR_BASE_960H"
 ALIGNER_CONFIG = "config.json"
 ALIGNER_WEIGHTS = "model.safetensors"
+ALIGNER_SAMPLE_RATE = 16000  # wav2vec 2.0's input rate (its feature extractor's strides are set for it)
 
 
 def default_aligner_dir() -> Path:

@@ -22,6 +22,7 @@ from typing import Any
 from worker.model_facts import (
     ALIGNER_BUNDLE,
     ALIGNER_CONFIG,
+    ALIGNER_SAMPLE_RATE,
     ALIGNER_WEIGHTS,
     DEFAULT_MODEL,
     PUBLISHED_MODELS,
@@ -61,7 +62,7 @@ def download_whisper(cache_dir: str | None = None) -> Path:
 
 def write_aligner_dir(dest: Path, model: Any, *, builder: str, kwargs: dict[str, Any], labels: list[str]) -> Path:
     """An aligner directory (worker/aligner.py reads it): `model`'s weights built by torchaudio.models.`builder`
-    (**kwargs), its output labels (blank first) and its 16 kHz input rate; written atomically, config last."""
+    (**kwargs), its output labels (blank first) and its input rate; written atomically, config last."""
     from safetensors.torch import save_file
 
     dest.mkdir(parents=True, exist_ok=True)
@@ -69,8 +70,13 @@ def write_aligner_dir(dest: Path, model: Any, *, builder: str, kwargs: dict[str,
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp))
     tmp.chmod(0o644)  # safetensors creates it owner-only
     os.replace(tmp, dest / ALIGNER_WEIGHTS)
-    config = {"source": ALIGNER_BUNDLE if builder == "wav2vec2_base" else "random weights", "builder": builder}
-    config |= {"kwargs": kwargs, "labels": labels, "sample_rate": 16000}
+    config: dict[str, Any] = {
+        "source": ALIGNER_BUNDLE if builder == "wav2vec2_base" else "random weights",
+        "builder": builder,
+        "kwargs": kwargs,
+        "labels": labels,
+        "sample_rate": ALIGNER_SAMPLE_RATE,
+    }
     tmp = dest / f"{ALIGNER_CONFIG}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(config, indent=2) + "\n")
     os.replace(tmp, dest / ALIGNER_CONFIG)

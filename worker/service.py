@@ -233,7 +233,7 @@ class WorkerService:
 
     def _load_aligner(self) -> Aligner | None:
         """The aligner, loaded on first call (on the inference thread); None, logged once, if it cannot load."""
-        if self._aligner is None and self._aligner_error is None:
+        if self._aligner is None and self._aligner_error is None and self.engine is not None:
             try:
                 from worker.aligner import Aligner
 
@@ -277,12 +277,12 @@ class WorkerService:
                 index=chunk.index, text=chunk.text, samples=samples, inference_s=chunk.inference_s, words=words
             )
 
-    def _on_inference(self, chunks: Iterator[GeneratedChunk], cancelled: threading.Event) -> Iterator[GeneratedChunk]:
+    def _on_inference(self, chunks: Iterator[_SpokenChunk], cancelled: threading.Event) -> Iterator[_SpokenChunk]:
         """Engine chunks, each computed on the inference thread, one ahead: while a chunk is encoded and delivered
         (a stream posts it to RunPod), the next one is already being generated, so streaming costs the model no
         idle time. `cancelled` is checked before each chunk is started."""
 
-        def start_next() -> Future[GeneratedChunk | None]:
+        def start_next() -> Future[_SpokenChunk | None]:
             if cancelled.is_set():
                 raise JobCancelled
             return _inference_thread.submit(next, chunks, None)

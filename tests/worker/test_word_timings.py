@@ -224,3 +224,16 @@ async def test_native_post_job_carries_words_and_subtitles(word_service: WorkerS
     assert end["subtitles"] == whole["subtitles"] and whole["subtitles"].startswith("1\n00:00:")
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_input"
     assert "subtitle_format" in json.dumps(bad.json())
+
+
+def test_the_cross_fader_says_where_each_wave_starts_on_the_joined_timeline() -> None:
+    from worker.crossfade import CrossFader
+
+    fader = CrossFader(1000, 0.1)  # 100-sample fades
+    joined = []
+    for size in (500, 300, 50):
+        joined.append(fader.push(np.ones(size, dtype=np.float32)))
+        start = fader.wave_start
+        assert start == {500: 0, 300: 400, 50: 650}[size]  # each overlaps the last by min(fade, its size)
+    joined.append(fader.finish())
+    assert sum(part.size for part in joined) == 700 == start + 50  # the last wave ends where the audio ends
