@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from worker.model_facts import DEFAULT_MODEL
+from worker.model_facts import ALIGNER_BUNDLE, DEFAULT_MODEL, default_aligner_dir
 
 # RunPod refuses a job result larger than this for /runsync and /status (its documented payload limit).
 RUNPOD_RESULT_LIMIT_BYTES = 20 * 1024 * 1024
@@ -65,6 +65,17 @@ class ModelSettings(BaseSettings):
         False,
         description="Transcribe references that come without a transcript (F5's Whisper path). Needs the Whisper "
         "extra: image build arg `WITH_WHISPER=true` (its weights baked in), or `make setup WITH_WHISPER=1`.",
+    )
+    aligner_dir: Path = Field(
+        default_factory=default_aligner_dir,
+        description=f"Word aligner for `word_timestamps` and `subtitle_format` (torchaudio's {ALIGNER_BUNDLE}, "
+        "baked by `python -m worker.prefetch`): a directory of config.json + model.safetensors; default: "
+        "`$HF_HOME/f5tts-aligner/` (the image's is baked in).",
+    )
+    aligner_preload: bool = Field(
+        False,
+        description="Load the word aligner at start; otherwise it is loaded by the first job that asks for word "
+        "timings or subtitles.",
     )
 
 

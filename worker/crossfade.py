@@ -19,10 +19,15 @@ class CrossFader:
         self.fade = int(seconds * sample_rate) if seconds > 0 else 0
         # The last min(fade, joined so far) samples: the part the next wave may still blend into.
         self._tail = np.zeros(0, dtype=np.float32)
+        self._joined = 0  # samples joined so far (returned plus held back)
+        # Where the last pushed wave begins on the joined timeline, in samples: the offset of its words.
+        self.wave_start = 0
 
     def push(self, wave: np.ndarray) -> np.ndarray:
         wave = np.asarray(wave, dtype=np.float32).reshape(-1)
         overlap = min(self.fade, self._tail.size, wave.size)
+        self.wave_start = self._joined - overlap
+        self._joined += wave.size - overlap
         if overlap > 0:
             faded = self._tail[-overlap:] * np.linspace(1, 0, overlap) + wave[:overlap] * np.linspace(0, 1, overlap)
             joined = np.concatenate([self._tail[:-overlap], faded.astype(np.float32), wave[overlap:]])

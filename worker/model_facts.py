@@ -5,7 +5,9 @@ image build (`worker.prefetch`), the devstack and the bench can read them as che
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -66,3 +68,24 @@ def baked_files(model: str) -> tuple[HubFile, ...]:
     """Every Hub file a worker running `model` reads: checkpoint, vocabulary, vocoder. KeyError if unknown."""
     published = PUBLISHED_MODELS[model]
     return (published.checkpoint, published.vocab, *VOCOS_FILES)
+
+
+# The word aligner (worker/aligner.py): torchaudio's WAV2VEC2_ASR_BASE_960H, wav2vec 2.0 "base" fine-tuned for
+# English letters on LibriSpeech 960 h, published by fairseq under the MIT licence (MMS_FA, multilingual, is not
+# used: its weights are CC-BY-NC, ruling out commercial deployments). `worker.prefetch` converts the bundle into
+# a directory of ALIGNER_CONFIG (builder, labels, sample rate) + ALIGNER_WEIGHTS (safetensors): the format the
+# worker loads, and the one `worker.tiny` writes random weights in.
+ALIGNER_BUNDLE = "WAV2VEC2_ASR_BASE_960H"
+ALIGNER_CONFIG = "config.json"
+ALIGNER_WEIGHTS = "model.safetensors"
+ALIGNER_SAMPLE_RATE = 16000  # wav2vec 2.0's input rate (its feature extractor's strides are set for it)
+
+
+def default_aligner_dir() -> Path:
+    """Where `worker.prefetch` bakes the aligner and the worker looks for it unless F5TTS_ALIGNER_DIR says
+    otherwise: next to the Hugging Face cache (`HF_HOME`, /opt/hf in the image), so it is baked with the other
+    weights by the same user."""
+    hf_home = os.environ.get("HF_HOME") or str(
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface"
+    )
+    return Path(hf_home) / "f5tts-aligner" / ALIGNER_BUNDLE.lower()

@@ -5,7 +5,8 @@
 
 The files are the ones f5-tts itself resolves at load time (the checkpoint and vocab of `F5TTS_MODEL` from
 SWivid's repos, the Vocos vocoder; see worker/model_facts.py), so a worker with `HF_HUB_OFFLINE=1` finds them
-where f5-tts looks. Only huggingface_hub and the standard library are imported: no torch, no f5_tts.
+where f5-tts looks. Only huggingface_hub and the standard library are imported: no torch, no f5_tts; the word
+aligner's weights (torchaudio's bundle, converted to safetensors) import torch and torchaudio when they are baked.
 """
 
 from __future__ import annotations
@@ -16,14 +17,20 @@ import os
 import struct
 import sys
 from pathlib import Path
+from typing import Any
 
 from worker.model_facts import (
+    ALIGNER_BUNDLE,
+    ALIGNER_CONFIG,
+    ALIGNER_SAMPLE_RATE,
+    ALIGNER_WEIGHTS,
     DEFAULT_MODEL,
     PUBLISHED_MODELS,
     WHISPER_FILE_PATTERNS,
     WHISPER_REPO,
     HubFile,
     baked_files,
+    default_aligner_dir,
 )
 
 
@@ -51,6 +58,65 @@ def download_whisper(cache_dir: str | None = None) -> Path:
     from huggingface_hub import snapshot_download
 
     return Path(snapshot_download(WHISPER_REPO, allow_patterns=list(WHISPER_FILE_PATTERNS), cache_dir=cache_dir))
+
+
+def write_aligner_dir(dest: Path, model: Any, *, builder: str, kwargs: dict[str, Any], labels: list[str]) -> Path:
+    """An aligner directory (worker/aligner.py reads it): `model`'s weights built by torchaudio.models.`builder`
+    (**kwargs), its output labels (blank first) and its input rate; written atomically, config last."""
+    from safetensors.torch import save_file
+
+    dest.mkdir(parents=True, exist_ok=True)
+    tmp = dest / f"{ALIGNER_WEIGHTS}.{os.getpid()}.tmp"
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    tmp.chmod(0o644)  # safetensors creates it owner-only
+    os.replace(tmp, dest / ALIGNER_WEIGHTS)
+    config: dict[str, Any] = {
+        "source": ALIGNER_BUNDLE if builder == "wav2vec2_base" else "random weights",
+        "builder": builder,
+        "kwargs": kwargs,
+        "labels": labels,
+        "sample_rate": ALIGNER_SAMPLE_RATE,
+    }
+    tmp = dest / f"{ALIGNER_CONFIG}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(config, indent=2) + "\n")
+    os.replace(tmp, dest / ALIGNER_CONFIG)
+    return dest
+
+
+def download_aligner(dest: Path) -> Path:
+    """torchaudio's WAV2VEC2_ASR_BASE_960H (downloaded by torchaudio, into a temporary folder), converted into an
+    aligner directory at `dest`. The worker never downloads it: it reads only `dest`."""
+    import tempfile
+
+    import torchaudio
+
+    bundle = getattr(torchaudio.pipelines, ALIGNER_BUNDLE)
+    with tempfile.TemporaryDirectory() as tmp:
+        model = bundle.get_model(dl_kwargs={"model_dir": tmp})
+    labels = list(bundle.get_labels())
+    # The bundle's architecture is torchaudio's public wav2vec2_base with a letter head; load_state_dict in the
+    # worker is strict, so any mismatch fails the self-check at build time.
+    return write_aligner_dir(dest, model, builder="wav2vec2_base", kwargs={"aux_num_out": len(labels)}, labels=labels)
+
+
+def check_aligner(dest: Path) -> list[str]:
+    """Problems with a baked aligner directory (offline, no torch)."""
+    problems = []
+    try:
+        config = json.loads((dest / ALIGNER_CONFIG).read_text())
+        if not {"builder", "labels", "sample_rate"} <= set(config):
+            problems.append(f"{dest / ALIGNER_CONFIG}: not an aligner config")
+    except (OSError, ValueError) as exc:
+        problems.append(f"{dest / ALIGNER_CONFIG}: {type(exc).__name__}: {exc}")
+    weights = dest / ALIGNER_WEIGHTS
+    if not weights.is_file() or not safetensors_intact(weights):
+        problems.append(f"{weights}: missing, truncated or corrupt")
+    return problems
+
+
+def aligner_dir() -> Path:
+    """The directory F5TTS_ALIGNER_DIR names, else the default (worker/model_facts.py)."""
+    return Path(os.environ.get("F5TTS_ALIGNER_DIR") or default_aligner_dir())
 
 
 def safetensors_intact(path: Path) -> bool:
@@ -98,17 +164,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.check:
-            problems = check(args.model, args.cache_dir)
+            problems = check(args.model, args.cache_dir) + check_aligner(aligner_dir())
             for problem in problems:
                 print(f"prefetch: {problem}", file=sys.stderr)
             if not problems:
-                print(f"prefetch: weights for {args.model} and the vocoder are cached")
+                print(f"prefetch: weights for {args.model}, the vocoder and the aligner are cached")
             return 1 if problems else 0
         for path in download(args.model, args.cache_dir):
             print(f"prefetch: {path}")
         if args.whisper:
             print(f"prefetch: {download_whisper(args.cache_dir)}")
-        problems = check(args.model, args.cache_dir)
+        print(f"prefetch: {download_aligner(aligner_dir())}")
+        problems = check(args.model, args.cache_dir) + check_aligner(aligner_dir())
         for problem in problems:
             print(f"prefetch: {problem}", file=sys.stderr)
         return 1 if problems else 0

@@ -31,6 +31,7 @@ BUILTIN_VOICE = "default"
 
 AudioFormat = Literal["wav", "flac", "mp3", "ogg", "aac", "pcm"]
 Delivery = Literal["url", "base64"]
+SubtitleFormat = Literal["srt", "vtt"]
 
 
 class ErrorCode(StrEnum):
@@ -133,6 +134,19 @@ class SynthesizeInput(_Strict):
         None, description="`url` (presigned, needs a bucket) or `base64`; default url when a bucket is configured."
     )
     stream: bool = Field(False, description="Yield each text chunk's audio as soon as it is generated.")
+    word_timestamps: bool = Field(
+        False,
+        description="Return `words`: when each word is spoken, in seconds on the delivered audio's timeline "
+        "(forced alignment of the generated audio against the text).",
+    )
+    subtitle_format: SubtitleFormat | None = Field(
+        None, description="Return `subtitles`, the text of an SRT or WebVTT file of the speech."
+    )
+
+    @property
+    def wants_words(self) -> bool:
+        """Whether the speech needs word timings: asked for, or needed for the subtitles."""
+        return self.word_timestamps or self.subtitle_format is not None
 
     @model_validator(mode="after")
     def _one_reference(self) -> SynthesizeInput:
@@ -194,6 +208,19 @@ class Timings(BaseModel):
     rtf: float = Field(description="Real-time factor: inference_s / audio duration.")
 
 
+class WordTime(BaseModel):
+    """When one word of the text is spoken, in seconds from the start of the delivered audio."""
+
+    word: str = Field(description="The word as written in the text, punctuation included.")
+    start: float
+    end: float
+    estimated: bool = Field(
+        False,
+        description="The times are estimated in proportion to the word's length, not aligned: words with digits, "
+        "symbols or letters outside English's alphabet, and every word of a chunk whose alignment failed.",
+    )
+
+
 class SynthesizeOutput(BaseModel):
     audio_url: str | None = Field(None, description="Presigned GET URL (delivery=url).")
     expires_at: str | None = Field(None, description="When audio_url stops working (ISO 8601, UTC).")
@@ -206,6 +233,8 @@ class SynthesizeOutput(BaseModel):
     voice: str = Field(description="The stored voice used, or `inline` for ref_audio.")
     chunks: int = Field(description="Number of text chunks synthesized.")
     timings: Timings
+    words: list[WordTime] | None = Field(None, description="Word timings (word_timestamps=true).")
+    subtitles: str | None = Field(None, description="The subtitle file's text (subtitle_format).")
 
 
 class StreamChunk(BaseModel):
@@ -218,6 +247,9 @@ class StreamChunk(BaseModel):
     format: AudioFormat
     sample_rate: int
     duration: float
+    words: list[WordTime] | None = Field(
+        None, description="This chunk's words on the whole stream's timeline (word_timestamps=true)."
+    )
 
 
 class StreamEnd(BaseModel):
@@ -231,6 +263,7 @@ class StreamEnd(BaseModel):
     voice: str
     chunks: int
     timings: Timings
+    subtitles: str | None = Field(None, description="The subtitle file's text (subtitle_format).")
 
 
 class VoiceInfo(BaseModel):

@@ -2,7 +2,7 @@
 
 It does the imports a real start does (runpod and f5-tts through their lean, stand-in imports; flash-attn when
 F5TTS_ATTN_BACKEND=flash_attn), checks that the model files the settings name are there and complete (offline:
-nothing is downloaded), and that the configured device can run a kernel. Dockerfile.runpod runs it at build
+nothing is downloaded), loads the word aligner's weights into its architecture (on the CPU), and that the configured device can run a kernel. Dockerfile.runpod runs it at build
 time with --skip-device (no GPU there), so an f5-tts or runpod upgrade that breaks a stand-in, a missing runtime
 dependency or an incomplete weights download fails the build instead of a deploy. Exit status 0 when every
 check passes, 1 otherwise; each check prints one line.
@@ -95,6 +95,18 @@ def check_model_files(settings: Settings) -> str:
     )
 
 
+def check_aligner(settings: Settings) -> str:
+    from worker.aligner import Aligner
+    from worker.model_facts import ALIGNER_WEIGHTS
+
+    directory = settings.model.aligner_dir
+    if problem := _file_problem(directory / ALIGNER_WEIGHTS):
+        raise FileNotFoundError(problem)
+    aligner = Aligner.load(directory, device="cpu")  # strict: every weight of the architecture, none missing
+    parameters = sum(p.numel() for p in aligner.model.parameters())
+    return f"{directory}: {parameters / 1e6:.1f} M parameters loaded, {len(aligner.index)} labels"
+
+
 def check_device(settings: Settings) -> str:
     import torch
 
@@ -112,6 +124,7 @@ def run_checks(settings: Settings, *, device: bool = True) -> list[CheckResult]:
         ("f5-tts", check_f5_tts),
         ("flash-attn", check_flash_attn if settings.model.attn_backend == "flash_attn" else None),
         ("model files", lambda: check_model_files(settings)),
+        ("aligner", lambda: check_aligner(settings)),
         ("device", (lambda: check_device(settings)) if device else None),
     ]
     results = []

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from worker import audio
+from worker import audio, subtitles
 from worker.config import Settings
 from worker.crossfade import CrossFader
 from worker.fetch import read_audio_source
@@ -44,12 +44,15 @@ from worker.schema import (
     SynthesizeOutput,
     Timings,
     UploadVoiceInput,
+    WordTime,
     parse_job_input,
 )
 from worker.storage import ObjectStore, open_store
 from worker.voices import VoiceLibrary, voice_exists
+from worker.word_timing import WordTimeline, WordTiming, estimate_all
 
 if TYPE_CHECKING:
+    from worker.aligner import Aligner
     from worker.engine import Engine, GeneratedChunk
 
 log = logging.getLogger("worker")
@@ -76,6 +79,17 @@ class SpeechPiece:
     text: str  # the text chunk this piece speaks
     samples: np.ndarray  # float32 mono at Speech.sample_rate
     inference_s: float
+    # Its words on the whole speech's timeline (with per-character times), when the job wants words.
+    words: list[WordTiming] | None = None
+
+
+@dataclass
+class _SpokenChunk:
+    """A generated chunk made ready on the inference thread: silence removed, its words timed within it."""
+
+    chunk: GeneratedChunk
+    wave: np.ndarray
+    words: list[WordTiming] | None
 
 
 @dataclass
@@ -90,6 +104,7 @@ class Speech:
     chunks: int = 0
     inference_s: float = 0.0
     duration: float = 0.0
+    words: list[WordTiming] | None = None  # every piece's words, when the job wants words
 
 
 @dataclass
@@ -115,6 +130,10 @@ class WorkerService:
         self._engine_factory = engine_factory
         self.engine: Engine | None = None
         self.startup_error: str | None = None
+        # The word aligner, loaded once on the inference thread (at start with F5TTS_ALIGNER_PRELOAD, else by
+        # the first job that wants words); a load failure is kept: jobs then get estimated times, not errors.
+        self._aligner: Aligner | None = None
+        self._aligner_error: str | None = None
         data_dir = settings.worker.data_dir
         self.store: ObjectStore = open_store(settings.storage, local_root=Path(data_dir) / "store")
         self.voices = VoiceLibrary(self.store, cache_dir=Path(data_dir) / "voice-cache")
@@ -128,6 +147,8 @@ class WorkerService:
                 t0 = time.perf_counter()
                 self._on_inference_thread(self.engine.warmup)
                 log.info("warm-up synthesis took %.2f s", time.perf_counter() - t0)
+            if self.settings.model.aligner_preload:
+                self._on_inference_thread(self._load_aligner)
         except Exception as exc:
             log.exception("model failed to load; every job will get model_unavailable")
             self.engine = None
@@ -192,33 +213,76 @@ class WorkerService:
             seed=seed,
         )
         speech = Speech(voice=reference.name, seed=seed, sample_rate=self.engine.sample_rate, pieces=iter(()))
-        speech.pieces = self._pieces(speech, self._on_inference(generated, cancelled), job)
+        spoken = self._spoken(generated, job, speech.sample_rate)
+        speech.pieces = self._pieces(speech, self._on_inference(spoken, cancelled), job)
         return speech
 
-    def _pieces(self, speech: Speech, chunks: Iterator[GeneratedChunk], job: SynthesizeInput) -> Iterator[SpeechPiece]:
-        # remove_silence works per chunk, before the cross-fade, in every mode: a stream cannot wait for the
-        # whole wave. A pause spanning a chunk join is then at most the two chunks' edges (0.5 s each), which
-        # keeps the rule "no pause over 1 s".
-        sample_rate = speech.sample_rate
-        fader = CrossFader(sample_rate, job.cross_fade_duration)
-        total_samples = 0
+    def _spoken(
+        self, chunks: Iterator[GeneratedChunk], job: SynthesizeInput, sample_rate: int
+    ) -> Iterator[_SpokenChunk]:
+        """Each engine chunk with its silences removed and, when the job wants words, its words aligned against
+        that very audio. Runs where `chunks` runs (the inference thread), since the aligner is torch work too.
+
+        remove_silence works per chunk, before the cross-fade, in every mode: a stream cannot wait for the
+        whole wave. A pause spanning a chunk join is then at most the two chunks' edges (0.5 s each), which
+        keeps the rule "no pause over 1 s"."""
         for chunk in chunks:
             wave = audio.remove_silences(chunk.samples, sample_rate) if job.remove_silence else chunk.samples
-            samples = fader.push(wave)
+            words = self._time_words(wave, sample_rate, chunk.text) if job.wants_words else None
+            yield _SpokenChunk(chunk, wave, words)
+
+    def _load_aligner(self) -> Aligner | None:
+        """The aligner, loaded on first call (on the inference thread); None, logged once, if it cannot load."""
+        if self._aligner is None and self._aligner_error is None and self.engine is not None:
+            try:
+                from worker.aligner import Aligner
+
+                self._aligner = Aligner.load(self.settings.model.aligner_dir, device=str(self.engine.device))
+            except Exception as exc:
+                self._aligner_error = f"{type(exc).__name__}: {exc}"
+                log.exception("the word aligner failed to load; word times will be estimated")
+        return self._aligner
+
+    def _time_words(self, wave: np.ndarray, sample_rate: int, text: str) -> list[WordTiming]:
+        aligner = self._load_aligner()
+        if aligner is None:
+            log.warning(
+                "word times of %r are estimated: the aligner is unavailable (%s)", text[:40], self._aligner_error
+            )
+            return estimate_all(text, wave.size / sample_rate)
+        return aligner.time_words(wave, sample_rate, text)
+
+    def _pieces(self, speech: Speech, chunks: Iterator[_SpokenChunk], job: SynthesizeInput) -> Iterator[SpeechPiece]:
+        sample_rate = speech.sample_rate
+        fader = CrossFader(sample_rate, job.cross_fade_duration)
+        timeline = WordTimeline()
+        total_samples = 0
+        if job.wants_words:
+            speech.words = []
+        for spoken in chunks:
+            chunk = spoken.chunk
+            samples = fader.push(spoken.wave)
+            words = None
+            if spoken.words is not None and speech.words is not None:
+                # The chunk's words sit where its wave starts on the joined (delivered) timeline.
+                words = timeline.place(spoken.words, fader.wave_start / sample_rate)
+                speech.words += words
             if chunk.index == chunk.count - 1:
                 samples = np.concatenate([samples, fader.finish()])
             total_samples += samples.size
             speech.chunks += 1
             speech.inference_s += chunk.inference_s
             speech.duration = total_samples / sample_rate
-            yield SpeechPiece(index=chunk.index, text=chunk.text, samples=samples, inference_s=chunk.inference_s)
+            yield SpeechPiece(
+                index=chunk.index, text=chunk.text, samples=samples, inference_s=chunk.inference_s, words=words
+            )
 
-    def _on_inference(self, chunks: Iterator[GeneratedChunk], cancelled: threading.Event) -> Iterator[GeneratedChunk]:
+    def _on_inference(self, chunks: Iterator[_SpokenChunk], cancelled: threading.Event) -> Iterator[_SpokenChunk]:
         """Engine chunks, each computed on the inference thread, one ahead: while a chunk is encoded and delivered
         (a stream posts it to RunPod), the next one is already being generated, so streaming costs the model no
         idle time. `cancelled` is checked before each chunk is started."""
 
-        def start_next() -> Future[GeneratedChunk | None]:
+        def start_next() -> Future[_SpokenChunk | None]:
             if cancelled.is_set():
                 raise JobCancelled
             return _inference_thread.submit(next, chunks, None)
@@ -267,8 +331,11 @@ class WorkerService:
                 format=job.format,
                 sample_rate=speech.sample_rate,
                 duration=round(piece.samples.size / speech.sample_rate, 3),
-            ).model_dump()
-        yield StreamEnd(**self._summary(job, speech, started)).model_dump()
+                words=word_times(piece.words) if job.word_timestamps and piece.words is not None else None,
+            ).model_dump(exclude_none=True)
+        summary = self._summary(job, speech, started)
+        summary.pop("words", None)  # a stream's words came with its chunks
+        yield StreamEnd(**summary).model_dump(exclude_none=True)
 
     def _summary(self, job: SynthesizeInput, speech: Speech, started: float) -> dict[str, Any]:
         """What a whole result and a stream's last item both say about the speech (timings: measured now)."""
@@ -280,7 +347,18 @@ class WorkerService:
             "voice": speech.voice,
             "chunks": speech.chunks,
             "timings": self._timings(started, speech.inference_s, speech.duration),
+            **self._word_outputs(job, speech),
         }
+
+    @staticmethod
+    def _word_outputs(job: SynthesizeInput, speech: Speech) -> dict[str, Any]:
+        """`words` and `subtitles`, as far as the job asked for them."""
+        outputs: dict[str, Any] = {}
+        if job.word_timestamps and speech.words is not None:
+            outputs["words"] = word_times(speech.words)
+        if job.subtitle_format is not None and speech.words is not None:
+            outputs["subtitles"] = subtitles.render(speech.words, job.subtitle_format)
+        return outputs
 
     def _resolve_reference(self, job: SynthesizeInput) -> Reference:
         if job.ref_audio is None:
@@ -383,3 +461,8 @@ class WorkerService:
             storage=self.store.kind,
             sample_rate=engine.sample_rate,
         )
+
+
+def word_times(words: list[WordTiming]) -> list[WordTime]:
+    """Word timings as the contract carries them: milliseconds are precision enough for captions."""
+    return [WordTime(word=w.word, start=round(w.start, 3), end=round(w.end, 3), estimated=w.estimated) for w in words]

@@ -1,4 +1,4 @@
-"""A tiny random-weight F5-TTS checkpoint and Vocos vocoder, loadable through f5-tts's real loaders.
+"""A tiny random-weight F5-TTS checkpoint, Vocos vocoder and word aligner, loadable through the real loaders.
 
 Tests, the devstack demo and the benches run the whole worker with it on a CPU in well under a second per
 sentence: same file formats, same code paths, no download. It speaks noise, of course.
@@ -20,7 +20,7 @@ import yaml
 MODEL_NAME = "F5TTS_tiny"
 SEED = 1234
 # Bumped when what is built changes, so an old directory is rebuilt instead of reused.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 TINY_ARCH = {
     "dim": 64,
@@ -53,6 +53,36 @@ TINY_VOCOS = {
     },
 }
 
+# A wav2vec 2.0 of the production aligner's family (torchaudio.models.wav2vec2_model) with the same feature
+# extractor strides (so the same 20 ms frames) and the same 29 letter labels, but 32 channels and one layer.
+ALIGNER_LABELS = ["-", "|", *"ETAONIHSRDLUMWCFGYPBVK'XJQZ"]
+TINY_ALIGNER = {
+    "extractor_mode": "group_norm",
+    "extractor_conv_layer_config": [
+        (32, 10, 5),
+        (32, 3, 2),
+        (32, 3, 2),
+        (32, 3, 2),
+        (32, 3, 2),
+        (32, 2, 2),
+        (32, 2, 2),
+    ],
+    "extractor_conv_bias": False,
+    "encoder_embed_dim": 32,
+    "encoder_projection_dropout": 0.0,
+    "encoder_pos_conv_kernel": 16,
+    "encoder_pos_conv_groups": 4,
+    "encoder_num_layers": 1,
+    "encoder_num_heads": 2,
+    "encoder_attention_dropout": 0.0,
+    "encoder_ff_interm_features": 64,
+    "encoder_ff_interm_dropout": 0.0,
+    "encoder_dropout": 0.0,
+    "encoder_layer_norm_first": False,
+    "encoder_layer_drop": 0.0,
+    "aux_num_out": len(ALIGNER_LABELS),
+}
+
 MANIFEST = "tiny.json"  # written last: its presence (with the right version) means the directory is complete
 
 
@@ -63,6 +93,7 @@ def _env(dest: Path, model_name: str) -> dict[str, str]:
         "F5TTS_CKPT_FILE": str(dest / "model.safetensors"),
         "F5TTS_VOCAB_FILE": str(dest / "vocab.txt"),
         "F5TTS_VOCODER_DIR": str(dest / "vocos"),
+        "F5TTS_ALIGNER_DIR": str(dest / "aligner"),
     }
 
 
@@ -92,6 +123,7 @@ def build_random_checkpoint(
         torch.manual_seed(seed)
         parameters = _write_checkpoint(Path(env["F5TTS_CKPT_FILE"]), Path(env["F5TTS_VOCAB_FILE"]), arch)
         _write_vocos(Path(env["F5TTS_VOCODER_DIR"]), vocos_config)
+        build_random_aligner(Path(env["F5TTS_ALIGNER_DIR"]), builder="wav2vec2_model", kwargs=TINY_ALIGNER)
     manifest.write_text(
         json.dumps({"version": FORMAT_VERSION, "model": model_name, "seed": seed, "parameters": parameters}) + "\n"
     )
@@ -106,7 +138,7 @@ def checkpoint_parameters(dest: Path) -> int:
 def _complete(manifest: Path, env: dict[str, str]) -> bool:
     if not manifest.is_file() or json.loads(manifest.read_text()).get("version") != FORMAT_VERSION:
         return False
-    paths = ("F5TTS_MODEL_CFG", "F5TTS_CKPT_FILE", "F5TTS_VOCAB_FILE", "F5TTS_VOCODER_DIR")
+    paths = ("F5TTS_MODEL_CFG", "F5TTS_CKPT_FILE", "F5TTS_VOCAB_FILE", "F5TTS_VOCODER_DIR", "F5TTS_ALIGNER_DIR")
     return all(Path(env[key]).exists() for key in paths)
 
 
@@ -169,6 +201,18 @@ def _write_vocos(directory: Path, vocos_config: dict) -> None:
     tmp = _tmp_path(directory / "pytorch_model.bin")
     torch.save(vocoder.state_dict(), tmp)
     os.replace(tmp, directory / "pytorch_model.bin")
+
+
+def build_random_aligner(dest: Path, *, builder: str, kwargs: dict) -> Path:
+    """Random weights for a word aligner built by torchaudio.models.`builder`(**kwargs), in the directory format
+    `worker.prefetch` bakes the real one in (the tiny one above; the bench builds a full-size `wav2vec2_base`).
+    Seeded by the caller (build_random_checkpoint forks and seeds torch's RNG)."""
+    import torchaudio
+
+    from worker.prefetch import write_aligner_dir
+
+    model = getattr(torchaudio.models, builder)(**kwargs)
+    return write_aligner_dir(dest, model, builder=builder, kwargs=kwargs, labels=ALIGNER_LABELS)
 
 
 def _tmp_path(path: Path) -> Path:

@@ -171,3 +171,22 @@ def test_cli_against_the_devstack(f5tts):
 
     health = run([*cmd, "health", "--json"])
     assert health.returncode == 0 and '"status": "ok"' in health.stdout
+
+
+def test_cli_writes_subtitles_whole_and_streamed(f5tts):
+    run, cwd = f5tts
+    cmd = [sys.executable, "-m", "f5tts_client.cli", "say", "Hello there. This is the shell speaking.", "--seed", "2"]
+    whole = run([*cmd, "-o", "a.wav", "--subtitles", "a.srt", "--nfe-step", "4"])
+    assert whole.returncode == 0, whole.stderr
+    streamed = run([*cmd, "-o", "b.wav", "--stream", "--subtitles", "b.srt", "--nfe-step", "4"])
+    assert streamed.returncode == 0, streamed.stderr
+    srt = (cwd / "a.srt").read_text()
+    assert srt.startswith("1\n00:00:00") and "Hello there." in srt
+    assert (cwd / "b.srt").read_text() == srt  # same seed: same words, same times
+    vtt = run([*cmd, "-o", "c.wav", "--subtitles", "c.vtt", "--nfe-step", "4"])
+    assert vtt.returncode == 0 and (cwd / "c.vtt").read_text().startswith("WEBVTT\n")
+
+
+def test_subtitles_need_a_srt_or_vtt_name(run_cli, fake, tmp_path):
+    code, _out, err = run_cli("say", "Hi", "-o", str(tmp_path / "a.wav"), "--subtitles", str(tmp_path / "a.txt"))
+    assert code == cli.EXIT_USAGE and ".srt or .vtt" in err and fake.accepted_jobs == 0

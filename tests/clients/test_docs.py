@@ -34,5 +34,5 @@ def test_every_python_example_in_the_docs_runs(devstack, tmp_path):
             check=False,
         )
         assert run.returncode == 0, f"example {number} failed:\n{block}\n{run.stderr}"
-    for produced in ("hello.mp3", "alice-hi.wav", "line-2.wav", "story.mp3"):
+    for produced in ("hello.mp3", "alice-hi.wav", "line-2.wav", "video.srt", "story.mp3"):
         assert (tmp_path / produced).stat().st_size > 0, produced

@@ -228,3 +228,21 @@ async def test_injected_429_and_503_are_retried_without_duplicate_jobs(stack_cli
     assert (await resolve(job.wait())).duration > 0
     assert made.count("GET", "/status") >= 4 and made.count("POST", "/run") == 1
     assert job_ids_on_the_endpoint(devstack) - before == {job.id}
+
+
+async def test_word_timings_and_subtitles_whole_and_streamed(stack_client, tmp_path):
+    """Issue #17 through the devstack: the worker's real aligner code on the tiny random aligner."""
+    client = stack_client().client
+    options = {"seed": 9, "word_timestamps": True, "subtitle_format": "vtt", **QUICK}
+    result = await resolve(client.synthesize(TWO_CHUNKS, **options))
+    assert [w.word for w in result.words] == TWO_CHUNKS.split()
+    assert not any(w.estimated for w in result.words)  # aligned, not estimated: the worker found its aligner
+    assert all(0 <= w.start <= w.end <= result.duration for w in result.words)
+    assert [w.start for w in result.words] == sorted(w.start for w in result.words)
+    saved = result.save_subtitles(tmp_path / "speech.vtt")
+    assert saved.read_text(encoding="utf-8") == result.subtitles and result.subtitles.startswith("WEBVTT")
+
+    stream = client.synthesize_stream(TWO_CHUNKS, **options)
+    chunks = await collect(stream)
+    assert [w for c in chunks for w in c.words] == result.words  # streamed = whole
+    assert stream.summary.subtitles == result.subtitles

@@ -39,9 +39,18 @@ def build_cache(hub: Path) -> dict[str, Path]:
     return paths
 
 
-def run_prefetch(*args: str, hf_home: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-    env.update(HF_HOME=str(hf_home), HF_HUB_OFFLINE="1")
+def build_aligner(hf_home: Path) -> Path:
+    """A baked aligner where `--check` looks for it by default (under HF_HOME): the tiny random one."""
+    from worker.model_facts import ALIGNER_BUNDLE
+    from worker.tiny import TINY_ALIGNER, build_random_aligner
+
+    dest = hf_home / "f5tts-aligner" / ALIGNER_BUNDLE.lower()
+    return build_random_aligner(dest, builder="wav2vec2_model", kwargs=TINY_ALIGNER)
+
+
+def run_prefetch(*args: str, hf_home: Path, **extra_env: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "F5TTS_"))}
+    env.update(HF_HOME=str(hf_home), HF_HUB_OFFLINE="1", **extra_env)
     return subprocess.run(
         [sys.executable, "-m", "worker.prefetch", *args],
         cwd=ROOT,
@@ -64,9 +73,20 @@ def test_required_files_are_the_published_f5tts_v1_base_and_vocos():
 
 def test_check_passes_on_a_complete_cache(tmp_path):
     build_cache(tmp_path / "hub")
+    build_aligner(tmp_path)
     result = run_prefetch("--check", hf_home=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "cached" in result.stdout
+
+
+def test_check_names_a_missing_or_truncated_aligner(tmp_path):
+    build_cache(tmp_path / "hub")
+    weights = build_aligner(tmp_path) / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-64])
+    result = run_prefetch("--check", hf_home=tmp_path)
+    assert result.returncode == 1 and f"{weights}: missing, truncated or corrupt" in result.stderr
+    elsewhere = run_prefetch("--check", hf_home=tmp_path, F5TTS_ALIGNER_DIR=str(tmp_path / "nowhere"))
+    assert elsewhere.returncode == 1 and "nowhere/config.json" in elsewhere.stderr
 
 
 def test_check_fails_naming_what_is_missing_or_truncated(tmp_path):
@@ -88,11 +108,13 @@ def test_check_of_an_empty_cache_and_an_unknown_model(tmp_path):
     assert unknown.returncode == 2 and "F5TTS_v1_Base" in unknown.stderr
 
 
-def test_prefetch_imports_neither_torch_nor_f5_tts(tmp_path):
+def test_prefetch_check_imports_neither_torch_nor_f5_tts(tmp_path):
     build_cache(tmp_path / "hub")
+    aligner = build_aligner(tmp_path)
     code = (
         "import sys; from worker import prefetch; "
         f"assert prefetch.check('F5TTS_v1_Base', {str(tmp_path / 'hub')!r}) == []; "
+        f"assert prefetch.check_aligner(__import__('pathlib').Path({str(aligner)!r})) == []; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'f5_tts', 'torchaudio', 'vocos')))"
     )
     result = subprocess.run(
@@ -118,7 +140,22 @@ def test_download_fetches_each_file_into_the_given_cache(tmp_path, monkeypatch):
         return str(path)
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    # torchaudio's bundle download replaced too: a model of the bundle's family, random, instead of 360 MB.
+    import torchaudio
+
+    from worker.tiny import TINY_ALIGNER
+
+    bundle = getattr(torchaudio.pipelines, prefetch.ALIGNER_BUNDLE)
+    downloads = []
+
+    def fake_get_model(dl_kwargs):
+        downloads.append(dl_kwargs)
+        return torchaudio.models.wav2vec2_model(**TINY_ALIGNER)
+
+    monkeypatch.setattr(bundle, "get_model", fake_get_model)
+    monkeypatch.setenv("F5TTS_ALIGNER_DIR", str(tmp_path / "aligner"))
     assert prefetch.main(["--cache-dir", str(tmp_path)]) == 0
+    assert len(downloads) == 1 and prefetch.check_aligner(tmp_path / "aligner") == []
     assert [(r, f) for r, f, _ in calls] == [(f.repo_id, f.filename) for f in prefetch.required_files("F5TTS_v1_Base")]
     assert {c for _, _, c in calls} == {str(tmp_path)}
 

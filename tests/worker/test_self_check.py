@@ -45,11 +45,12 @@ def test_self_check_passes_through_the_real_entry_point(tiny_model_env, tmp_path
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]
     lines = [line for line in done.stdout.splitlines() if line.startswith("self-check ok")]
     names = [line.removeprefix("self-check ok").strip().partition(":")[0] for line in lines]
-    assert names == ["runpod", "f5-tts", "flash-attn", "model files", "device"]
+    assert names == ["runpod", "f5-tts", "flash-attn", "model files", "aligner", "device"]
     assert "runpod 1." in lines[0] and "f5-tts 1." in lines[1]
     assert "skipped (F5TTS_ATTN_BACKEND=torch)" in lines[2]
     assert "model.safetensors, vocabulary and Vocos present and complete" in lines[3]
-    assert "F5TTS_DEVICE=cpu -> cpu (CPU), dtype float32" in lines[4]
+    assert "M parameters loaded, 29 labels" in lines[4]
+    assert "F5TTS_DEVICE=cpu -> cpu (CPU), dtype float32" in lines[5]
     assert done.stdout.splitlines()[-1].startswith("self-check passed")
 
 
@@ -66,6 +67,19 @@ def test_self_check_names_a_truncated_checkpoint_and_a_missing_gpu(make_model_se
     if NO_GPU:
         assert not results["device"].ok
         assert "F5TTS_DEVICE='cuda' but no usable GPU" in results["device"].detail
+
+    # A truncated aligner (or none) fails its own check, naming the file.
+    aligner = tmp_path / "aligner"
+    shutil.copytree(tiny_model_env["F5TTS_ALIGNER_DIR"], aligner)
+    weights = aligner / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    aligner_settings = Settings(model=make_model_settings(aligner_dir=aligner))
+    aligner_results = {r.name: r for r in run_checks(aligner_settings, device=False)}
+    assert aligner_results["model files"].ok and not aligner_results["aligner"].ok
+    assert f"{weights}: truncated or corrupt safetensors" in aligner_results["aligner"].detail
+    shutil.rmtree(aligner)
+    missing = {r.name: r for r in run_checks(aligner_settings, device=False)}["aligner"]
+    assert not missing.ok and f"{weights}: missing" in missing.detail
 
     # At image build there is no GPU: the device check is skipped, the other checks still run.
     skipped = {r.name: r for r in run_checks(settings, device=False)}

@@ -61,7 +61,9 @@ FORMAT_BY_EXTENSION: dict[str, AudioFormat] = {
     ".opus": "ogg",
 }
 # Contract fields `say` handles itself rather than as generated options.
-SAY_OWN_FIELDS = ("text", "format", "stream")
+# Handled by `say` itself: word timings only matter to the CLI as subtitles (`--subtitles out.srt`).
+SAY_OWN_FIELDS = ("text", "format", "stream", "word_timestamps", "subtitle_format")
+SUBTITLE_FORMATS = {".srt": "srt", ".vtt": "vtt"}
 
 EXIT_BY_CODE = {
     "invalid_input": EXIT_USAGE,
@@ -129,8 +131,11 @@ class Progress:
 def cmd_say(client: Client, args: argparse.Namespace, progress: Progress) -> int:
     output, fmt = _output_and_format(args.output, args.format)
     values = {o.name: getattr(args, o.name) for o in _say_options()}
+    subtitles = _subtitles_path(args.subtitles)
+    if subtitles is not None:
+        values["subtitle_format"] = SUBTITLE_FORMATS[subtitles.suffix.lower()]
     if args.stream:
-        return _say_streaming(client, args.text, values, output, fmt, args.timeout, progress)
+        return _say_streaming(client, args.text, values, output, fmt, args.timeout, progress, subtitles)
     job = client.submit(args.text, format=fmt, **values)
     try:
         result = job.wait(args.timeout, on_status=progress.job_state)
@@ -140,6 +145,8 @@ def cmd_say(client: Client, args: argparse.Namespace, progress: Progress) -> int
             sys.stdout.buffer.flush()
         else:
             result.save(output)
+        if subtitles is not None:
+            result.save_subtitles(subtitles)
     except KeyboardInterrupt:
         progress.done()
         job.cancel()
@@ -149,6 +156,15 @@ def cmd_say(client: Client, args: argparse.Namespace, progress: Progress) -> int
         progress.done()
     _report(output, f"{result.duration:.2f} s of {result.format} audio, voice {result.voice}, seed {result.seed}")
     return EXIT_OK
+
+
+def _subtitles_path(value: str | None) -> Path | None:
+    if value is None:
+        return None
+    path = Path(value)
+    if path.suffix.lower() not in SUBTITLE_FORMATS:
+        raise UsageError(f"--subtitles {value!r}: use a .srt or .vtt file name")
+    return path
 
 
 def _report(output: Path | None, text: str) -> None:
@@ -167,6 +183,7 @@ def _say_streaming(
     fmt: AudioFormat,
     timeout: float | None,
     progress: Progress,
+    subtitles: Path | None,
 ) -> int:
     """Each chunk goes to the file (or stdout, for a player) the moment it arrives."""
     if fmt not in STREAMABLE_FORMATS:
@@ -188,6 +205,8 @@ def _say_streaming(
         progress.done()
     summary = stream.summary
     assert summary is not None  # an exhausted stream has its summary (or raised UnexpectedResponse)
+    if subtitles is not None and summary.subtitles is not None:
+        subtitles.write_text(summary.subtitles, encoding="utf-8")
     _report(
         output,
         f"{summary.duration:.2f} s of {fmt} audio in {summary.chunks} chunks, voice {summary.voice}, seed {summary.seed}",
@@ -320,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--stream",
         action="store_true",
         help="write chunks to the file (or stdout) as they are generated (wav, mp3, ogg)",
+    )
+    say.add_argument(
+        "--subtitles", metavar="PATH", help="also write subtitles of the speech: PATH ends in .srt or .vtt"
     )
     for option in _say_options():
         _add_contract_option(say, option)

@@ -1,4 +1,5 @@
-"""The result of a synthesis: the contract's output plus `.read()` / `.save()` for the audio itself."""
+"""The result of a synthesis: the contract's output plus `.read()` / `.save()` for the audio itself, and
+`.save_subtitles()` for the subtitles asked for with `subtitle_format`."""
 
 from __future__ import annotations
 
@@ -52,6 +53,14 @@ class AsyncSynthesisResult(models.SynthesizeOutput):
         data = await self.read(timeout=timeout)
         target = Path(path)
         target.write_bytes(data)
+        return target
+
+    def save_subtitles(self, path: str | os.PathLike[str]) -> Path:
+        """Write the subtitles (requested with `subtitle_format="srt"` or `"vtt"`) to `path`, UTF-8."""
+        if self.subtitles is None:
+            raise ValueError("the result has no subtitles: pass subtitle_format='srt' or 'vtt' to synthesize()")
+        target = Path(path)
+        target.write_text(self.subtitles, encoding="utf-8")
         return target
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:

@@ -99,6 +99,18 @@ class ListVoicesOutput(BaseModel):
     voices: list[VoiceInfo]
 
 
+class WordTime(BaseModel):
+    """When one word of the text is spoken, in seconds from the start of the delivered audio."""
+
+    word: str = Field(description="The word as written in the text, punctuation included.")
+    start: float
+    end: float
+    estimated: bool = Field(
+        False,
+        description="The times are estimated in proportion to the word's length, not aligned: words with digits, symbols or letters outside English's alphabet, and every word of a chunk whose alignment failed.",
+    )
+
+
 class StreamChunk(BaseModel):
     """One item of a streaming job (`stream: true`): audio of one text chunk, encoded on its own."""
 
@@ -109,6 +121,9 @@ class StreamChunk(BaseModel):
     format: Literal["wav", "flac", "mp3", "ogg", "aac", "pcm"]
     sample_rate: int
     duration: float
+    words: list[WordTime] | None = Field(
+        None, description="This chunk's words on the whole stream's timeline (word_timestamps=true)."
+    )
 
 
 class Timings(BaseModel):
@@ -128,6 +143,7 @@ class StreamEnd(BaseModel):
     voice: str
     chunks: int
     timings: Timings
+    subtitles: str | None = Field(None, description="The subtitle file's text (subtitle_format).")
 
 
 class SynthesizeInput(BaseModel):
@@ -162,6 +178,13 @@ class SynthesizeInput(BaseModel):
         None, description="`url` (presigned, needs a bucket) or `base64`; default url when a bucket is configured."
     )
     stream: bool = Field(False, description="Yield each text chunk's audio as soon as it is generated.")
+    word_timestamps: bool = Field(
+        False,
+        description="Return `words`: when each word is spoken, in seconds on the delivered audio's timeline (forced alignment of the generated audio against the text).",
+    )
+    subtitle_format: Literal["srt", "vtt"] | None = Field(
+        None, description="Return `subtitles`, the text of an SRT or WebVTT file of the speech."
+    )
 
 
 class SynthesizeOutput(BaseModel):
@@ -176,6 +199,8 @@ class SynthesizeOutput(BaseModel):
     voice: str = Field(description="The stored voice used, or `inline` for ref_audio.")
     chunks: int = Field(description="Number of text chunks synthesized.")
     timings: Timings
+    words: list[WordTime] | None = Field(None, description="Word timings (word_timestamps=true).")
+    subtitles: str | None = Field(None, description="The subtitle file's text (subtitle_format).")
 
 
 class UploadVoiceInput(BaseModel):

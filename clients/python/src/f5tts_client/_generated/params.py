@@ -159,6 +159,26 @@ OPTIONS: dict[str, tuple[Option, ...]] = {
             maximum=None,
             help="Yield each text chunk's audio as soon as it is generated. Default: `False`.",
         ),
+        Option(
+            "word_timestamps",
+            "bool",
+            required=False,
+            default=False,
+            choices=(),
+            minimum=None,
+            maximum=None,
+            help="Return `words`: when each word is spoken, in seconds on the delivered audio's timeline (forced alignment of the generated audio against the text). Default: `False`.",
+        ),
+        Option(
+            "subtitle_format",
+            "choice",
+            required=False,
+            default=None,
+            choices=("srt", "vtt"),
+            minimum=None,
+            maximum=None,
+            help="Return `subtitles`, the text of an SRT or WebVTT file of the speech. One of `srt`, `vtt`.",
+        ),
     ),
     "upload_voice": (
         Option(

@@ -138,6 +138,8 @@ class Client(ClientBase):
         remove_silence: bool | NotGiven = NOT_GIVEN,
         format: Literal["wav", "flac", "mp3", "ogg", "aac", "pcm"] | NotGiven = NOT_GIVEN,
         delivery: Literal["url", "base64"] | NotGiven | None = NOT_GIVEN,
+        word_timestamps: bool | NotGiven = NOT_GIVEN,
+        subtitle_format: Literal["srt", "vtt"] | NotGiven | None = NOT_GIVEN,
         timeout: float | None = None,
     ) -> SynthesisResult:
         """Synthesize speech and wait for the result (`/runsync`, then `/status` polling if the job outlasts
@@ -164,6 +166,10 @@ class Client(ClientBase):
                 One of `wav`, `flac`, `mp3`, `ogg`, `aac`, `pcm`. Default: `"wav"`.
             delivery: `url` (presigned, needs a bucket) or `base64`; default url when a bucket is configured.
                 One of `url`, `base64`.
+            word_timestamps: Return `words`: when each word is spoken, in seconds on the delivered audio's
+                timeline (forced alignment of the generated audio against the text). Default: `False`.
+            subtitle_format: Return `subtitles`, the text of an SRT or WebVTT file of the speech. One of `srt`,
+                `vtt`.
             timeout: Seconds this call may take in all, queueing included; default: the client's `timeout`.
 
         Returns:
@@ -188,6 +194,8 @@ class Client(ClientBase):
             "remove_silence": remove_silence,
             "format": format,
             "delivery": delivery,
+            "word_timestamps": word_timestamps,
+            "subtitle_format": subtitle_format,
         }
         return self._synthesize(values, timeout=timeout)
 
@@ -207,6 +215,8 @@ class Client(ClientBase):
         remove_silence: bool | NotGiven = NOT_GIVEN,
         format: Literal["wav", "flac", "mp3", "ogg", "aac", "pcm"] | NotGiven = NOT_GIVEN,
         delivery: Literal["url", "base64"] | NotGiven | None = NOT_GIVEN,
+        word_timestamps: bool | NotGiven = NOT_GIVEN,
+        subtitle_format: Literal["srt", "vtt"] | NotGiven | None = NOT_GIVEN,
         timeout: float | None = None,
     ) -> AudioStream:
         """Synthesize speech as a stream: each text chunk's audio is yielded as soon as the worker has it
@@ -233,6 +243,10 @@ class Client(ClientBase):
                 One of `wav`, `flac`, `mp3`, `ogg`, `aac`, `pcm`. Default: `"wav"`.
             delivery: `url` (presigned, needs a bucket) or `base64`; default url when a bucket is configured.
                 One of `url`, `base64`.
+            word_timestamps: Return `words`: when each word is spoken, in seconds on the delivered audio's
+                timeline (forced alignment of the generated audio against the text). Default: `False`.
+            subtitle_format: Return `subtitles`, the text of an SRT or WebVTT file of the speech. One of `srt`,
+                `vtt`.
             timeout: Seconds this call may take in all, queueing included; default: the client's `timeout`.
 
         Returns:
@@ -258,6 +272,8 @@ class Client(ClientBase):
             "remove_silence": remove_silence,
             "format": format,
             "delivery": delivery,
+            "word_timestamps": word_timestamps,
+            "subtitle_format": subtitle_format,
         }
         return self._synthesize_stream(values, timeout=timeout)
 
@@ -277,6 +293,8 @@ class Client(ClientBase):
         remove_silence: bool | NotGiven = NOT_GIVEN,
         format: Literal["wav", "flac", "mp3", "ogg", "aac", "pcm"] | NotGiven = NOT_GIVEN,
         delivery: Literal["url", "base64"] | NotGiven | None = NOT_GIVEN,
+        word_timestamps: bool | NotGiven = NOT_GIVEN,
+        subtitle_format: Literal["srt", "vtt"] | NotGiven | None = NOT_GIVEN,
         timeout: float | None = None,
     ) -> Job[SynthesisResult]:
         """Queue a synthesis job (`/run`) and return at once with a handle to it.
@@ -302,6 +320,10 @@ class Client(ClientBase):
                 One of `wav`, `flac`, `mp3`, `ogg`, `aac`, `pcm`. Default: `"wav"`.
             delivery: `url` (presigned, needs a bucket) or `base64`; default url when a bucket is configured.
                 One of `url`, `base64`.
+            word_timestamps: Return `words`: when each word is spoken, in seconds on the delivered audio's
+                timeline (forced alignment of the generated audio against the text). Default: `False`.
+            subtitle_format: Return `subtitles`, the text of an SRT or WebVTT file of the speech. One of `srt`,
+                `vtt`.
             timeout: Seconds this call may take in all, queueing included; default: the client's `timeout`.
 
         Returns:
@@ -325,6 +347,8 @@ class Client(ClientBase):
             "remove_silence": remove_silence,
             "format": format,
             "delivery": delivery,
+            "word_timestamps": word_timestamps,
+            "subtitle_format": subtitle_format,
         }
         return self._submit_synthesis(values, timeout=timeout)
 
