@@ -6,7 +6,7 @@ UV     := $(VENV)/bin/uv
 RUNTIME := $(if $(filter 1 true yes,$(WITH_WHISPER)),whisper,worker)
 STAMP  := $(VENV)/.installed-$(RUNTIME)
 
-.PHONY: setup system-deps test demo bench clients pins lint format clean
+.PHONY: setup system-deps test demo bench clients pins lint format typecheck clean
 
 setup: system-deps $(STAMP)
 
@@ -60,6 +60,12 @@ lint: setup
 format: setup
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
+
+# The client SDK strictly (it ships py.typed), then the rest of the tree ([tool.mypy] in pyproject.toml). The
+# second step still reports errors (issue 22 is open); `make test` runs the first until it is clean.
+typecheck: setup
+	$(PY) -m mypy --config-file clients/python/pyproject.toml
+	$(PY) -m mypy
 
 clean:
 	rm -rf $(VENV) out .devstack

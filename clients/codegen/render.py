@@ -43,6 +43,7 @@ def _base_annotation(t: TypeSpec, ref_prefix: str, *, constrained: bool) -> str:
     if t.kind == "literal":
         text = _literal(t.values)
     elif t.kind == "list":
+        assert t.item is not None, "a list TypeSpec names its item type"
         text = f"list[{_base_annotation(t.item, ref_prefix, constrained=constrained)}]"
     elif t.kind == "ref":
         text = ref_prefix + t.name

@@ -312,7 +312,10 @@ def apply_stack_config(values: dict[str, Any], base: Service = SERVICE) -> Servi
         raise StackConfigError(f"f5tts:{not_maps[0]}: expected a map of NAME: value")
     data = base.model_dump()
     # The CUDA set and floor are alternatives: a stack that sets one replaces the declaration's other.
-    alternatives = {"allowedCudaVersions": ("min_cuda_version", None), "minCudaVersion": ("allowed_cuda_versions", [])}
+    alternatives: dict[str, tuple[str, list[str] | None]] = {
+        "allowedCudaVersions": ("min_cuda_version", None),
+        "minCudaVersion": ("allowed_cuda_versions", []),
+    }
     for key, (field, cleared) in alternatives.items():
         if key in values and not {"allowedCudaVersions", "minCudaVersion"} <= set(values):
             data["gpu"][field] = cleared

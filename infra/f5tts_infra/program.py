@@ -28,11 +28,13 @@ def worker_env(service: Service, bucket: B2Bucket, key: B2BucketKey) -> pulumi.O
     bucket's coordinates and key. The whole mapping is a secret because it carries the key; RunPod receives it,
     the state stores it encrypted."""
     serving = serving_env(service.endpoint_type, HTTP_PORT)
+    key_id: pulumi.Output[str] = pulumi.Output.secret(key.keyId)
+    key_secret: pulumi.Output[str] = pulumi.Output.secret(key.applicationKey)
     return pulumi.Output.all(
         endpoint=bucket.s3Endpoint,
         name=bucket.bucketName,
-        key_id=pulumi.Output.secret(key.keyId),
-        key=pulumi.Output.secret(key.applicationKey),
+        key_id=key_id,
+        key=key_secret,
     ).apply(
         lambda b: {
             **service.env,
