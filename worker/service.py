@@ -311,7 +311,12 @@ class WorkerService:
             delivered: dict[str, str] = {"audio_base64": encoded}
         else:
             delivered = self._publish(data, job.format)
-        output = SynthesizeOutput(**delivered, **self._summary(job, speech, started))
+        output = SynthesizeOutput(
+            **delivered,
+            **self._summary(job, speech, started),
+            words=word_times(job, speech.words),
+            subtitles=self._subtitles(job, speech),
+        )
         yield output.model_dump(exclude_none=True)
 
     def _stream(self, job: SynthesizeInput, speech: Speech, started: float) -> Iterator[dict[str, Any]]:
@@ -331,11 +336,12 @@ class WorkerService:
                 format=job.format,
                 sample_rate=speech.sample_rate,
                 duration=round(piece.samples.size / speech.sample_rate, 3),
-                words=word_times(piece.words) if job.word_timestamps and piece.words is not None else None,
+                words=word_times(job, piece.words),
             ).model_dump(exclude_none=True)
-        summary = self._summary(job, speech, started)
-        summary.pop("words", None)  # a stream's words came with its chunks
-        yield StreamEnd(**summary).model_dump(exclude_none=True)
+        # A stream's words came with its chunks; its subtitles need them all, so they come last.
+        yield StreamEnd(**self._summary(job, speech, started), subtitles=self._subtitles(job, speech)).model_dump(
+            exclude_none=True
+        )
 
     def _summary(self, job: SynthesizeInput, speech: Speech, started: float) -> dict[str, Any]:
         """What a whole result and a stream's last item both say about the speech (timings: measured now)."""
@@ -347,18 +353,14 @@ class WorkerService:
             "voice": speech.voice,
             "chunks": speech.chunks,
             "timings": self._timings(started, speech.inference_s, speech.duration),
-            **self._word_outputs(job, speech),
         }
 
     @staticmethod
-    def _word_outputs(job: SynthesizeInput, speech: Speech) -> dict[str, Any]:
-        """`words` and `subtitles`, as far as the job asked for them."""
-        outputs: dict[str, Any] = {}
-        if job.word_timestamps and speech.words is not None:
-            outputs["words"] = word_times(speech.words)
-        if job.subtitle_format is not None and speech.words is not None:
-            outputs["subtitles"] = subtitles.render(speech.words, job.subtitle_format)
-        return outputs
+    def _subtitles(job: SynthesizeInput, speech: Speech) -> str | None:
+        """The subtitle file's text, when the job asked for one."""
+        if job.subtitle_format is None or speech.words is None:
+            return None
+        return subtitles.render(speech.words, job.subtitle_format)
 
     def _resolve_reference(self, job: SynthesizeInput) -> Reference:
         if job.ref_audio is None:
@@ -463,6 +465,9 @@ class WorkerService:
         )
 
 
-def word_times(words: list[WordTiming]) -> list[WordTime]:
-    """Word timings as the contract carries them: milliseconds are precision enough for captions."""
+def word_times(job: SynthesizeInput, words: list[WordTiming] | None) -> list[WordTime] | None:
+    """Word timings as the contract carries them, when the job asked for them (subtitles alone need them but
+    do not return them): milliseconds are precision enough for captions."""
+    if not job.word_timestamps or words is None:
+        return None
     return [WordTime(word=w.word, start=round(w.start, 3), end=round(w.end, 3), estimated=w.estimated) for w in words]
