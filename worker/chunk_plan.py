@@ -14,6 +14,9 @@ stream starts speaking early and every chunk fits the model:
   from the loaded model). F5 sizes the output by the reference's speaking rate; where even the smallest piece
   cannot fit, the caller gets `invalid_input` saying what to change.
 
+A pause the text asks for (a `<break>`, a blank line between paragraphs: worker.markup) is always a chunk
+boundary: the passages between pauses are planned one by one, and the silence stands between their chunks.
+
 Emoji are dropped before planning: they are not in F5's vocabulary, and F5 would give each of their UTF-8 bytes
 the time of a letter (a 25-byte family emoji became ~2.5 s of noise).
 
@@ -22,10 +25,11 @@ Pure functions, no torch: fast to test, importable anywhere.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import regex
 
+from worker import markup
 from worker.schema import ContractError, ErrorCode
 
 # f5-tts's mel settings (utils_infer: 24 kHz, hop 256): a frame is ~10.7 ms.
@@ -184,9 +188,45 @@ def _pack(atoms: list[_Atom], limit: int) -> list[list[_Atom]]:
     return groups
 
 
-def plan_chunks(text: str, voice: Voice, speed: float, max_frames: int) -> list[str]:
+@dataclass(frozen=True)
+class PlannedChunk:
+    """A chunk of the plan and the silence after it (a break or paragraph of the text: worker.markup); only the
+    first chunk of a plan has silence before it (a text that opens with a break)."""
+
+    text: str
+    pause_before: float = 0.0
+    pause_after: float = 0.0
+
+
+def plan_speech(text: str, voice: Voice, speed: float, max_frames: int) -> list[PlannedChunk]:
+    """The plan for a synthesis text with its pauses: each passage between two pauses planned on its own (so
+    every pause is a chunk boundary), only the first with a short opening chunk. Raises ContractError
+    (invalid_input, field `text`) for bad markup and as `plan_chunks` does."""
+    try:
+        segments = markup.parse(text)
+    except markup.MarkupError as exc:
+        raise ContractError(ErrorCode.invalid_input, f"text: {exc}", "text") from None
+    planned: list[PlannedChunk] = []
+    lead = 0.0
+    for segment in segments:
+        if isinstance(segment, float):
+            if planned:
+                planned[-1] = replace(planned[-1], pause_after=planned[-1].pause_after + segment)
+            else:
+                lead += segment
+        elif speakable(segment):  # a passage of emoji only is not spoken; its pauses still are
+            chunks = plan_chunks(segment, voice, speed, max_frames, opening=not planned)
+            planned += [PlannedChunk(chunk) for chunk in chunks]
+    if not planned:
+        plan_chunks("", voice, speed, max_frames)  # raises: nothing to speak
+    planned[0] = replace(planned[0], pause_before=lead)
+    return planned
+
+
+def plan_chunks(text: str, voice: Voice, speed: float, max_frames: int, opening: bool = True) -> list[str]:
     """The chunks F5 speaks for `text`, in order; raises ContractError(invalid_input) when the text has nothing
-    to speak or cannot be cut into pieces that fit the model with this reference and speed."""
+    to speak or cannot be cut into pieces that fit the model with this reference and speed. Without `opening`
+    (a passage after a pause, not the start of the speech) the first chunk is not kept short."""
     sentences = [a for line in speakable(text).splitlines() for a in _split(line, _SENTENCE_END, True)]
     if not sentences:
         raise ContractError(
@@ -204,6 +244,10 @@ def plan_chunks(text: str, voice: Voice, speed: float, max_frames: int) -> list[
         # one more pass over the reference (~a third more work for a one-sentence text).
         return _checked([whole], voice, speed, max_frames)
 
+    if not opening:
+        atoms = [atom for sentence in sentences for atom in _atoms(sentence.text, budget, sentence.space)]
+        return _checked(_merged_last(_pack(atoms, budget), budget, hard), voice, speed, max_frames)
+
     # The first chunk: the first sentence; of a long one, its first clause; of a long clause, its first words.
     head, rest = _opening(sentences[0].text, first_cap)
     stream = _atoms(rest, budget, True) if rest else []
@@ -217,15 +261,17 @@ def plan_chunks(text: str, voice: Voice, speed: float, max_frames: int) -> list[
         else:
             stream.insert(0, nxt)
             break
-    chunks = [head, *_pack(stream, budget)]
+    return _checked(_merged_last([head, *_pack(stream, budget)], budget, hard), voice, speed, max_frames)
 
-    # A short last chunk ("Yes.") rides with the one before when the model has room (a little over the budget,
-    # which is F5's soft target, never over the hard limit): F5 would otherwise speak it at speed 0.3.
+
+def _merged_last(chunks: list[list[_Atom]], budget: int, hard: int) -> list[str]:
+    """The chunks rendered, a short last chunk ("Yes.") riding with the one before when the model has room (a
+    little over the budget, which is F5's soft target, never over the hard limit): F5 would otherwise speak it
+    at speed 0.3."""
     last_fits = len(chunks) > 1 and _size(chunks[-2] + chunks[-1]) <= min(budget + MIN_CHUNK_BYTES, hard)
     if last_fits and _size(chunks[-1]) < MIN_CHUNK_BYTES:
         chunks[-2:] = [chunks[-2] + chunks[-1]]
-
-    return _checked([_render(chunk) for chunk in chunks], voice, speed, max_frames)
+    return [_render(chunk) for chunk in chunks]
 
 
 def _checked(chunks: list[str], voice: Voice, speed: float, max_frames: int) -> list[str]:

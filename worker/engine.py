@@ -65,6 +65,8 @@ class GeneratedChunk:
     inference_s: float
     index: int = 0  # 0-based position in the chunk plan
     count: int = 1  # chunks in the plan: the consumer knows the last one when it comes
+    pause_before: float = 0.0  # seconds of silence the text asks for before it (first chunk only)
+    pause_after: float = 0.0  # ... and after it (a break or paragraph boundary): no cross-fade there
 
 
 # ------------------------------------------------------------------------------------------------ lean import
@@ -376,11 +378,14 @@ class Engine:
         )
         return int(limit or CFM_MAX_DURATION)
 
-    def split_text(self, text: str, ref_text: str, ref_seconds: float, speed: float = 1.0) -> list[str]:
+    def split_text(
+        self, text: str, ref_text: str, ref_seconds: float, speed: float = 1.0
+    ) -> list[chunk_plan.PlannedChunk]:
         """The chunk plan (worker.chunk_plan): a short first chunk, later ones up to f5-tts's character budget,
-        every one fitting the model with the reference. Raises ContractError when the text cannot be spoken."""
+        every one fitting the model with the reference, the text's pauses between. Raises ContractError when the
+        text cannot be spoken."""
         voice = chunk_plan.Voice(_terminated(ref_text), ref_seconds)
-        return chunk_plan.plan_chunks(text, voice, speed, self.max_frames - POSITION_MARGIN_FRAMES)
+        return chunk_plan.plan_speech(text, voice, speed, self.max_frames - POSITION_MARGIN_FRAMES)
 
     def generate(
         self,
@@ -417,7 +422,7 @@ class Engine:
         reference: np.ndarray,
         sample_rate: int,
         ref_text: str,
-        chunks: list[str],
+        chunks: list[chunk_plan.PlannedChunk],
         speed: float,
         nfe_step: int,
         cfg_strength: float,
@@ -431,7 +436,7 @@ class Engine:
         pieces = self._f5.infer_batch_process(
             (torch.from_numpy(reference).unsqueeze(0), sample_rate),
             ref_text,
-            chunks,
+            [chunk.text for chunk in chunks],
             self.model,
             self.vocoder,
             mel_spec_type="vocos",
@@ -453,7 +458,15 @@ class Engine:
             wave, _ = next(pieces)
             inference_s = time.perf_counter() - started  # the wave is on the CPU by now: the device is synced
             samples = np.asarray(wave, dtype=np.float32).reshape(-1)
-            yield GeneratedChunk(chunk, samples, inference_s, index=index, count=len(chunks))
+            yield GeneratedChunk(
+                chunk.text,
+                samples,
+                inference_s,
+                index=index,
+                count=len(chunks),
+                pause_before=chunk.pause_before,
+                pause_after=chunk.pause_after,
+            )
         pieces.close()
 
     def warmup(self) -> float:

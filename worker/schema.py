@@ -2,7 +2,7 @@
 
 This module is the single source of truth. The worker validates with it; `python -m worker.schema --write
 clients/schema/contract.json` exports it as JSON Schema, from which the client SDK is generated. It imports
-nothing but pydantic so that exporting the schema never pays for torch.
+nothing but pydantic (and the standard-library markup reader) so that exporting the schema never pays for torch.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+
+from worker import markup
 
 CONTRACT_VERSION = "1.0"
 
@@ -113,7 +115,12 @@ class SynthesizeInput(_Strict):
 
     action: Literal["synthesize"] = "synthesize"
     text: str = Field(
-        min_length=1, max_length=MAX_TEXT_CHARS, description="Text to speak.", json_schema_extra={"pattern": r"\S"}
+        min_length=1,
+        max_length=MAX_TEXT_CHARS,
+        description='Text to speak. `<break time="1.5s"/>` (or `500ms`, or `strength="medium"`) is a '
+        f"pause of up to {markup.MAX_BREAK_SECONDS:g} s, a blank line between paragraphs one of "
+        f"{markup.PARAGRAPH_SECONDS:g} s; a text in `<speak>` is read as SSML.",
+        json_schema_extra={"pattern": r"\S"},
     )
     voice: VoiceName | None = Field(
         None, description=f"Stored voice; default `{BUILTIN_VOICE}` when no ref_audio is given."
@@ -147,6 +154,12 @@ class SynthesizeInput(_Strict):
     def wants_words(self) -> bool:
         """Whether the speech needs word timings: asked for, or needed for the subtitles."""
         return self.word_timestamps or self.subtitle_format is not None
+
+    @field_validator("text")
+    @classmethod
+    def _readable_markup(cls, text: str) -> str:
+        markup.parse(text)  # raises MarkupError (a ValueError): the caller hears what to fix, naming `text`
+        return text
 
     @model_validator(mode="after")
     def _one_reference(self) -> SynthesizeInput:

@@ -253,22 +253,32 @@ class WorkerService:
         return aligner.time_words(wave, sample_rate, text)
 
     def _pieces(self, speech: Speech, chunks: Iterator[_SpokenChunk], job: SynthesizeInput) -> Iterator[SpeechPiece]:
+        """Final audio per chunk. Chunks are cross-faded, except where the text asks for a pause: there the
+        chunk's held-back tail is flushed and the silence follows in the same piece (delivered with the chunk
+        before it, so a stream never waits on the next chunk to play it), and joining starts afresh after it."""
         sample_rate = speech.sample_rate
         fader = CrossFader(sample_rate, job.cross_fade_duration)
         timeline = WordTimeline()
+        origin = 0  # where the fader's joined audio starts on the delivered timeline, in samples
         total_samples = 0
         if job.wants_words:
             speech.words = []
         for spoken in chunks:
             chunk = spoken.chunk
+            lead = silence(chunk.pause_before, sample_rate)  # before the first chunk only
+            origin += lead.size
             samples = fader.push(spoken.wave)
             words = None
             if spoken.words is not None and speech.words is not None:
                 # The chunk's words sit where its wave starts on the joined (delivered) timeline.
-                words = timeline.place(spoken.words, fader.wave_start / sample_rate)
+                words = timeline.place(spoken.words, (origin + fader.wave_start) / sample_rate)
                 speech.words += words
-            if chunk.index == chunk.count - 1:
-                samples = np.concatenate([samples, fader.finish()])
+            if chunk.pause_after > 0 or chunk.index == chunk.count - 1:
+                samples = np.concatenate([lead, samples, fader.finish(), silence(chunk.pause_after, sample_rate)])
+                fader = CrossFader(sample_rate, job.cross_fade_duration)
+                origin = total_samples + samples.size
+            elif lead.size:
+                samples = np.concatenate([lead, samples])
             total_samples += samples.size
             speech.chunks += 1
             speech.inference_s += chunk.inference_s
@@ -463,6 +473,11 @@ class WorkerService:
             storage=self.store.kind,
             sample_rate=engine.sample_rate,
         )
+
+
+def silence(seconds: float, sample_rate: int) -> np.ndarray:
+    """Digital silence: a pause the text asks for, exactly as long (to the sample) in every mode."""
+    return np.zeros(round(seconds * sample_rate), dtype=np.float32)
 
 
 def word_times(job: SynthesizeInput, words: list[WordTiming] | None) -> list[WordTime] | None:

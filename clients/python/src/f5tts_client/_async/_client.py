@@ -150,7 +150,9 @@ class AsyncClient(AsyncClientBase):
         An argument left out is not sent, and the worker applies its own default (named below).
 
         Args:
-            text: Text to speak. 1 to 5000 characters.
+            text: Text to speak. `<break time="1.5s"/>` (or `500ms`, or `strength="medium"`) is a pause of up to
+                5 s, a blank line between paragraphs one of 0.6 s; a text in `<speak>` is read as SSML. 1 to
+                5000 characters.
             voice: Stored voice; default `default` when no ref_audio is given.
             ref_audio: One-off reference clip instead of a stored voice. A file path, raw bytes, or an http(s)
                 URL the worker fetches.
@@ -227,7 +229,9 @@ class AsyncClient(AsyncClientBase):
         An argument left out is not sent, and the worker applies its own default (named below).
 
         Args:
-            text: Text to speak. 1 to 5000 characters.
+            text: Text to speak. `<break time="1.5s"/>` (or `500ms`, or `strength="medium"`) is a pause of up to
+                5 s, a blank line between paragraphs one of 0.6 s; a text in `<speak>` is read as SSML. 1 to
+                5000 characters.
             voice: Stored voice; default `default` when no ref_audio is given.
             ref_audio: One-off reference clip instead of a stored voice. A file path, raw bytes, or an http(s)
                 URL the worker fetches.
@@ -304,7 +308,9 @@ class AsyncClient(AsyncClientBase):
         An argument left out is not sent, and the worker applies its own default (named below).
 
         Args:
-            text: Text to speak. 1 to 5000 characters.
+            text: Text to speak. `<break time="1.5s"/>` (or `500ms`, or `strength="medium"`) is a pause of up to
+                5 s, a blank line between paragraphs one of 0.6 s; a text in `<speak>` is read as SSML. 1 to
+                5000 characters.
             voice: Stored voice; default `default` when no ref_audio is given.
             ref_audio: One-off reference clip instead of a stored voice. A file path, raw bytes, or an http(s)
                 URL the worker fetches.

@@ -152,7 +152,9 @@ class SynthesizeInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     action: Literal["synthesize"] = "synthesize"
-    text: Annotated[str, Field(min_length=1, max_length=5000, pattern="\\S")] = Field(description="Text to speak.")
+    text: Annotated[str, Field(min_length=1, max_length=5000, pattern="\\S")] = Field(
+        description='Text to speak. `<break time="1.5s"/>` (or `500ms`, or `strength="medium"`) is a pause of up to 5 s, a blank line between paragraphs one of 0.6 s; a text in `<speak>` is read as SSML.'
+    )
     voice: Annotated[str, Field(pattern="^[a-z0-9][a-z0-9_-]{0,63}$")] | None = Field(
         None, description="Stored voice; default `default` when no ref_audio is given."
     )

@@ -27,7 +27,7 @@ OPTIONS: dict[str, tuple[Option, ...]] = {
             choices=(),
             minimum=None,
             maximum=None,
-            help="Text to speak. 1 to 5000 characters.",
+            help='Text to speak. `<break time="1.5s"/>` (or `500ms`, or `strength="medium"`) is a pause of up to 5 s, a blank line between paragraphs one of 0.6 s; a text in `<speak>` is read as SSML. 1 to 5000 characters.',
         ),
         Option(
             "voice",
