@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import base64
 import itertools
+import re
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -169,3 +171,23 @@ def test_errors_have_elevenlabs_shape_with_our_codes(client, lb_devstack):  # no
 def test_the_models_list_has_the_one_tts_model(client):
     models = client.models.list()
     assert [m.model_id for m in models] == ["f5-tts"] and models[0].can_do_text_to_speech
+
+
+def test_the_docs_example_runs_as_written(lb_devstack, tmp_path, monkeypatch):  # noqa: F811
+    """docs/http.md's ElevenLabs example, against the devstack: its URL and key are the devstack's."""
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "http.md").read_text()
+    section = docs[docs.index("## ElevenLabs SDK and apps") :]
+    block = re.search(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    assert block, "docs/http.md has lost its ElevenLabs example"
+    code = block.group(1).replace("https://<ENDPOINT_ID>.api.runpod.ai", lb_devstack.base_url)
+    code = code.replace("<RUNPOD_API_KEY>", lb_devstack.api_key)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "alice.wav").write_bytes(builtin_audio_file().read_bytes())
+    namespace: dict[str, object] = {}
+    try:
+        exec(compile(code, "docs/http.md", "exec"), namespace)
+    finally:
+        client = namespace.get("client")
+        if isinstance(client, ElevenLabs):
+            client.voices.delete("alice-smith")
+    assert decoded_seconds((tmp_path / "hello.mp3").read_bytes()) > 0.3

@@ -106,3 +106,11 @@ def test_overlapping_word_times_never_run_backwards():
     whole = align_characters("one two", words, 1.0)
     check_timeline(whole, "one two", 1.0)
     assert all(a <= b for a, b in itertools.pairwise(whole.normalized.starts))
+
+
+def test_the_realtime_form_is_milliseconds_relative_to_the_chunk():
+    part = AlignmentBuilder("Hi you").add([timed("Hi", 2.0, 2.2), timed("you", 2.5, 2.8)])
+    realtime = part.alignment.to_realtime_json(chunk_start=2.0)
+    assert realtime["chars"] == list("Hi you")
+    assert realtime["charStartTimesMs"] == [0, 100, 200, 500, 600, 700]
+    assert realtime["charDurationsMs"] == [100, 100, 300, 100, 100, 100]
