@@ -7,6 +7,9 @@ first bytes leave as soon as the first text chunk is synthesized. The formats ar
 - `wav`: a RIFF header whose sizes say "unknown" (0xFFFFFFFF, as streaming servers write it), then the PCM;
 - `mp3`, `opus` (in Ogg), `aac` (ADTS), `flac`: one ffmpeg process per response, fed PCM on stdin while its
   encoded output is read from stdout, both on the event loop (asyncio subprocess pipes: no thread per response).
+
+`ffmpeg_stream` is that encoder for any output options; ElevenLabs' formats (http_server/elevenlabs_formats.py)
+use it too.
 """
 
 from __future__ import annotations
