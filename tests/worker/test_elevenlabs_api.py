@@ -369,6 +369,8 @@ async def test_unreadable_audio_and_bad_labels_are_refused(http):
     }
     not_json = await http.post("/v1/voices/add", data={"name": "x", "labels": "{transcript"}, files=files)
     assert not_json.status_code == 400 and not_json.json()["detail"]["param"] == "labels"
+    nested = await http.post("/v1/voices/add", data={"name": "x", "labels": "[" * 100_000}, files=files)
+    assert nested.status_code == 400 and nested.json()["detail"]["param"] == "labels"
     not_a_string = await http.post("/v1/voices/add", data={"name": "x", "labels": '{"transcript": 3}'}, files=files)
     assert not_a_string.status_code == 400 and "must be a string" in not_a_string.json()["detail"]["message"]
 

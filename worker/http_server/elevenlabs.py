@@ -87,7 +87,7 @@ def _fields_named(names: dict[str, str]) -> Iterator[None]:
 TTS_FIELDS = {"voice": "voice_id"}
 
 
-def _check_voice_id(voice_id: str) -> str:
+def check_voice_id(voice_id: str) -> str:
     """voice_not_found for an id no stored voice can have (an ElevenLabs id such as `JBFqnCBsd6RMkjVDRZzb`)."""
     if not re.fullmatch(VOICE_NAME_PATTERN, voice_id):
         raise ContractError(
@@ -159,7 +159,7 @@ class TextToSpeechRequest(BaseModel):
             f5["seed"] = self.seed % F5_SEEDS
         if self.voice_settings is not None and self.voice_settings.speed is not None:
             f5["speed"] = self.voice_settings.speed
-        job_input = {"text": self.text, "voice": _check_voice_id(voice_id), **f5, "word_timestamps": word_timestamps}
+        job_input = {"text": self.text, "voice": check_voice_id(voice_id), **f5, "word_timestamps": word_timestamps}
         with _fields_named({"speed": "voice_settings.speed", **TTS_FIELDS}):
             job = parse_job_input(job_input)
         assert isinstance(job, SynthesizeInput)
@@ -351,7 +351,7 @@ async def search_voices(
 
 @router.get("/v1/voices/{voice_id}", summary="One stored voice (ElevenLabs-compatible)")
 async def get_voice(voice_id: str, state: State) -> dict[str, Any]:
-    _check_voice_id(voice_id)
+    check_voice_id(voice_id)
     for voice in await _voices(state):
         if voice["voice_id"] == voice_id:
             return voice
@@ -360,7 +360,7 @@ async def get_voice(voice_id: str, state: State) -> dict[str, Any]:
 
 @router.delete("/v1/voices/{voice_id}", summary="Delete a stored voice (built-in voices cannot be deleted)")
 async def delete_voice(voice_id: str, state: State) -> dict[str, Any]:
-    _check_voice_id(voice_id)
+    check_voice_id(voice_id)
     with _fields_named({"name": "voice_id"}):
         await run_one(state.service, {"action": "delete_voice", "name": voice_id})
     return {"status": "ok"}
@@ -449,7 +449,7 @@ def _transcript_label(labels: object) -> str | None:
         return None
     try:
         parsed = json.loads(labels)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
         parsed = None
     if not isinstance(parsed, dict):
         raise ContractError(
