@@ -21,6 +21,7 @@ import base64
 import binascii
 import contextlib
 import io
+import ipaddress
 import json
 import secrets
 import sys
@@ -360,8 +361,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 def exposure_warning(host: str) -> str | None:
     """The loud words for a bind beyond loopback, or None."""
-    if host in (LOOPBACK, "localhost", "::1"):
-        return None
+    with contextlib.suppress(ValueError):
+        if host == "localhost" or ipaddress.ip_address(host).is_loopback:
+            return None
     return (
         f"WARNING: the playground listens on {host}, beyond this machine's loopback. Anyone who can reach this "
         "address and read the page can synthesize, upload and delete voices with YOUR API key and on your bill. "
