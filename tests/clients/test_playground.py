@@ -36,9 +36,15 @@ def browser() -> Iterator[Browser]:
         pytest.fail("chromium is not installed: run scripts/install-system-deps.sh")
     with sync_playwright() as p:
         # --no-sandbox: chromium's sandbox cannot start as root (CI containers); autoplay without a click for tests
-        # that start playback from a script.
+        # that start playback from a script; a fake microphone (a beep), allowed without asking.
         launched = p.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--autoplay-policy=no-user-gesture-required"]
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--autoplay-policy=no-user-gesture-required",
+                "--use-fake-device-for-media-stream",
+                "--use-fake-ui-for-media-stream",
+            ],
         )
         yield launched
         launched.close()
@@ -119,6 +125,23 @@ def test_a_saved_voice_appears_in_the_picker_and_can_be_deleted(page: Page, play
     page.get_by_role("button", name="Delete voice").click()
     expect(picker.locator(f"option[value='{name}']")).to_have_count(0, timeout=120_000)
     assert name not in {v.name for v in playground.client.voices.list()}
+
+
+@pytest.mark.parametrize("stack", ["queue"], indirect=True)
+def test_a_voice_recorded_with_the_microphone_is_saved(page: Page, playground: Playground) -> None:
+    page.get_by_role("button", name="Record").click()
+    expect(page.get_by_role("button", name="Stop recording")).to_be_visible()
+    page.wait_for_timeout(2000)
+    page.get_by_role("button", name="Stop recording").click()
+    expect(page.locator("#recording")).to_contain_text("Recorded", timeout=10_000)
+    page.get_by_label("Voice name").fill("recorded-voice")
+    page.get_by_label("Transcript").fill("A beep from the fake microphone.")
+    page.get_by_label("Replace a voice of that name").check()
+    page.get_by_role("button", name="Save voice").click()
+    expect(page.get_by_label("Voice", exact=True)).to_have_value("recorded-voice", timeout=120_000)
+    stored = {v.name: v for v in playground.client.voices.list()}["recorded-voice"]
+    assert stored.duration > 0.5
+    playground.client.voices.delete("recorded-voice")
 
 
 @pytest.mark.parametrize("stack", ["queue"], indirect=True)
