@@ -7,6 +7,8 @@ python -m devstack up [--endpoint-type queue|load_balancer] [--workers N] [--por
     `ready <base_url> <api_key>`, where base_url stands for https://<ENDPOINT_ID>.api.runpod.ai.
 python -m devstack demo [--out out/hello.wav] [--text "..."]
     Starts the stack, synthesizes one sentence through the client path, writes the WAV, stops the stack.
+python -m devstack playground [--endpoint-type queue|load_balancer] [--port P] [--no-browser]
+    Starts the stack and `f5tts playground` in front of it (prints `playground <url>`); Ctrl-C stops both.
 """
 
 from __future__ import annotations
@@ -52,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("out/hello.wav"))
     demo.add_argument("--text", default=DEFAULT_TEXT)
     demo.add_argument("--model", choices=["auto", "real", "tiny"], default="auto")
+
+    play = commands.add_parser("playground", help="the stack, and the browser playground in front of it")
+    play.add_argument("--endpoint-type", choices=["queue", "load_balancer"], default="queue")
+    play.add_argument("--model", choices=["auto", "real", "tiny"], default="auto")
+    play.add_argument("--port", type=int, default=8765, help="playground port on 127.0.0.1 (default 8765)")
+    play.add_argument("--no-browser", action="store_true", help="do not open a browser; just print the URL")
     return parser
 
 
@@ -109,6 +117,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request, presigned URLs in full: noise
     if args.command == "up":
         return _up(args)
+    if args.command == "playground":
+        from devstack.playground import run_playground
+
+        try:
+            run_playground(args.endpoint_type, args.model, args.port, not args.no_browser)
+        except (ModelUnavailable, RuntimeError, OSError) as exc:
+            print(f"devstack: {exc}", file=sys.stderr)
+            return 1
+        return 0
     try:
         run_demo(args.out, args.text, args.model)
     except Exception as exc:

@@ -97,4 +97,9 @@ def run_demo(out: Path, text: str = DEFAULT_TEXT, model: ModelMode = "auto", log
         f"wrote {out}: {info.duration:.2f} s at {info.samplerate} Hz{noise} ({time.monotonic() - started:.1f} s in all)",
         file=log,
     )
+    print(
+        "to listen, compare takes and manage voices in your browser: `make playground` (this stack), or "
+        "`f5tts playground` against your own endpoint",
+        file=log,
+    )
     return out
