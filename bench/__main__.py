@@ -39,6 +39,7 @@ def run_bench(module: str, names: list[str]) -> dict[str, float | None]:
             [sys.executable, "-m", module], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=log, text=True
         ) as proc,
     ):
+        assert proc.stdout is not None  # a pipe
         for line in proc.stdout:
             name, _, rest = line.partition(" ")
             if name in values and rest.strip():

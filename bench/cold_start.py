@@ -157,6 +157,7 @@ class ColdStart:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
         )
+        assert proc.stdout is not None  # a pipe
         line = proc.stdout.readline()
         elapsed = time.perf_counter() - started
         proc.communicate(timeout=60)

@@ -20,10 +20,14 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from devstack.demo import DEFAULT_TEXT, run_demo
 from devstack.model import ModelUnavailable, announce_model, choose_model
 from devstack.stack import Stack, print_ready
+
+if TYPE_CHECKING:
+    from devstack.load_balancer import LoadBalancerStack
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -81,10 +85,11 @@ def _up(args: argparse.Namespace) -> int:
         return 1
     if model is not None:
         announce_model(model, sys.stderr)
+    stack_class: type[Stack | LoadBalancerStack] = Stack
     if args.endpoint_type == "load_balancer":
-        from devstack.load_balancer import LoadBalancerStack as stack_class
-    else:
-        stack_class = Stack
+        from devstack.load_balancer import LoadBalancerStack
+
+        stack_class = LoadBalancerStack
     stack = stack_class(
         workers=args.workers,
         port=args.port,

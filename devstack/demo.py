@@ -34,6 +34,8 @@ def _synthesize_with_client(stack: Stack, text: str, out: Path, timeout_s: float
     client = Client(api_key=stack.api_key, endpoint_url=stack.endpoint_url)
     result = client.synthesize(text, format="wav", timeout=timeout_s)
     result.save(out)
+    if result.audio_url is None:  # the devstack has a bucket: its results come as URLs
+        raise DemoError("the stack answered without an audio URL")
     return result.audio_url
 
 

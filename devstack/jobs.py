@@ -361,7 +361,11 @@ class JobQueue:
                 log.info("job %s expired (ttl) while %s", job.id, job.status.value)
                 self._stop_on_worker(job)
                 self._forget(job)
-            elif job.status is EmulatedJobStatus.IN_PROGRESS and now >= job.started + job.execution_timeout_s:
+            elif (
+                job.status is EmulatedJobStatus.IN_PROGRESS
+                and job.started is not None
+                and now >= job.started + job.execution_timeout_s
+            ):
                 self._finish(job, EmulatedJobStatus.TIMED_OUT)
         for worker in self.workers.values():
             if not (worker.gone or worker.lost) and now - worker.last_seen > self.options.worker_lost_after_s:

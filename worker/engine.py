@@ -33,12 +33,12 @@ import yaml
 from worker import chunk_plan
 from worker.config import ModelSettings
 from worker.model_facts import (
-    BUILTIN_REFERENCE_AUDIO,
     BUILTIN_REFERENCE_TEXT,
     MEL_SETTINGS,
     PUBLISHED_MODELS,
     SAMPLE_RATE,
     VOCOS_FILES,
+    builtin_audio_file,
 )
 from worker.schema import ContractError, ErrorCode
 from worker.stand_ins import DeferredAttribute, StandIn, deferred, import_with_stand_ins
@@ -281,14 +281,6 @@ CFM_MAX_DURATION = 65536
 POSITION_MARGIN_FRAMES = 2
 
 
-def _terminated(ref_text: str) -> str:
-    """The reference transcript as f5-tts's preprocess_ref_audio_text leaves it: ending in '. ' (or '。'), so
-    the generated text starts as a new sentence."""
-    if ref_text.endswith((". ", "。")):
-        return ref_text
-    return ref_text + " " if ref_text.endswith(".") else ref_text + ". "
-
-
 class Engine:
     """One loaded F5-TTS model and vocoder; build it once per process with `Engine.load`."""
 
@@ -384,7 +376,7 @@ class Engine:
         """The chunk plan (worker.chunk_plan): a short first chunk, later ones up to f5-tts's character budget,
         every one fitting the model with the reference, the text's pauses between. Raises ContractError when the
         text cannot be spoken."""
-        voice = chunk_plan.Voice(_terminated(ref_text), ref_seconds)
+        voice = chunk_plan.Voice(chunk_plan.terminated_transcript(ref_text), ref_seconds)
         return chunk_plan.plan_speech(text, voice, speed, self.max_frames - POSITION_MARGIN_FRAMES)
 
     def generate(
@@ -411,7 +403,7 @@ class Engine:
         reference = np.array(samples, dtype=np.float32).reshape(-1)  # a private, writable copy for torch
         if reference.size == 0 or sample_rate <= 0:
             raise ContractError(ErrorCode.invalid_input, "the reference audio is empty", "ref_audio")
-        ref_text = _terminated(ref_text.strip())
+        ref_text = chunk_plan.terminated_transcript(ref_text.strip())
         chunks = self.split_text(text, ref_text, reference.size / sample_rate, speed)
         return self._generate(
             reference, sample_rate, ref_text, chunks, speed, nfe_step, cfg_strength, sway_sampling_coef, seed
@@ -474,7 +466,7 @@ class Engine:
         memory allocated. Returns the seconds of audio it generated."""
         import soundfile as sf
 
-        samples, sample_rate = sf.read(str(files("f5_tts").joinpath(BUILTIN_REFERENCE_AUDIO)), dtype="float32")
+        samples, sample_rate = sf.read(str(builtin_audio_file()), dtype="float32")
         generated = self.generate(samples, sample_rate, BUILTIN_REFERENCE_TEXT, "Hello.", nfe_step=4, seed=0)
         return sum(chunk.samples.size for chunk in generated) / self.sample_rate
 

@@ -77,7 +77,7 @@ def import_runpod() -> types.ModuleType:
     `paramiko` one that imports the real module on first use; both are removed right after. Modules already
     imported are used as they are.
     """
-    cpuinfo = types.ModuleType("cpuinfo")
+    cpuinfo = StandIn("cpuinfo")
     cpuinfo.get_cpu_info = lambda: {"brand_raw": _processor_name()}
     return import_with_stand_ins("runpod", {"cpuinfo": cpuinfo, "paramiko": StandIn("paramiko")})
 

@@ -405,6 +405,7 @@ class WorkerService:
         prepared = audio.prepare_reference(data, transcript, max_seconds=MAX_REFERENCE_SECONDS, field=field)
         if prepared.text:
             return prepared, prepared.text
+        assert self.engine is not None  # jobs run only once the engine has loaded (`handle` checks)
         text = self._on_inference_thread(self.engine.transcribe, prepared.samples, prepared.sample_rate).strip()
         if not text:
             raise ContractError(ErrorCode.audio_unreadable, "no speech was recognised in the reference audio", field)
@@ -463,6 +464,7 @@ class WorkerService:
 
     def _health(self) -> HealthOutput:
         engine = self.engine
+        assert engine is not None  # jobs run only once the engine has loaded (`handle` checks)
         return HealthOutput(
             status="ok",
             contract_version=CONTRACT_VERSION,

@@ -9,6 +9,7 @@ can share one bucket without seeing each other's objects.
 from __future__ import annotations
 
 import abc
+import builtins
 import fcntl
 import logging
 import os
@@ -17,7 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import boto3
@@ -133,6 +134,7 @@ def region_for(endpoint_url: str | None) -> str:
 class ObjectStore(abc.ABC):
     """Bytes under string keys. Implementations: `S3Store`, `LocalStore`."""
 
+    # `list` below is a method: annotations after it that mean the builtin spell it `builtins.list`.
     kind: Literal["s3", "local"]
     bucket: str | None
     supports_urls: bool
@@ -180,7 +182,7 @@ class ObjectStore(abc.ABC):
         """Every key starting with `prefix`, sorted."""
 
     @abc.abstractmethod
-    def list_info(self, prefix: str = "") -> list[ObjectInfo]:
+    def list_info(self, prefix: str = "") -> builtins.list[ObjectInfo]:
         """Every object starting with `prefix`, with size, etag and modification time, sorted by key."""
 
     @abc.abstractmethod
@@ -249,7 +251,9 @@ class S3Store(ObjectStore):
             raise self._error("configure the client", None, exc) from None
 
     @classmethod
-    def from_settings(cls, settings: StorageSettings, **kwargs) -> S3Store:
+    def from_settings(cls, settings: StorageSettings, **kwargs: Any) -> S3Store:
+        if settings.endpoint_url is None or settings.name is None:
+            raise ValueError("the bucket needs both BUCKET_ENDPOINT_URL and BUCKET_NAME")
         secret = settings.secret_access_key
         key_id = settings.access_key_id
         return cls(
@@ -372,7 +376,7 @@ class S3Store(ObjectStore):
     def list(self, prefix: str = "") -> list[str]:
         return [info.key for info in self.list_info(prefix)]
 
-    def list_info(self, prefix: str = "") -> list[ObjectInfo]:
+    def list_info(self, prefix: str = "") -> builtins.list[ObjectInfo]:
         full_prefix = self.prefix + _validate_list_prefix(prefix)
         found: list[ObjectInfo] = []
         try:
@@ -534,7 +538,7 @@ class LocalStore(ObjectStore):
             raise self._error("list", prefix or "/", exc) from None
         return sorted(keys)
 
-    def list_info(self, prefix: str = "") -> list[ObjectInfo]:
+    def list_info(self, prefix: str = "") -> builtins.list[ObjectInfo]:
         return [info for info in map(self.head, self.list(prefix)) if info is not None]
 
     def delete(self, key: str) -> None:

@@ -28,8 +28,6 @@ downloaded twice. The built-in `default` voice is the reference clip that ships 
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
-import importlib.util
 import io
 import json
 import logging
@@ -44,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from worker.model_facts import BUILTIN_REFERENCE_AUDIO, BUILTIN_REFERENCE_TEXT
+from worker.model_facts import BUILTIN_REFERENCE_TEXT, builtin_audio_file
 from worker.schema import (
     BUILTIN_VOICE,
     VOICE_NAME_PATTERN,
@@ -72,10 +70,6 @@ MEMORY_CACHE_VOICES = 8
 ORPHAN_GRACE_S = 15 * 60
 META_WRITE_ATTEMPTS = 5  # an overwrite that keeps losing the race to other writers gives up after this
 
-# The reference clip f5-tts ships (and uses as its own CLI default), with its transcript.
-BUILTIN_AUDIO_PATH = BUILTIN_REFERENCE_AUDIO  # inside the installed f5_tts package
-BUILTIN_TEXT = BUILTIN_REFERENCE_TEXT
-
 _NAME = re.compile(VOICE_NAME_PATTERN)
 _AUDIO_FILE = re.compile(r"^[0-9a-f]{16}(-[0-9a-f]{8})?\.wav$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -100,22 +94,6 @@ class StoredVoice:
     info: VoiceInfo
     samples: np.ndarray  # float32, mono
     sample_rate: int
-
-
-def builtin_audio_file() -> Path:
-    """The f5-tts example clip, found without importing f5_tts (whose submodules pull in torch)."""
-    spec = importlib.util.find_spec("f5_tts")  # finds the package without executing it
-    for location in (spec.submodule_search_locations or []) if spec else []:
-        candidate = Path(location, BUILTIN_AUDIO_PATH)
-        if candidate.is_file():
-            return candidate
-    try:  # a layout where the package is not importable as such: ask the distribution's file list
-        candidate = Path(str(importlib.metadata.distribution("f5-tts").locate_file(f"f5_tts/{BUILTIN_AUDIO_PATH}")))
-        if candidate.is_file():
-            return candidate
-    except importlib.metadata.PackageNotFoundError:
-        pass
-    raise FileNotFoundError(f"f5-tts's reference clip f5_tts/{BUILTIN_AUDIO_PATH} is not installed")
 
 
 def _meta_key(name: str) -> str:
@@ -489,7 +467,7 @@ class VoiceLibrary:
             samples.setflags(write=False)
             info = VoiceInfo(
                 name=BUILTIN_VOICE,
-                text=BUILTIN_TEXT,
+                text=BUILTIN_REFERENCE_TEXT,
                 duration=round(samples.size / sample_rate, 3),
                 sample_rate=sample_rate,
                 builtin=True,
