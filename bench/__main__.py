@@ -12,7 +12,8 @@ import subprocess
 import sys
 import time
 
-from bench._common import CACHE_DIR, REPO_ROOT
+from bench._common import CACHE_DIR
+from devstack.paths import REPO_ROOT
 
 LOG_DIR = CACHE_DIR / "logs"  # each bench's stderr (library warnings, tracebacks)
 

@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench._common import BENCH_TEXT, CACHE_DIR, headline, machine_line, print_table, tiny_model_env
+from bench._common import BENCH_TEXT, CACHE_DIR, headline, machine_line, print_table
+from devstack.model import tiny_model_env
 
 FULL_ALIGNER_DIR = CACHE_DIR / "aligner-base-random"
 ALIGNER_LABELS = 29  # WAV2VEC2_ASR_BASE_960H's: blank, separator, 26 letters, apostrophe

@@ -16,7 +16,8 @@ import time
 
 import numpy as np
 
-from bench._common import machine_line, print_table, tiny_model_env
+from bench._common import machine_line, print_table
+from devstack.model import tiny_model_env
 
 FIRST_CHUNKS = [
     "Hi.",

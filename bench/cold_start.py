@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 from bench._common import (
-    REPO_ROOT,
     headline,
     interleaved,
     machine_line,
@@ -39,9 +38,10 @@ from bench._common import (
     print_table,
     quiet_aws_env,
     timing_row,
-    tiny_model_env,
 )
 from devstack.emulator import worker_urls
+from devstack.model import tiny_model_env
+from devstack.paths import REPO_ROOT
 from devstack.s3 import LocalS3
 from devstack.workers import runpod_env
 

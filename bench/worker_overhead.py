@@ -37,7 +37,6 @@ from typing import Any
 
 from bench._common import (
     BENCH_TEXT,
-    REPO_ROOT,
     headline,
     interleaved,
     machine_line,
@@ -48,6 +47,7 @@ from bench._common import (
     timed,
     timing_row,
 )
+from devstack.paths import REPO_ROOT
 
 SEED = 7
 PCM16_STEP = 1 / 32768
@@ -301,7 +301,7 @@ def check_same_audio(worker: Child, bares: list[Child], workdir: Path) -> float:
 
 
 def child_env(workdir: Path, s3: Any) -> dict[str, str]:
-    from bench._common import tiny_model_env
+    from devstack.model import tiny_model_env
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "BUCKET_", "F5TTS_"))}
     env.update(tiny_model_env())

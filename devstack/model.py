@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import IO, Literal
 from urllib.parse import urlsplit
 
-from devstack.workers import REPO_ROOT, developer_hf_home
-from worker.model_facts import DEFAULT_MODEL, PUBLISHED_MODELS, VOCOS_FILES
+from devstack.paths import REPO_ROOT
+from worker.model_facts import DEFAULT_MODEL, PUBLISHED_MODELS, VOCOS_FILES, hf_home, hf_hub_offline
 
 log = logging.getLogger("devstack.model")
 
@@ -65,7 +65,7 @@ def hf_hub_cache() -> Path:
     """The Hugging Face hub cache the workers will search (read from the environment now, not at import)."""
     if os.environ.get("HF_HUB_CACHE"):
         return Path(os.environ["HF_HUB_CACHE"])
-    return developer_hf_home() / "hub"
+    return hf_home() / "hub"
 
 
 def _in_hf_cache(repo: str, filename: str) -> bool:
@@ -126,7 +126,7 @@ def hub_unreachable_reason(timeout_s: float = HUB_PROBE_TIMEOUT_S) -> str | None
     Both steps are bounded: the DNS lookup runs in a thread given `timeout_s` (a resolver that does not answer
     would otherwise hold the caller for its own retries), and the connect has the same timeout.
     """
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}:
+    if hf_hub_offline():
         return "HF_HUB_OFFLINE is set"
     endpoint = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
     host, port = endpoint.hostname or "", endpoint.port or (443 if endpoint.scheme == "https" else 80)

@@ -39,6 +39,7 @@ from worker.model_facts import (
     SAMPLE_RATE,
     VOCOS_FILES,
     builtin_audio_file,
+    hf_hub_offline,
 )
 from worker.schema import ContractError, ErrorCode
 from worker.stand_ins import DeferredAttribute, StandIn, deferred, import_with_stand_ins
@@ -124,10 +125,6 @@ class ModelFiles:
     vocoder_dir: Path
 
 
-def _hf_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
-
-
 def resolve_file(location: str, what: str) -> Path:
     """A local path, or `hf://owner/repo/path/in/repo` through the Hugging Face cache (cache only when
     HF_HUB_OFFLINE=1; otherwise it downloads, which is what `worker.prefetch` relies on at image build)."""
@@ -139,9 +136,11 @@ def resolve_file(location: str, what: str) -> Path:
         from huggingface_hub import hf_hub_download
 
         try:
-            return Path(hf_hub_download(repo_id=f"{owner}/{repo}", filename=filename, local_files_only=_hf_offline()))
+            return Path(
+                hf_hub_download(repo_id=f"{owner}/{repo}", filename=filename, local_files_only=hf_hub_offline())
+            )
         except Exception as exc:
-            hint = " (HF_HUB_OFFLINE=1: only the local cache was searched)" if _hf_offline() else ""
+            hint = " (HF_HUB_OFFLINE=1: only the local cache was searched)" if hf_hub_offline() else ""
             raise EngineLoadError(f"{what} {location} is not available{hint}: {type(exc).__name__}: {exc}") from exc
     path = Path(location).expanduser()
     if not path.is_file():

@@ -107,7 +107,17 @@ def default_aligner_dir() -> Path:
     """Where `worker.prefetch` bakes the aligner and the worker looks for it unless F5TTS_ALIGNER_DIR says
     otherwise: next to the Hugging Face cache (`HF_HOME`, /opt/hf in the image), so it is baked with the other
     weights by the same user."""
-    hf_home = os.environ.get("HF_HOME") or str(
-        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface"
-    )
-    return Path(hf_home) / "f5tts-aligner" / ALIGNER_BUNDLE.lower()
+    return hf_home() / "f5tts-aligner" / ALIGNER_BUNDLE.lower()
+
+
+def hf_home() -> Path:
+    """The Hugging Face home of this environment, as huggingface_hub computes its default (read now, not at
+    import: launchers and tests set HF_HOME for the processes they start)."""
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface"
+
+
+def hf_hub_offline() -> bool:
+    """Whether HF_HUB_OFFLINE is set (huggingface_hub's own truthy spellings), read now."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}

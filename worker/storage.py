@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import abc
 import builtins
+import contextlib
 import fcntl
 import logging
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -129,6 +131,13 @@ def region_for(endpoint_url: str | None) -> str:
     host = (urlsplit(endpoint_url).hostname or "") if endpoint_url else ""
     match = _B2_ENDPOINT.match(host) or _AWS_ENDPOINT.match(host)
     return match.group(1) if match else DEFAULT_REGION
+
+
+def _code_and_status(exc: ClientError) -> tuple[str, int | None]:
+    """An S3 error's code (e.g. "NoSuchKey") and HTTP status, as botocore parsed them."""
+    return str(exc.response.get("Error", {}).get("Code", "")), exc.response.get("ResponseMetadata", {}).get(
+        "HTTPStatusCode"
+    )
 
 
 class ObjectStore(abc.ABC):
@@ -282,9 +291,8 @@ class S3Store(ObjectStore):
         botocore's message (it names the endpoint URL, the bucket and the key).
         """
         if isinstance(exc, ClientError):
-            error = exc.response.get("Error", {})
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            kind = f"{error.get('Code', 'error')} (HTTP {status})"
+            code, status = _code_and_status(exc)
+            kind = f"{code or 'error'} (HTTP {status})"
         else:
             kind = type(exc).__name__
         log.warning(
@@ -295,10 +303,18 @@ class S3Store(ObjectStore):
         )
         return ContractError(ErrorCode.storage_error, _caller_message(operation, kind))
 
+    @contextlib.contextmanager
+    def _translated(self, operation: str, key: str | None) -> Iterator[None]:
+        """Any S3 or botocore error that leaves the block as a storage_error (`_error`); the operations
+        handle the errors that mean something else (a missing key, a failed condition) inside it."""
+        try:
+            yield
+        except (BotoCoreError, ClientError) as exc:
+            raise self._error(operation, key, exc) from None
+
     @staticmethod
     def _is_missing(exc: ClientError) -> bool:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        code, status = _code_and_status(exc)
         return code in ("404", "NoSuchKey", "NotFound") or (status == 404 and code != "NoSuchBucket")
 
     # -------------------------------------------------------------------------------------------- operations
@@ -318,54 +334,52 @@ class S3Store(ObjectStore):
         conditions = {"IfNoneMatch": "*"} if if_none_match else {"IfMatch": f'"{if_match}"'} if if_match else {}
         if conditions and self.conditional_writes is False:
             raise ConditionalWritesUnsupported(key)
-        try:
-            self._client.put_object(Bucket=self.bucket, Key=full, Body=data, ContentType=content_type, **conditions)
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if conditions:
-                # 412: the condition failed; 409: a concurrent write to the key won the race; 404 (If-Match):
-                # the object it names is gone.
-                if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
-                    raise PreconditionFailed(key) from None
-                if if_match and self._is_missing(exc):
-                    raise PreconditionFailed(key) from None
-                if code == "NotImplemented" or status == 501:
-                    log.warning("the object store does not support conditional writes (%s); using the fallback", code)
-                    self.conditional_writes = False
-                    raise ConditionalWritesUnsupported(key) from None
-            raise self._error("put", key, exc) from None
-        except BotoCoreError as exc:
-            raise self._error("put", key, exc) from None
+        with self._translated("put", key):
+            try:
+                self._client.put_object(Bucket=self.bucket, Key=full, Body=data, ContentType=content_type, **conditions)
+            except ClientError as exc:
+                code, status = _code_and_status(exc)
+                if conditions:
+                    # 412: the condition failed; 409: a concurrent write to the key won the race; 404 (If-Match):
+                    # the object it names is gone.
+                    if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+                        raise PreconditionFailed(key) from None
+                    if if_match and self._is_missing(exc):
+                        raise PreconditionFailed(key) from None
+                    if code == "NotImplemented" or status == 501:
+                        log.warning(
+                            "the object store does not support conditional writes (%s); using the fallback", code
+                        )
+                        self.conditional_writes = False
+                        raise ConditionalWritesUnsupported(key) from None
+                raise
         if conditions:
             self.conditional_writes = True
 
     def get_with_etag(self, key: str) -> tuple[bytes, str]:
         full = self._full_key(key)
-        try:
-            response = self._client.get_object(Bucket=self.bucket, Key=full)
-            with response["Body"] as body:
-                return body.read(), str(response.get("ETag", "")).strip('"')
-        except ClientError as exc:
-            if self._is_missing(exc):
-                raise ObjectNotFound(key) from None
-            raise self._error("get", key, exc) from None
-        except BotoCoreError as exc:
-            raise self._error("get", key, exc) from None
+        with self._translated("get", key):
+            try:
+                response = self._client.get_object(Bucket=self.bucket, Key=full)
+                with response["Body"] as body:
+                    return body.read(), str(response.get("ETag", "")).strip('"')
+            except ClientError as exc:
+                if self._is_missing(exc):
+                    raise ObjectNotFound(key) from None
+                raise
 
     def get(self, key: str) -> bytes:
         return self.get_with_etag(key)[0]
 
     def head(self, key: str) -> ObjectInfo | None:
         full = self._full_key(key)
-        try:
-            response = self._client.head_object(Bucket=self.bucket, Key=full)
-        except ClientError as exc:
-            if self._is_missing(exc):
-                return None
-            raise self._error("head", key, exc) from None
-        except BotoCoreError as exc:
-            raise self._error("head", key, exc) from None
+        with self._translated("head", key):
+            try:
+                response = self._client.head_object(Bucket=self.bucket, Key=full)
+            except ClientError as exc:
+                if self._is_missing(exc):
+                    return None
+                raise
         return ObjectInfo(
             key=key,
             size=int(response["ContentLength"]),
@@ -379,7 +393,7 @@ class S3Store(ObjectStore):
     def list_info(self, prefix: str = "") -> builtins.list[ObjectInfo]:
         full_prefix = self.prefix + _validate_list_prefix(prefix)
         found: list[ObjectInfo] = []
-        try:
+        with self._translated("list", prefix or "/"):
             for page in self._client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=full_prefix, PaginationConfig={"PageSize": self.list_page_size}
             ):
@@ -392,19 +406,16 @@ class S3Store(ObjectStore):
                     )
                     for item in page.get("Contents", [])
                 )
-        except (BotoCoreError, ClientError) as exc:
-            raise self._error("list", prefix or "/", exc) from None
         return sorted(found, key=lambda info: info.key)
 
     def delete(self, key: str) -> None:
         full = self._full_key(key)
-        try:
-            self._client.delete_object(Bucket=self.bucket, Key=full)
-        except ClientError as exc:
-            if not self._is_missing(exc):
-                raise self._error("delete", key, exc) from None
-        except BotoCoreError as exc:
-            raise self._error("delete", key, exc) from None
+        with self._translated("delete", key):
+            try:
+                self._client.delete_object(Bucket=self.bucket, Key=full)
+            except ClientError as exc:
+                if not self._is_missing(exc):
+                    raise
 
     def presign(self, key: str, expires_s: int) -> str:
         if not 1 <= int(expires_s) <= MAX_PRESIGN_SECONDS:
@@ -412,12 +423,10 @@ class S3Store(ObjectStore):
                 ErrorCode.invalid_input, f"URL lifetime must be 1..{MAX_PRESIGN_SECONDS} s, not {expires_s}"
             )
         full = self._full_key(key)
-        try:
+        with self._translated("presign", key):
             return self._client.generate_presigned_url(
                 "get_object", Params={"Bucket": self.bucket, "Key": full}, ExpiresIn=int(expires_s)
             )
-        except (BotoCoreError, ClientError) as exc:
-            raise self._error("presign", key, exc) from None
 
 
 class LocalStore(ObjectStore):
