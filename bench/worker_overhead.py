@@ -126,7 +126,8 @@ def _bare_child(
     import torchaudio
     import yaml
 
-    from worker.engine import import_f5_infer, seed_everything
+    from worker.engine import seed_everything
+    from worker.lean_imports import import_f5_infer
     from worker.model_facts import BUILTIN_REFERENCE_TEXT, builtin_audio_file
     from worker.schema import SynthesizeInput, parse_job_input
 
