@@ -57,7 +57,10 @@ print("ready", flush=True)
 """
 
 # What the worker imports before it can take a job, in main()'s order (runpod, the handler, f5-tts's inference).
-WORKER_IMPORTS = "import worker.lean_imports as lean; lean.import_runpod(); lean.import_f5_infer()"
+WORKER_IMPORTS = (
+    "import worker.handler; from worker.lean_imports import import_f5_infer, import_runpod; "
+    "import_runpod(); import_f5_infer()"
+)
 
 
 class JobApiStub:
