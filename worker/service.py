@@ -48,7 +48,7 @@ from worker.schema import (
     parse_job_input,
 )
 from worker.storage import ObjectStore, open_store
-from worker.voices import VoiceLibrary, voice_exists
+from worker.voices import VoiceLibrary, voice_exists_error
 from worker.word_timing import WordTimeline, WordTiming, estimate_all
 
 if TYPE_CHECKING:
@@ -450,7 +450,7 @@ class WorkerService:
         transcript = self._transcript(job.text, "text")
         if job.name == BUILTIN_VOICE or (not job.overwrite and self.voices.exists(job.name)):
             # Checked before fetching so a doomed upload costs nothing (the library checks again when writing).
-            raise voice_exists(job.name)
+            raise voice_exists_error(job.name)
         prepared, text = self._load_reference(job.audio, transcript, "audio")
         return self.voices.save(
             job.name,
