@@ -46,7 +46,7 @@ TINY_BANNER = """
 """
 
 
-class ModelUnavailable(RuntimeError):
+class ModelChoiceError(RuntimeError):
     pass
 
 
@@ -112,10 +112,10 @@ def tiny_model_env(cache_dir: Path = CACHE_DIR, timeout_s: float = 300) -> dict[
             env={**os.environ, "HF_HUB_OFFLINE": "1"},
         )
         if done.returncode != 0:
-            raise ModelUnavailable(f"building the tiny model failed:\n{done.stderr[-3000:]}")
+            raise ModelChoiceError(f"building the tiny model failed:\n{done.stderr[-3000:]}")
         env = dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", done.stdout, flags=re.MULTILINE))
         if not env:
-            raise ModelUnavailable(f"`python -m worker.tiny` printed no KEY=VALUE lines:\n{done.stdout[-2000:]}")
+            raise ModelChoiceError(f"`python -m worker.tiny` printed no KEY=VALUE lines:\n{done.stdout[-2000:]}")
         marker.write_text(json.dumps(env, indent=2))
         return env
 
@@ -184,7 +184,7 @@ def choose_model(mode: ModelMode = "auto", *, fetch: bool = False, out: IO[str] 
         if real is not None:
             return ModelChoice("real", {}, real)
         if mode == "real":
-            raise ModelUnavailable(
+            raise ModelChoiceError(
                 f"no real F5-TTS weights ({why_not}): set F5TTS_CKPT_FILE, or fetch them with `python -m worker.prefetch`"
             )
     return ModelChoice("tiny", tiny_model_env(), f"tiny random-weight model (produces noise): {why_not}")

@@ -11,7 +11,7 @@ import sys
 from typing import IO, TYPE_CHECKING
 
 from devstack.model import ModelMode, announce_model, choose_model
-from devstack.stack import Stack
+from devstack.stack import QueueStack
 
 if TYPE_CHECKING:
     from devstack.load_balancer import LoadBalancerStack
@@ -32,7 +32,7 @@ def run_playground(
     signal.signal(signal.SIGTERM, interrupt)
     choice = choose_model(model, out=log)
     announce_model(choice, log)
-    stack_class: type[Stack | LoadBalancerStack] = Stack
+    stack_class: type[QueueStack | LoadBalancerStack] = QueueStack
     if endpoint_type == "load_balancer":
         from devstack.load_balancer import LoadBalancerStack
 

@@ -32,7 +32,7 @@ class StackError(RuntimeError):
     pass
 
 
-class Stack(LocalStack):
+class QueueStack(LocalStack):
     """A running local endpoint. Use as a context manager, or `start()` / `stop()`.
 
     `model`: "auto" (real weights if configured or cached, else the tiny noise model), "real", "tiny", a

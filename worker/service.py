@@ -384,8 +384,7 @@ class WorkerService:
         """The caller's transcript, or None for "transcribe it"; invalid_input if it is needed but missing.
 
         A blank transcript (whitespace only, by Python's definition, the one prepare_reference strips with) is no
-        transcript: it must not slip past this check into a transcription that is switched off (which failed
-        with `internal` where Whisper is not installed, and would run Whisper anyway where it is).
+        transcript: it must not slip past this check into a transcription that is switched off.
         """
         if transcript is not None and not transcript.strip():
             transcript = None
