@@ -18,7 +18,7 @@ from elevenlabs.core import ApiError
 from elevenlabs.errors import UnprocessableEntityError
 
 from tests.devstack.lb_fixtures import lb_devstack  # noqa: F401 - the shared load-balancer stack
-from worker.voices import builtin_audio_file
+from worker.model_facts import builtin_audio_file
 
 pytestmark = pytest.mark.timeout(600)
 
