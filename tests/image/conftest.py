@@ -57,9 +57,9 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltImage]:
     log = tmp_path_factory.mktemp("image") / "build.log"
     started = time.monotonic()
     with log.open("w") as out:
+        make_image = ["make", "--no-print-directory", "image", f"IMAGE={tag}", f"BASE_IMAGE={base.stdout.strip()}"]
         built = subprocess.run(
-            ["make", "--no-print-directory", "image", f"IMAGE={tag}", f"BASE_IMAGE={base.stdout.strip()}"]
-            + ["FLASH_ATTN=none", "WEIGHTS=tiny"],
+            [*make_image, "FLASH_ATTN=none", "WEIGHTS=tiny"],
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -18,6 +18,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 # The variables a RunPod worker's container gets from the platform or the endpoint's template: forwarded from the
@@ -49,11 +50,15 @@ class Containers:
     def _cli(self, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run([self.builder, *args], capture_output=True, text=True, timeout=timeout, check=check)
 
-    def config(self, image: str) -> dict:
+    def config(self, image: str) -> dict[str, Any]:
         """The image's configuration (Env, User, Cmd, Healthcheck), in the docker image format."""
         if self.builder == "buildah":
-            return json.loads(self._cli("inspect", "--type", "image", image).stdout)["Docker"]["config"]
-        return json.loads(self._cli("image", "inspect", image).stdout)[0]["Config"]
+            config: dict[str, Any] = json.loads(self._cli("inspect", "--type", "image", image).stdout)["Docker"][
+                "config"
+            ]
+        else:
+            config = json.loads(self._cli("image", "inspect", image).stdout)[0]["Config"]
+        return config
 
     def run_argv(self, image: str, name: str, cmd: list[str], env: dict[str, str]) -> list[str]:
         """A command line that runs `cmd` in a new container `name` of `image` (kept for `changes`)."""
@@ -64,7 +69,10 @@ class Containers:
             return ["sh", "-c", f'{from_} && exec "$@"', "sh", *run]
         return [self.builder, "run", "--name", name, "--network", "host", "--init", *flags, image, *cmd]
 
-    def run(self, image: str, name: str, cmd: list[str], env: dict[str, str] | None = None, timeout: float = 300):
+    def run(
+        self, image: str, name: str, cmd: list[str], env: dict[str, str] | None = None, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `cmd` in a throwaway container of `image` (removed after), its output captured."""
         try:
             return subprocess.run(
                 self.run_argv(image, name, cmd, env or {}), capture_output=True, text=True, timeout=timeout, check=False

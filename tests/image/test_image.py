@@ -73,7 +73,7 @@ def _wav(seconds: float = 3.0) -> bytes:
     return buffer.getvalue()
 
 
-def test_the_healthcheck_passes_as_the_image_user(image):
+def test_the_healthcheck_passes_as_the_image_user(image: BuiltImage) -> None:
     config = image.containers.config(image.tag)
     assert config["User"] == "1000:1000"
     kind, *healthcheck = config["Healthcheck"]["Test"]
@@ -85,7 +85,7 @@ def test_the_healthcheck_passes_as_the_image_user(image):
     assert verdict == "prefetch: weights for F5TTS_tiny, the vocoder and the aligner are cached"
 
 
-def test_the_self_check_says_the_attention_is_torchs_without_flash_attn(image):
+def test_the_self_check_says_the_attention_is_torchs_without_flash_attn(image: BuiltImage) -> None:
     result = image.containers.run(image.tag, _name(), ["python", "-m", "worker.handler", "--self-check"], env=CPU)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
@@ -94,7 +94,7 @@ def test_the_self_check_says_the_attention_is_torchs_without_flash_attn(image):
     assert "self-check ok   device: F5TTS_DEVICE=cpu -> cpu (CPU), dtype float32" in lines
 
 
-def test_the_queue_worker_runs_jobs_through_runpods_loop(image):
+def test_the_queue_worker_runs_jobs_through_runpods_loop(image: BuiltImage) -> None:
     name = _name()
     try:
         with hub_that_records() as (hub, hub_requests):
@@ -124,7 +124,7 @@ def test_the_queue_worker_runs_jobs_through_runpods_loop(image):
 
                 job = {"text": "Hello world. " * 13, "voice": "in-image", "stream": True, "format": "pcm"}
                 job_id = client.post("run", json={"input": job}).json()["id"]
-                chunks: list[dict] = []
+                chunks: list[dict[str, object]] = []
 
                 def drained() -> bool:
                     body = client.get(f"stream/{job_id}").json()
@@ -141,7 +141,7 @@ def test_the_queue_worker_runs_jobs_through_runpods_loop(image):
         image.containers.remove(name)
 
 
-def test_the_http_mode_answers_behind_the_load_balancer(image):
+def test_the_http_mode_answers_behind_the_load_balancer(image: BuiltImage) -> None:
     name = _name()
     try:
         cmd = _worker_cmd(image, name, CPU)  # the load-balancer stack sets F5TTS_SERVE=http, PORT and PORT_HEALTH
@@ -149,7 +149,9 @@ def test_the_http_mode_answers_behind_the_load_balancer(image):
             headers = {"Authorization": f"Bearer {stack.api_key}"}
             with httpx.Client(base_url=stack.base_url, headers=headers, timeout=120) as client:
                 assert client.get("/ping").status_code == 200
-                speech = client.post("/v1/audio/speech", json={"input": TEXT, "voice": "default", "response_format": "wav"})
+                speech = client.post(
+                    "/v1/audio/speech", json={"input": TEXT, "voice": "default", "response_format": "wav"}
+                )
             assert speech.status_code == 200, speech.text
             samples, rate = soundfile.read(io.BytesIO(speech.content), dtype="float32")
             assert rate == 24000 and len(samples) > 0 and np.abs(samples).max() > 0
