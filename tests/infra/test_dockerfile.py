@@ -95,7 +95,12 @@ def test_runtime_pins_are_installed_from_the_shared_hash_pinned_file():
     installs = [r for r in runs if "image-pip.sh install" in r and "requirements/" in r]
     assert len(installs) == 1
     (install,) = installs
-    assert "--require-hashes" in install and "--no-deps" in install and '-r "${pins}"' in install
+    # Downloaded into pip's cache mount, then installed from there only: hash-checked both times.
+    downloads = "/root/.cache/pip/downloads"
+    assert f'image-pip.sh download --require-hashes --no-deps --dest {downloads} -r "${{pins}}"' in install
+    assert (
+        f'image-pip.sh install --require-hashes --no-deps --no-index --find-links {downloads} -r "${{pins}}"' in install
+    )
     # The pins are worker.txt, or whisper.txt (the same set plus the Whisper extra) with WITH_WHISPER=true.
     assert (
         'if [ "${WITH_WHISPER}" = "true" ]; then pins=requirements/whisper.txt; else pins=requirements/worker.txt; fi'
@@ -107,7 +112,8 @@ def test_runtime_pins_are_installed_from_the_shared_hash_pinned_file():
     assert "requirements/worker.txt requirements/whisper.txt requirements/" in copies
     # Nothing else gets installed by name from an index: the only other install is the pinned flash-attn wheel.
     others = [r for r in runs if ("pip install" in r or "image-pip.sh" in r) and r not in installs]
-    assert len(others) == 1 and 'scripts/image-pip.sh install --no-deps "/tmp/${FLASH_ATTN_WHEEL}"' in others[0]
+    assert len(others) == 1 and 'scripts/image-pip.sh install --no-deps "${wheel}"' in others[0]
+    assert 'wheel="/root/.cache/pip/downloads/${FLASH_ATTN_WHEEL}"' in others[0]
     # Every install reads the pip configuration the builder passes as secrets, and pip's cache mount.
     for run in [*installs, *others]:
         assert "--mount=type=secret,id=pip-conf --mount=type=secret,id=pip-cert" in run
