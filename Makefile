@@ -30,6 +30,7 @@ $(STAMP): requirements/worker.txt requirements/whisper.txt requirements/dev.txt 
 test: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/zizmor --offline .github/workflows/
 	$(PY) -m mypy --config-file clients/python/pyproject.toml
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -55,6 +56,7 @@ pins:
 lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/zizmor --offline .github/workflows/
 
 # Rewrite the tree as `make test` wants it: formatted, imports sorted, ruff's safe fixes applied.
 format: setup

@@ -22,7 +22,10 @@ if [ -n "${PIP_CONFIG_FILE:-}" ]; then args+=(--secret "id=pip-conf,src=$PIP_CON
 if [ -n "${PIP_CERT:-}" ]; then args+=(--secret "id=pip-cert,src=$PIP_CERT"); fi
 read -ra extra <<<"${IMAGE_BUILD_FLAGS:-}"
 case "$builder" in
-  docker) export DOCKER_BUILDKIT=1; set -x; exec docker build "${args[@]}" "${extra[@]}" . ;;
+  docker)
+    # buildx where it is installed (CI's --push and registry cache need it); else the classic CLI on BuildKit.
+    if docker buildx version >/dev/null 2>&1; then build=(docker buildx build); else build=(docker build); fi
+    export DOCKER_BUILDKIT=1; set -x; exec "${build[@]}" "${args[@]}" "${extra[@]}" . ;;
   podman) export BUILDAH_ISOLATION="${BUILDAH_ISOLATION:-chroot}"; set -x; exec podman build --format docker "${args[@]}" "${extra[@]}" . ;;
   buildah) export BUILDAH_ISOLATION="${BUILDAH_ISOLATION:-chroot}"; set -x; exec buildah bud --layers --format docker "${args[@]}" "${extra[@]}" . ;;
 esac
