@@ -71,7 +71,8 @@ typecheck: setup
 
 # Build Dockerfile.runpod with docker, podman or buildah (the first that runs here; BUILDER= picks one), tagged
 # IMAGE. BASE_IMAGE, FLASH_ATTN, FLASH_ATTN_SHA256 and WEIGHTS are passed as the build arguments of the same names
-# when set; PIP_CONFIG_FILE and PIP_CERT from the environment as build secrets (docs/image.md).
+# when set; PIP_CONFIG_FILE and PIP_CERT from the environment as build secrets; IMAGE_BUILD_FLAGS go to the builder
+# as they are (CI: --push and a registry cache). docs/image.md.
 #   make image IMAGE=f5tts-runpod:test BASE_IMAGE=$$(make -s base-image) FLASH_ATTN=none WEIGHTS=tiny
 IMAGE ?= f5tts-runpod:dev
 image:
