@@ -208,11 +208,12 @@ def built_image(tag: str) -> tuple[str, float | None, float, dict[str, str]] | N
             return None
         container = _cli("docker", "create", tag).strip()
         try:
-            exported = subprocess.Popen(["docker", "export", container], stdout=subprocess.PIPE)
-            assert exported.stdout is not None
-            unpacked = float(sum(len(block) for block in iter(lambda: exported.stdout.read(1 << 20), b"")))
-            exported.wait()
-            settings = _cli("docker", "run", "--rm", tag, "cat", str(IMAGE_SETTINGS_FILE))
+            unpacked = 0.0  # the bytes of its file system as a tar stream (headers are a rounding error)
+            with subprocess.Popen(["docker", "export", container], stdout=subprocess.PIPE) as exported:
+                assert exported.stdout is not None
+                while block := exported.stdout.read(1 << 20):
+                    unpacked += len(block)
+            settings = _cli("docker", "run", "--rm", tag, "sh", "-c", f"cat {IMAGE_SETTINGS_FILE} || true")
         finally:
             _cli("docker", "rm", "--force", container)
         return builder, reported, unpacked, _settings(settings)
