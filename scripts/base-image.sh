@@ -4,7 +4,7 @@
 # paths the slim image has them: /usr/local/bin/python3.11, python3, python, pip), built once and then reused.
 #   scripts/base-image.sh               # `make base-image`; progress on stderr, the image's name on stdout
 # STAND_IN_BASE names the stand-in (default localhost/f5tts-stand-in-base:3.11-bookworm); DEBIAN_MIRROR picks
-# debootstrap's mirror. The stand-in is larger than the slim base (~0.3 GB against ~0.13 GB: Debian's Python
+# debootstrap's mirror. The stand-in is larger than the slim base (0.20 GB against ~0.13 GB: Debian's Python
 # ships its whole standard library and pip's dependencies), so an image built on it is measured a little large.
 set -euo pipefail
 REAL_BASE="${REAL_BASE:-docker.io/library/python:3.11-slim-bookworm}"

@@ -21,5 +21,5 @@ for candidate in docker podman buildah; do
   if works "$candidate"; then echo "$candidate"; exit 0; fi
 done
 echo "no container builder can run here: install docker (with its daemon running), podman or buildah" \
-  "(Debian: scripts/install-system-deps.sh installs podman and buildah; they need root or subuids)" >&2
+  "(Debian: apt-get install buildah; scripts/install-system-deps.sh does under CI=true; it needs root or subuids)" >&2
 exit 1
