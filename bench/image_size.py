@@ -30,7 +30,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench._common import REPO_ROOT
+from devstack.paths import REPO_ROOT
 from worker.model_facts import IMAGE_SETTINGS_FILE
 
 GB = 1e9

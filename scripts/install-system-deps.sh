@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages the worker and the tests need (FFmpeg's shared libraries for torchaudio /
-# torchcodec and the ffmpeg CLI for mp3/ogg), and, where the in-image tests are to run (CI=true or
+# torchcodec and the ffmpeg CLI for mp3/ogg; Debian's chromium for the playground's browser tests, driven by
+# playwright, whose own browser download is not used), and, where the in-image tests are to run (CI=true or
 # F5TTS_IMAGE_TESTS=1) and no Docker daemon answers, buildah and debootstrap to build the image (docs/image.md).
 # Does nothing when they are already present.
 set -euo pipefail
@@ -8,6 +9,7 @@ packages=()
 if ! command -v ffmpeg >/dev/null 2>&1 || ! ldconfig -p 2>/dev/null | grep -q libavcodec; then
   packages+=(ffmpeg libsndfile1)
 fi
+command -v chromium >/dev/null 2>&1 || packages+=(chromium)
 if { [ "${CI:-}" = true ] || [ "${F5TTS_IMAGE_TESTS:-}" = 1 ]; } && ! docker info >/dev/null 2>&1; then
   command -v buildah >/dev/null 2>&1 || packages+=(buildah)
   command -v debootstrap >/dev/null 2>&1 || packages+=(debootstrap)

@@ -37,7 +37,7 @@ def _on_ci() -> bool:
 
 
 @pytest.fixture(scope="session")
-def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltImage]:
+def built_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltImage]:
     if not (_on_ci() or os.environ.get("F5TTS_IMAGE_TESTS") == "1"):
         pytest.skip("in-image tests build an ~8 GB image for minutes: CI=true or F5TTS_IMAGE_TESTS=1 runs them")
     try:

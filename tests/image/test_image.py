@@ -52,17 +52,27 @@ def hub_that_records() -> Iterator[tuple[str, list[str]]]:
         server.server_close()
 
 
-def _worker_cmd(image: BuiltImage, name: str, env: dict[str, str]) -> list[str]:
+def _worker_cmd(built_image: BuiltImage, name: str, env: dict[str, str]) -> list[str]:
     """The devstack's worker command: the image's own CMD, in a container `name`."""
-    cmd = image.containers.config(image.tag)["Cmd"]
+    cmd = built_image.containers.config(built_image.tag)["Cmd"]
     overrides = [f"--env={key}={value}" for key, value in env.items()]
-    launch = [sys.executable, "-m", "tests.image.containers", "launch", image.containers.builder, image.tag, name]
+    launch = [
+        sys.executable,
+        "-m",
+        "tests.built_image.containers",
+        "launch",
+        built_image.containers.builder,
+        built_image.tag,
+        name,
+    ]
     return [*launch, *overrides, "--", *cmd]
 
 
-def _assert_wrote_only_its_data_and_tmp(image: BuiltImage, name: str) -> None:
+def _assert_wrote_only_its_data_and_tmp(built_image: BuiltImage, name: str) -> None:
     # (`docker diff` also lists the directories above what changed: /home, /home/worker, ...)
-    changed = [path for path in image.containers.changes(name) if not any(w.startswith(path + "/") for w in WRITABLE)]
+    changed = [
+        path for path in built_image.containers.changes(name) if not any(w.startswith(path + "/") for w in WRITABLE)
+    ]
     assert [path for path in changed if not path.startswith(WRITABLE)] == []
 
 
@@ -74,20 +84,24 @@ def _wav(seconds: float = 3.0) -> bytes:
     return buffer.getvalue()
 
 
-def test_the_healthcheck_passes_as_the_image_user(image: BuiltImage) -> None:
-    config = image.containers.config(image.tag)
+def test_the_healthcheck_passes_as_the_image_user(built_image: BuiltImage) -> None:
+    config = built_image.containers.config(built_image.tag)
     assert config["User"] == "1000:1000"
     kind, *healthcheck = config["Healthcheck"]["Test"]
     assert kind == "CMD"
-    result = image.containers.run(image.tag, _name(), ["sh", "-c", 'id -u && exec "$@"', "sh", *healthcheck])
+    result = built_image.containers.run(
+        built_image.tag, _name(), ["sh", "-c", 'id -u && exec "$@"', "sh", *healthcheck]
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     uid, verdict = result.stdout.splitlines()
     assert uid == "1000"
     assert verdict == "prefetch: weights for F5TTS_tiny, the vocoder and the aligner are cached"
 
 
-def test_the_self_check_says_the_attention_is_torchs_without_flash_attn(image: BuiltImage) -> None:
-    result = image.containers.run(image.tag, _name(), ["python", "-m", "worker.handler", "--self-check"], env=CPU)
+def test_the_self_check_says_the_attention_is_torchs_without_flash_attn(built_image: BuiltImage) -> None:
+    result = built_image.containers.run(
+        built_image.tag, _name(), ["python", "-m", "worker.handler", "--self-check"], env=CPU
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert "self-check ok   flash-attn: skipped (F5TTS_ATTN_BACKEND=torch: the DiT runs on torch's attention)" in lines
@@ -95,11 +109,11 @@ def test_the_self_check_says_the_attention_is_torchs_without_flash_attn(image: B
     assert "self-check ok   device: F5TTS_DEVICE=cpu -> cpu (CPU), dtype float32" in lines
 
 
-def test_the_queue_worker_runs_jobs_through_runpods_loop(image: BuiltImage) -> None:
+def test_the_queue_worker_runs_jobs_through_runpods_loop(built_image: BuiltImage) -> None:
     name = _name()
     try:
         with hub_that_records() as (hub, hub_requests):
-            cmd = _worker_cmd(image, name, {**CPU, "HF_ENDPOINT": hub})
+            cmd = _worker_cmd(built_image, name, {**CPU, "HF_ENDPOINT": hub})
             with running_stack(worker_cmd=cmd, respawn=False, ready_timeout_s=600) as stack, api(stack, 120) as client:
                 spoken = client.post("runsync", json={"input": {"text": TEXT, "seed": 5}}).json()
                 assert spoken["status"] == "COMPLETED", f"{spoken}\n{stack.log_tails()}"
@@ -137,15 +151,15 @@ def test_the_queue_worker_runs_jobs_through_runpods_loop(image: BuiltImage) -> N
                 assert final["status"] == "COMPLETED", final
                 assert len(chunks) >= 2 and final["output"] == chunks
             assert hub_requests == []  # HF_HUB_OFFLINE held: not one connection to the Hub
-        _assert_wrote_only_its_data_and_tmp(image, name)
+        _assert_wrote_only_its_data_and_tmp(built_image, name)
     finally:
-        image.containers.remove(name)
+        built_image.containers.remove(name)
 
 
-def test_the_http_mode_answers_behind_the_load_balancer(image: BuiltImage) -> None:
+def test_the_http_mode_answers_behind_the_load_balancer(built_image: BuiltImage) -> None:
     name = _name()
     try:
-        cmd = _worker_cmd(image, name, CPU)  # the load-balancer stack sets F5TTS_SERVE=http, PORT and PORT_HEALTH
+        cmd = _worker_cmd(built_image, name, CPU)  # the load-balancer stack sets F5TTS_SERVE=http, PORT and PORT_HEALTH
         with running_stack(endpoint_type="load_balancer", worker_cmd=cmd, ready_timeout_s=600) as stack:
             headers = {"Authorization": f"Bearer {stack.api_key}"}
             with httpx.Client(base_url=stack.base_url, headers=headers, timeout=120) as client:
@@ -156,6 +170,6 @@ def test_the_http_mode_answers_behind_the_load_balancer(image: BuiltImage) -> No
             assert speech.status_code == 200, speech.text
             samples, rate = soundfile.read(io.BytesIO(speech.content), dtype="float32")
             assert rate == 24000 and len(samples) > 0 and np.abs(samples).max() > 0
-        _assert_wrote_only_its_data_and_tmp(image, name)
+        _assert_wrote_only_its_data_and_tmp(built_image, name)
     finally:
-        image.containers.remove(name)
+        built_image.containers.remove(name)
