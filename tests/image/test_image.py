@@ -59,7 +59,7 @@ def _worker_cmd(built_image: BuiltImage, name: str, env: dict[str, str]) -> list
     launch = [
         sys.executable,
         "-m",
-        "tests.built_image.containers",
+        "tests.image.containers",
         "launch",
         built_image.containers.builder,
         built_image.tag,
