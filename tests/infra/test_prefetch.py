@@ -102,7 +102,7 @@ def test_check_fails_naming_what_is_missing_or_truncated(tmp_path):
     assert "vocab.txt" not in result.stderr
 
 
-def test_check_of_local_model_files_checks_them_where_the_settings_name_them(tmp_path):
+def test_check_of_local_model_files_checks_them_where_the_settings_name_them(tmp_path: Path) -> None:
     """F5TTS_CKPT_FILE and friends (an image built with WEIGHTS=tiny sets them): no Hub cache is looked at."""
     model = tmp_path / "model"
     (model / "vocos").mkdir(parents=True)

@@ -116,7 +116,7 @@ def test_deploy_pushes_the_sha_tagged_image_then_runs_pulumi_up_with_that_tag():
     assert config["f5tts:imageRepository"]["value"] == "${{ vars.IMAGE_REPOSITORY }}"
 
 
-def test_every_action_is_pinned_to_a_commit_and_zizmor_finds_nothing():
+def test_every_action_is_pinned_to_a_commit_and_zizmor_finds_nothing() -> None:
     for path in WORKFLOWS.glob("*.yml"):
         uses = [step["uses"] for step in _steps(_load(path.name)) if "uses" in step]
         assert uses and all(re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", use) for use in uses), uses
