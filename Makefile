@@ -6,7 +6,7 @@ UV     := $(VENV)/bin/uv
 RUNTIME := $(if $(filter 1 true yes,$(WITH_WHISPER)),whisper,worker)
 STAMP  := $(VENV)/.installed-$(RUNTIME)
 
-.PHONY: setup system-deps test unit demo playground bench clients pins lint format typecheck clean
+.PHONY: setup system-deps test unit demo playground bench clients pins lint format typecheck image base-image clean
 
 setup: system-deps $(STAMP)
 
@@ -30,6 +30,7 @@ $(STAMP): requirements/worker.txt requirements/whisper.txt requirements/dev.txt 
 test: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/zizmor --offline .github/workflows/
 	$(PY) -m mypy --config-file clients/python/pyproject.toml
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -63,6 +64,7 @@ pins:
 lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/zizmor --offline .github/workflows/
 
 # Rewrite the tree as `make test` wants it: formatted, imports sorted, ruff's safe fixes applied.
 format: setup
@@ -74,6 +76,22 @@ format: setup
 typecheck: setup
 	$(PY) -m mypy --config-file clients/python/pyproject.toml
 	$(PY) -m mypy
+
+# Build Dockerfile.runpod with docker, podman or buildah (the first that runs here; BUILDER= picks one), tagged
+# IMAGE. BASE_IMAGE, FLASH_ATTN, FLASH_ATTN_SHA256 and WEIGHTS are passed as the build arguments of the same names
+# when set; PIP_CONFIG_FILE and PIP_CERT from the environment as build secrets; IMAGE_BUILD_FLAGS go to the builder
+# as they are (CI: --push and a registry cache). docs/image.md.
+#   make image IMAGE=f5tts-runpod:test BASE_IMAGE=$$(make -s base-image) FLASH_ATTN=none WEIGHTS=tiny
+IMAGE ?= f5tts-runpod:dev
+image:
+	IMAGE='$(IMAGE)' BASE_IMAGE='$(BASE_IMAGE)' FLASH_ATTN='$(FLASH_ATTN)' FLASH_ATTN_SHA256='$(FLASH_ATTN_SHA256)' \
+	  WEIGHTS='$(WEIGHTS)' WITH_WHISPER='$(if $(filter 1 true yes,$(WITH_WHISPER)),true,)' \
+	  bash scripts/build-image.sh
+
+# Print a base image for BASE_IMAGE: python:3.11-slim-bookworm if it can be had, else a local stand-in made with
+# debootstrap (same Debian release, Python 3.11 where the slim image has it; needs root).
+base-image:
+	@bash scripts/base-image.sh
 
 clean:
 	rm -rf $(VENV) out .devstack

@@ -1,20 +1,28 @@
 """Image size: the runtime set as Dockerfile.runpod installs it, the baked weights and an estimated image total,
 for the image before issue #12 (nvidia/cuda base, f5-tts's full dependency set) and today's, side by side.
 
-    python -m bench.image_size          # ~1 min, offline: installs both sets from uv's cache into a temp dir
+    python -m bench.image_size                    # ~1 min, offline: installs both sets from uv's cache into a temp dir
+    python -m bench.image_size --image f5tts-runpod:test   # also the image `make image` built (default: IMAGE,
+                                                            # else f5tts-runpod:dev), when a builder has it
 
-No Docker engine is needed (none runs here). Each figure says where it comes from:
+The estimate needs no container builder. Each figure says where it comes from:
 - measured: installed here with `uv pip install --offline --target` from uv's wheel cache, bytecode compiled
   as pip compiles it in the image, pruned as the Dockerfile prunes it (scripts/prune-site-packages.sh); `du -sb`.
 - apt: Debian's own package sizes (Installed-Size) for what the Dockerfile's apt-get installs, resolved by apt.
 - published: sizes published by the image registry, the Hub or GitHub, written down here by hand.
 - recorded: a figure measured earlier with the same command, used when this machine cannot measure it now
   (the old set's wheels are not in uv's cache on a fresh clone).
-The headline `image_size_gb` is today's estimated image (uncompressed, GB = 1e9 bytes); the target is <= 9.
+- built: the image itself, as its builder reports it and unpacked on disk (`du -sb` of its root file system). An
+  image built with WEIGHTS=tiny or FLASH_ATTN=none lacks the published weights or flash-attn: they are added
+  (published sizes, the flash-attn estimate) and the line says so.
+The headline `image_size_gb` is today's estimated image (uncompressed, GB = 1e9 bytes); the target is <= 9;
+`built_image_size_gb` is the built image's unpacked size with whatever it lacks added.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -23,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devstack.paths import REPO_ROOT
+from worker.model_facts import IMAGE_SETTINGS_FILE
 
 GB = 1e9
 # The last commit with the old image (nvidia/cuda base, f5-tts installed with all its declared dependencies).
@@ -46,6 +55,9 @@ PUBLISHED = {
     # so its unpacked size is an estimate (~2x the wheel). The same in both images.
     "flash-attn": 0.5e9,
 }
+# The word aligner the image bakes (worker.prefetch: torchaudio's WAV2VEC2_ASR_BASE_960H as float32 safetensors):
+# wav2vec 2.0 base with a 29-letter head, 94.4 M parameters x 4 bytes (torchaudio.models.wav2vec2_base).
+ALIGNER_BYTES = 94.4e6 * 4
 # nvidia/cuda:12.8.1-runtime-ubuntu22.04 is Ubuntu 22.04 plus CUDA's runtime libraries. Its CUDA libraries that
 # torch's nvidia-* wheels also ship are measured from the wheels (CUDA_OVERLAP); the rest (NPP, nvJPEG, Ubuntu,
 # the deadsnakes Python 3.11 the old Dockerfile added) is this estimate.
@@ -173,7 +185,90 @@ def old_pins() -> str | None:
     return done.stdout if done.returncode == 0 else None
 
 
-def main() -> int:
+def _builder() -> str | None:
+    found = subprocess.run(
+        ["bash", str(REPO_ROOT / "scripts/container-builder.sh")], capture_output=True, text=True, check=False
+    )
+    return found.stdout.strip() if found.returncode == 0 else None
+
+
+def _cli(*argv: str) -> str:
+    return subprocess.run(list(argv), check=True, capture_output=True, text=True, timeout=600).stdout
+
+
+def built_image(tag: str) -> tuple[str, float | None, float, dict[str, str]] | None:
+    """(builder, size the builder reports, unpacked size, the image's settings file) of `tag`; None if absent."""
+    builder = _builder()
+    if builder is None:
+        return None
+    if builder == "docker":
+        try:
+            reported: float | None = float(_cli("docker", "image", "inspect", "--format", "{{.Size}}", tag))
+        except subprocess.CalledProcessError:
+            return None
+        container = _cli("docker", "create", tag).strip()
+        try:
+            unpacked = 0.0  # the bytes of its file system as a tar stream (headers are a rounding error)
+            with subprocess.Popen(["docker", "export", container], stdout=subprocess.PIPE) as exported:
+                assert exported.stdout is not None
+                while block := exported.stdout.read(1 << 20):
+                    unpacked += len(block)
+            settings = _cli("docker", "run", "--rm", tag, "sh", "-c", f"cat {IMAGE_SETTINGS_FILE} || true")
+        finally:
+            _cli("docker", "rm", "--force", container)
+        return builder, reported, unpacked, _settings(settings)
+    # podman and buildah share their storage: podman reports the size, buildah mounts the root file system.
+    try:
+        reported = (
+            float(_cli("podman", "image", "inspect", "--format", "{{.Size}}", tag)) if shutil.which("podman") else None
+        )
+        container = _cli("buildah", "from", "--quiet", tag).strip()
+    except subprocess.CalledProcessError:
+        return None
+    try:
+        root = Path(_cli("buildah", "mount", container).strip())
+        settings_file = root / str(IMAGE_SETTINGS_FILE).lstrip("/")
+        settings = settings_file.read_text() if settings_file.is_file() else ""
+        return builder, reported, float(_du(root)), _settings(settings)
+    finally:
+        subprocess.run(["buildah", "umount", container], check=False, capture_output=True)
+        subprocess.run(["buildah", "rm", container], check=False, capture_output=True)
+
+
+def _settings(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
+
+
+def print_built(tag: str, estimate: float) -> None:
+    found = built_image(tag)
+    print(f"== the built image {tag} ==")
+    if found is None:
+        print("  not here (no container builder, or no such image: `make image` builds it)")
+        return
+    builder, reported, unpacked, settings = found
+    if reported is not None:
+        print(f"  {'reported by ' + builder:34} {reported / GB:7.2f}")
+    print(f"  {'unpacked on disk':34} {unpacked / GB:7.2f}  du -sb of its root file system")
+    total = unpacked
+    if settings.get("F5TTS_MODEL") == "F5TTS_tiny":
+        total += PUBLISHED["weights"] + ALIGNER_BYTES
+        print(
+            f"  {'+ published weights and aligner':34} {(PUBLISHED['weights'] + ALIGNER_BYTES) / GB:7.2f}  "
+            "built with WEIGHTS=tiny: published sizes added (the tiny model's 2 MB left in)"
+        )
+    if settings.get("F5TTS_ATTN_BACKEND") == "torch":
+        total += PUBLISHED["flash-attn"]
+        print(
+            f"  {'+ flash-attn':34} {PUBLISHED['flash-attn'] / GB:7.2f}  built with FLASH_ATTN=none: the estimate added"
+        )
+    print(f"  {'= with real weights and flash-attn':34} {total / GB:7.2f}  against the estimate {estimate / GB:.2f}")
+    print(f"built_image_size_gb {total / GB:.3f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--image", default=os.environ.get("IMAGE") or "f5tts-runpod:dev", help="the built image's tag")
+    args = parser.parse_args(argv)
     pins = (REPO_ROOT / "requirements" / "worker.txt").read_text()
     new = measure_set(pins, prune=True)
     if new is None:
@@ -208,6 +303,7 @@ def main() -> int:
         ("  + bytecode pip compiles", old.bytecode, new.bytecode, "measured (*.pyc of the install above)"),
         ("flash-attn", PUBLISHED["flash-attn"], PUBLISHED["flash-attn"], "estimate (GitHub wheel ~0.26 GB, unpacked)"),
         ("weights (F5TTS_v1_Base, Vocos)", PUBLISHED["weights"], PUBLISHED["weights"], "published (Hub file sizes)"),
+        ("word aligner (wav2vec 2.0 base)", 0.0, ALIGNER_BYTES, "float32 weights of its 94.4 M parameters"),
     ]
     before = sum(row[1] for row in rows)
     after = sum(row[2] for row in rows)
@@ -221,6 +317,7 @@ def main() -> int:
     )
     print(f"  WITH_WHISPER=true adds ~{(PUBLISHED['whisper weights'] + 0.07e9) / GB:.2f} GB (transformers + weights)")
     print(f"  target: runtime set <= 6.4 GB (was 7.9): {(new.total - new.bytecode) / GB:.2f} GB; image <= 9 GB")
+    print_built(args.image, after)
     print(f"image_size_gb {after / GB:.3f}")
     return 0
 

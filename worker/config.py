@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from worker.model_facts import ALIGNER_BUNDLE, DEFAULT_MODEL, default_aligner_dir
+from worker.model_facts import ALIGNER_BUNDLE, DEFAULT_MODEL, IMAGE_SETTINGS_FILE, default_aligner_dir
 
 # RunPod refuses a job result larger than this for /runsync and /status (its documented payload limit).
 RUNPOD_RESULT_LIMIT_BYTES = 20 * 1024 * 1024
@@ -26,9 +26,12 @@ def _default_data_dir() -> Path:
 
 
 class ModelSettings(BaseSettings):
-    """Which F5-TTS model to load, and how."""
+    """Which F5-TTS model to load, and how. In the image, the build's choices (IMAGE_SETTINGS_FILE) come under
+    the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="F5TTS_", extra="ignore", protected_namespaces=())
+    model_config = SettingsConfigDict(
+        env_prefix="F5TTS_", extra="ignore", protected_namespaces=(), env_file=IMAGE_SETTINGS_FILE
+    )
 
     model: str = Field(
         DEFAULT_MODEL, description="Model name: picks `f5_tts/configs/<model>.yaml` and the published checkpoint."
@@ -58,7 +61,9 @@ class ModelSettings(BaseSettings):
         "auto", description="Weights dtype; `auto` is float16 on CUDA and float32 on CPU."
     )
     attn_backend: Literal["torch", "flash_attn"] = Field(
-        "torch", description="DiT attention: torch SDPA or flash-attn (the image sets `flash_attn`)."
+        "torch",
+        description="DiT attention: torch SDPA or flash-attn (the image sets `flash_attn`, or `torch` when built with "
+        "`FLASH_ATTN=none`).",
     )
     warmup: bool = Field(True, description="Run one short synthesis before taking the first job.")
     auto_transcribe: bool = Field(

@@ -86,6 +86,11 @@ HOP_LENGTH = 256  # samples per mel frame: a frame is ~10.7 ms
 MEL_SETTINGS = {"target_sample_rate": SAMPLE_RATE, "n_mel_channels": 100, "hop_length": HOP_LENGTH}
 
 
+# Settings an image build chose (Dockerfile.runpod: the attention backend that follows from FLASH_ATTN, the tiny
+# model's files with WEIGHTS=tiny), as KEY=VALUE lines; the process environment overrides each. Absent elsewhere.
+IMAGE_SETTINGS_FILE = Path("/opt/f5tts/image.env")
+
+
 def baked_files(model: str) -> tuple[HubFile, ...]:
     """Every Hub file a worker running `model` reads: checkpoint, vocabulary, vocoder. KeyError if unknown."""
     published = PUBLISHED_MODELS[model]

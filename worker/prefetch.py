@@ -3,9 +3,12 @@
     python -m worker.prefetch            # Dockerfile.runpod, before HF_HUB_OFFLINE=1 is set
     python -m worker.prefetch --check    # HEALTHCHECK: exit 0 only if every file is cached and intact
 
+`--check` reads the model settings as the worker does (the environment over the image's IMAGE_SETTINGS_FILE): local
+files (F5TTS_CKPT_FILE and friends, the tiny model of a WEIGHTS=tiny image) are checked where they are named.
+
 The files are the ones f5-tts itself resolves at load time (the checkpoint and vocab of `F5TTS_MODEL` from
 SWivid's repos, the Vocos vocoder; see worker/model_facts.py), so a worker with `HF_HUB_OFFLINE=1` finds them
-where f5-tts looks. Only huggingface_hub and the standard library are imported: no torch, no f5_tts; the word
+where f5-tts looks. Only huggingface_hub, python-dotenv and the standard library are imported: no torch, no f5_tts; the word
 aligner's weights (torchaudio's bundle, converted to safetensors) import torch and torchaudio when they are baked.
 """
 
@@ -19,12 +22,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dotenv import dotenv_values
+
 from worker.model_facts import (
     ALIGNER_BUNDLE,
     ALIGNER_CONFIG,
     ALIGNER_SAMPLE_RATE,
     ALIGNER_WEIGHTS,
     DEFAULT_MODEL,
+    IMAGE_SETTINGS_FILE,
     PUBLISHED_MODELS,
     WHISPER_FILE_PATTERNS,
     WHISPER_REPO,
@@ -114,9 +120,36 @@ def check_aligner(dest: Path) -> list[str]:
     return problems
 
 
-def aligner_dir() -> Path:
+def settings_env() -> dict[str, str]:
+    """The environment the worker's settings read: the process environment over the image's settings file."""
+    baked = {key: value for key, value in dotenv_values(IMAGE_SETTINGS_FILE).items() if value is not None}
+    return baked | dict(os.environ)
+
+
+def aligner_dir(env: dict[str, str]) -> Path:
     """The directory F5TTS_ALIGNER_DIR names, else the default (worker/model_facts.py)."""
-    return Path(os.environ.get("F5TTS_ALIGNER_DIR") or default_aligner_dir())
+    return Path(env.get("F5TTS_ALIGNER_DIR") or default_aligner_dir())
+
+
+def file_problem(path: Path) -> str | None:
+    """What is wrong with a model file (missing, empty, truncated safetensors), or None."""
+    if not path.is_file():
+        return f"{path}: missing"
+    if path.stat().st_size == 0:
+        return f"{path}: empty"
+    if path.suffix == ".safetensors" and not safetensors_intact(path):
+        return f"{path}: truncated or corrupt safetensors"
+    return None
+
+
+def check_local(env: dict[str, str]) -> list[str]:
+    """Problems with the local model files the settings name (F5TTS_CKPT_FILE, F5TTS_VOCAB_FILE, F5TTS_VOCODER_DIR)."""
+    paths = [Path(env["F5TTS_CKPT_FILE"])]
+    if vocab := env.get("F5TTS_VOCAB_FILE"):
+        paths.append(Path(vocab))
+    if vocoder := env.get("F5TTS_VOCODER_DIR"):
+        paths += [Path(vocoder) / "config.yaml", Path(vocoder) / "pytorch_model.bin"]
+    return [problem for problem in map(file_problem, paths) if problem]
 
 
 def safetensors_intact(path: Path) -> bool:
@@ -158,13 +191,17 @@ def check(model: str, cache_dir: str | None = None) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="verify the cached weights offline instead of downloading")
-    parser.add_argument("--model", default=os.environ.get("F5TTS_MODEL", DEFAULT_MODEL), help="F5-TTS model name")
+    env = settings_env()
+    parser.add_argument("--model", default=env.get("F5TTS_MODEL", DEFAULT_MODEL), help="F5-TTS model name")
     parser.add_argument("--cache-dir", default=None, help="HF cache directory (default: HF_HOME / HF_HUB_CACHE)")
     parser.add_argument("--whisper", action="store_true", help=f"also fetch {WHISPER_REPO} (the Whisper extra)")
     args = parser.parse_args(argv)
     try:
         if args.check:
-            problems = check(args.model, args.cache_dir) + check_aligner(aligner_dir())
+            ckpt = env.get("F5TTS_CKPT_FILE", "")
+            local = bool(ckpt) and not ckpt.startswith("hf://")
+            model_problems = check_local(env) if local else check(args.model, args.cache_dir)
+            problems = model_problems + check_aligner(aligner_dir(env))
             for problem in problems:
                 print(f"prefetch: {problem}", file=sys.stderr)
             if not problems:
@@ -174,8 +211,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"prefetch: {path}")
         if args.whisper:
             print(f"prefetch: {download_whisper(args.cache_dir)}")
-        print(f"prefetch: {download_aligner(aligner_dir())}")
-        problems = check(args.model, args.cache_dir) + check_aligner(aligner_dir())
+        print(f"prefetch: {download_aligner(aligner_dir(env))}")
+        problems = check(args.model, args.cache_dir) + check_aligner(aligner_dir(env))
         for problem in problems:
             print(f"prefetch: {problem}", file=sys.stderr)
         return 1 if problems else 0

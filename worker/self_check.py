@@ -18,7 +18,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO
 
 from worker.config import Settings, get_settings
@@ -63,20 +62,9 @@ def check_flash_attn() -> str:
     return f"{_version('flash-attn')} imported"
 
 
-def _file_problem(path: Path) -> str | None:
-    from worker.prefetch import safetensors_intact
-
-    if not path.is_file():
-        return f"{path}: missing"
-    if path.stat().st_size == 0:
-        return f"{path}: empty"
-    if path.suffix == ".safetensors" and not safetensors_intact(path):
-        return f"{path}: truncated or corrupt safetensors"
-    return None
-
-
 def check_model_files(settings: Settings) -> str:
     from worker.model_files import read_model_config, resolve_model_files
+    from worker.prefetch import file_problem
 
     files = resolve_model_files(settings.model)  # HF_HUB_OFFLINE=1 (set by main): the cache only
     read_model_config(files.model_cfg, settings.model.attn_backend)
@@ -86,7 +74,7 @@ def check_model_files(settings: Settings) -> str:
         files.vocoder_dir / "config.yaml",
         files.vocoder_dir / "pytorch_model.bin",
     ]
-    problems = [p for p in map(_file_problem, paths) if p]
+    problems = [p for p in map(file_problem, paths) if p]
     if problems:
         raise FileNotFoundError("; ".join(problems))
     size_mb = sum(p.stat().st_size for p in paths) / 1e6
@@ -98,9 +86,10 @@ def check_model_files(settings: Settings) -> str:
 def check_aligner(settings: Settings) -> str:
     from worker.aligner import Aligner
     from worker.model_facts import ALIGNER_WEIGHTS
+    from worker.prefetch import file_problem
 
     directory = settings.model.aligner_dir
-    if problem := _file_problem(directory / ALIGNER_WEIGHTS):
+    if problem := file_problem(directory / ALIGNER_WEIGHTS):
         raise FileNotFoundError(problem)
     aligner = Aligner.load(directory, device="cpu")  # strict: every weight of the architecture, none missing
     parameters = sum(p.numel() for p in aligner.model.parameters())
@@ -130,7 +119,8 @@ def run_checks(settings: Settings, *, device: bool = True) -> list[CheckResult]:
     results = []
     for name, check in checks:
         if check is None:
-            why = "--skip-device" if name == "device" else f"F5TTS_ATTN_BACKEND={settings.model.attn_backend}"
+            backend = f"F5TTS_ATTN_BACKEND={settings.model.attn_backend}: the DiT runs on torch's attention"
+            why = "--skip-device" if name == "device" else backend
             results.append(CheckResult(name, True, f"skipped ({why})"))
             continue
         try:

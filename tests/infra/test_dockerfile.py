@@ -13,6 +13,7 @@ import pytest
 from f5tts_infra.worker_env import validate_worker_env
 
 from tests.infra.helpers import ROOT
+from worker.model_facts import IMAGE_SETTINGS_FILE
 
 DOCKERFILE = ROOT / "Dockerfile.runpod"
 WHEEL = re.compile(
@@ -82,18 +83,24 @@ def test_flash_attn_wheel_matches_the_pinned_torch_python_and_cuda():
 
     # The base is a slim Python of that version, not a CUDA image: CUDA's user-space libraries come from the
     # nvidia-* pins that torch's wheel depends on (CUDA 12, as the wheel), the driver from the host.
-    base = next(args_ for kind, args_ in _instructions() if kind == "FROM")
-    assert base == "python:${PYTHON_VERSION}-slim-bookworm"
+    # (BASE_IMAGE: another base of the same release and Python where this one cannot be pulled; scripts/base-image.sh.)
+    assert next(args_ for kind, args_ in _instructions() if kind == "FROM") == "${BASE_IMAGE}"
+    assert args["BASE_IMAGE"] == "python:${PYTHON_VERSION}-slim-bookworm"
     assert "nvidia/cuda" not in DOCKERFILE.read_text().split("FROM", 1)[1]
     assert _pin("nvidia-cuda-runtime-cu12").startswith(f"{wheel['cuda'][:2]}.")
 
 
 def test_runtime_pins_are_installed_from_the_shared_hash_pinned_file():
     runs = [args for kind, args in _instructions() if kind == "RUN"]
-    installs = [r for r in runs if "pip install" in r and "requirements/" in r]
+    installs = [r for r in runs if "image-pip.sh install" in r and "requirements/" in r]
     assert len(installs) == 1
     (install,) = installs
-    assert "--require-hashes" in install and "--no-deps" in install and '-r "${pins}"' in install
+    # Downloaded into pip's cache mount, then installed from there only: hash-checked both times.
+    downloads = "/root/.cache/pip/downloads"
+    assert f'image-pip.sh download --require-hashes --no-deps --dest {downloads} -r "${{pins}}"' in install
+    assert (
+        f'image-pip.sh install --require-hashes --no-deps --no-index --find-links {downloads} -r "${{pins}}"' in install
+    )
     # The pins are worker.txt, or whisper.txt (the same set plus the Whisper extra) with WITH_WHISPER=true.
     assert (
         'if [ "${WITH_WHISPER}" = "true" ]; then pins=requirements/whisper.txt; else pins=requirements/worker.txt; fi'
@@ -104,8 +111,13 @@ def test_runtime_pins_are_installed_from_the_shared_hash_pinned_file():
     copies = [args for kind, args in _instructions() if kind == "COPY"]
     assert "requirements/worker.txt requirements/whisper.txt requirements/" in copies
     # Nothing else gets installed by name from an index: the only other install is the pinned flash-attn wheel.
-    others = [r for r in runs if "pip install" in r and r not in installs]
-    assert len(others) == 1 and '"/tmp/${FLASH_ATTN_WHEEL}"' in others[0]
+    others = [r for r in runs if ("pip install" in r or "image-pip.sh" in r) and r not in installs]
+    assert len(others) == 1 and 'scripts/image-pip.sh install --no-deps "${wheel}"' in others[0]
+    assert 'wheel="/root/.cache/pip/downloads/${FLASH_ATTN_WHEEL}"' in others[0]
+    # Every install reads the pip configuration the builder passes as secrets, and pip's cache mount.
+    for run in [*installs, *others]:
+        assert "--mount=type=secret,id=pip-conf --mount=type=secret,id=pip-cert" in run
+        assert "--mount=type=cache,target=/root/.cache/pip" in run
 
 
 def test_weights_are_baked_then_the_runtime_is_offline_on_the_gpu():
@@ -116,8 +128,13 @@ def test_weights_are_baked_then_the_runtime_is_offline_on_the_gpu():
     assert prefetch < offline
     env = _env()
     assert env["HF_HUB_OFFLINE"] == "1"
-    assert env["F5TTS_ATTN_BACKEND"] == "flash_attn"
     assert env["F5TTS_DEVICE"] == "cuda"  # never a silent CPU worker
+    # The attention backend follows FLASH_ATTN, in the settings file the worker reads under its environment.
+    assert "F5TTS_ATTN_BACKEND" not in env
+    (flash_attn,) = [args for kind, args in order if kind == "RUN" and "FLASH_ATTN_WHEEL" in args]
+    settings = str(IMAGE_SETTINGS_FILE)
+    assert f"install -o worker -m 644 <(echo F5TTS_ATTN_BACKEND=torch) {settings}" in flash_attn
+    assert flash_attn.endswith(f"install -o worker -m 644 <(echo F5TTS_ATTN_BACKEND=flash_attn) {settings}")
     validate_worker_env({k: v for k, v in env.items() if k.startswith("F5TTS_")})  # values the worker accepts
 
     healthcheck = next(args for kind, args in order if kind == "HEALTHCHECK")
@@ -154,6 +171,7 @@ def test_dockerignore_sends_only_what_the_image_copies():
         "requirements/worker.txt",
         "requirements/whisper.txt",
         "scripts/prune-site-packages.sh",
+        "scripts/image-pip.sh",
     ],
 )
 def test_copied_files_exist(path):

@@ -102,6 +102,34 @@ def test_check_fails_naming_what_is_missing_or_truncated(tmp_path):
     assert "vocab.txt" not in result.stderr
 
 
+def test_check_of_local_model_files_checks_them_where_the_settings_name_them(tmp_path: Path) -> None:
+    """F5TTS_CKPT_FILE and friends (an image built with WEIGHTS=tiny sets them): no Hub cache is looked at."""
+    model = tmp_path / "model"
+    (model / "vocos").mkdir(parents=True)
+    save_file({"w": np.zeros((4, 4), dtype=np.float32)}, str(model / "model.safetensors"))
+    (model / "vocab.txt").write_text("a\n")
+    (model / "vocos" / "config.yaml").write_text("x: 1\n")
+    (model / "vocos" / "pytorch_model.bin").write_bytes(b"x" * 16)
+    build_aligner(tmp_path)
+    local = {
+        "F5TTS_MODEL": "F5TTS_tiny",
+        "F5TTS_CKPT_FILE": str(model / "model.safetensors"),
+        "F5TTS_VOCAB_FILE": str(model / "vocab.txt"),
+        "F5TTS_VOCODER_DIR": str(model / "vocos"),
+    }
+    result = run_prefetch("--check", hf_home=tmp_path, **local)
+    assert result.returncode == 0, result.stderr
+    assert "weights for F5TTS_tiny" in result.stdout
+
+    (model / "vocos" / "pytorch_model.bin").unlink()
+    (model / "vocab.txt").write_text("")
+    broken = run_prefetch("--check", hf_home=tmp_path, **local)
+    assert broken.returncode == 1
+    assert f"{model / 'vocos' / 'pytorch_model.bin'}: missing" in broken.stderr
+    assert f"{model / 'vocab.txt'}: empty" in broken.stderr
+    assert "Hugging Face cache" not in broken.stderr
+
+
 def test_check_of_an_empty_cache_and_an_unknown_model(tmp_path):
     assert run_prefetch("--check", hf_home=tmp_path).returncode == 1
     unknown = run_prefetch("--check", "--model", "E3TTS", hf_home=tmp_path)

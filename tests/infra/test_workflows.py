@@ -98,9 +98,10 @@ def test_deploy_pushes_the_sha_tagged_image_then_runs_pulumi_up_with_that_tag():
     assert deploy["on"]["workflow_run"]["workflows"] == ["CI"] == [_load("ci.yml")["name"]]
     assert deploy["concurrency"]["cancel-in-progress"] is False  # a running `pulumi up` is never cancelled
 
-    build = _action(deploy, "docker/build-push-action@")["with"]
-    assert build["file"] == "Dockerfile.runpod" and build["push"] is True
-    assert build["tags"] == "${{ vars.IMAGE_REPOSITORY }}:${{ steps.tag.outputs.tag }}"
+    # The image is built by the same `make image` as anywhere, pushed with the deployed commit's tag.
+    (build,) = [step for step in _steps(deploy) if step.get("run", "").startswith("make image ")]
+    assert build["env"]["IMAGE"] == "${{ vars.IMAGE_REPOSITORY }}:${{ steps.tag.outputs.tag }}"
+    assert "--push" in build["run"] and "type=registry" in build["run"] and "type=gha" not in build["run"]
     assert (
         "DEPLOY_SHA: ${{ github.event.workflow_run.head_sha || github.sha }}" in (WORKFLOWS / "deploy.yml").read_text()
     )
@@ -113,6 +114,20 @@ def test_deploy_pushes_the_sha_tagged_image_then_runs_pulumi_up_with_that_tag():
     config = yaml.safe_load(up["config-map"])
     assert config["f5tts:imageTag"]["value"] == "${{ needs.image.outputs.tag }}"
     assert config["f5tts:imageRepository"]["value"] == "${{ vars.IMAGE_REPOSITORY }}"
+
+
+def test_every_action_is_pinned_to_a_commit_and_zizmor_finds_nothing() -> None:
+    for path in WORKFLOWS.glob("*.yml"):
+        uses = [step["uses"] for step in _steps(_load(path.name)) if "uses" in step]
+        assert uses and all(re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", use) for use in uses), uses
+        lines = [line for line in path.read_text().splitlines() if "uses: " in line]
+        # Each says which release its commit is (the tag it pointed to when pinned).
+        assert all(re.search(r"@[0-9a-f]{40} # v\d+\.\d+\.\d+$", line) for line in lines), lines
+    zizmor = Path(sys.executable).parent / "zizmor"
+    result = subprocess.run(
+        [str(zizmor), "--offline", str(WORKFLOWS)], check=False, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_every_secret_and_variable_the_workflows_use_is_documented():

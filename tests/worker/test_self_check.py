@@ -47,7 +47,7 @@ def test_self_check_passes_through_the_real_entry_point(tiny_model_env, tmp_path
     names = [line.removeprefix("self-check ok").strip().partition(":")[0] for line in lines]
     assert names == ["runpod", "f5-tts", "flash-attn", "model files", "aligner", "device"]
     assert "runpod 1." in lines[0] and "f5-tts 1." in lines[1]
-    assert "skipped (F5TTS_ATTN_BACKEND=torch)" in lines[2]
+    assert "skipped (F5TTS_ATTN_BACKEND=torch: the DiT runs on torch's attention)" in lines[2]
     assert "model.safetensors, vocabulary and Vocos present and complete" in lines[3]
     assert "M parameters loaded, 29 labels" in lines[4]
     assert "F5TTS_DEVICE=cpu -> cpu (CPU), dtype float32" in lines[5]
