@@ -278,7 +278,7 @@ async def _relay(client: WebSocket, upstream: websockets.ClientConnection) -> No
         while True:
             message = await client.receive()
             if message["type"] == "websocket.disconnect":
-                code = message.get("code", 1000)
+                code: int = message.get("code") or 1000
                 await upstream.close(_UNSENDABLE_CLOSE_CODES.get(code, code), message.get("reason") or "")
                 return
             await upstream.send(message["text"] if message.get("text") is not None else message.get("bytes", b""))
