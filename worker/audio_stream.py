@@ -75,7 +75,7 @@ async def encode_stream(pieces: AsyncIterator[np.ndarray], sample_rate: int, fmt
         async for samples in pieces:
             yield pcm16(samples)
         return
-    async for data in _ffmpeg_stream(pieces, fmt):
+    async for data in ffmpeg_stream(pieces, PCM_SAMPLE_RATE, _FFMPEG_ENCODERS[fmt]):
         yield data
 
 
@@ -84,9 +84,13 @@ async def _resampled(pieces: AsyncIterator[np.ndarray], sample_rate: int) -> Asy
         yield resample(samples, sample_rate, PCM_SAMPLE_RATE)
 
 
-async def _ffmpeg_stream(pieces: AsyncIterator[np.ndarray], fmt: str) -> AsyncIterator[bytes]:
-    raw_input = ["-f", "s16le", "-ar", str(PCM_SAMPLE_RATE), "-ac", "1", "-i", "pipe:0"]
-    command = [*_FFMPEG, *raw_input, *_FFMPEG_ENCODERS[fmt], "-flush_packets", "1", "pipe:1"]
+async def ffmpeg_stream(
+    pieces: AsyncIterator[np.ndarray], sample_rate: int, output_args: list[str]
+) -> AsyncIterator[bytes]:
+    """Float32 mono pieces at `sample_rate` through one ffmpeg process whose output options (codec, rate,
+    container: a streamable one) are `output_args`, its output yielded as it comes."""
+    raw_input = ["-f", "s16le", "-ar", str(sample_rate), "-ac", "1", "-i", "pipe:0"]
+    command = [*_FFMPEG, *raw_input, *output_args, "-flush_packets", "1", "pipe:1"]
     proc = await asyncio.create_subprocess_exec(
         *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
@@ -108,7 +112,8 @@ async def _ffmpeg_stream(pieces: AsyncIterator[np.ndarray], fmt: str) -> AsyncIt
             yield data
         await feeder  # a failure of the pieces (the synthesis) is raised here
         if await proc.wait() != 0:
-            raise RuntimeError(f"ffmpeg could not encode {fmt}: {(await stderr).decode(errors='replace')[-500:]}")
+            message = (await stderr).decode(errors="replace")[-500:]
+            raise RuntimeError(f"ffmpeg could not encode ({' '.join(output_args)}): {message}")
     finally:
         feeder.cancel()
         if proc.returncode is None:
