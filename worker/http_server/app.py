@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from worker.config import Settings
-from worker.http_server import native, openai
+from worker.http_server import elevenlabs_realtime, native, openai
 from worker.http_server.errors import ErrorEnvelope, HttpError, envelope_for, install_error_handlers, openai_error
 from worker.http_server.slots import SynthesisSlots
 from worker.http_server.state import HttpState, http_state
@@ -58,6 +58,7 @@ def create_app(service: WorkerService, settings: Settings, *, start_service: boo
     )
     app.include_router(openai.router)
     app.include_router(native.router)
+    app.include_router(elevenlabs_realtime.router, prefix="/elevenlabs")
     return app
 
 
