@@ -272,40 +272,35 @@ class LoadBalancer:
 
 
 async def _relay(client: WebSocket, upstream: websockets.ClientConnection) -> None:
-    """Messages both ways until one side closes; the other side is then closed with its code and reason."""
+    """Messages both ways until one side closes; the other side is then closed with its code and reason. The
+    session ends with the worker's side: a client that leaves closes it, and its close ends the worker's."""
 
     async def client_to_worker() -> None:
-        while True:
-            message = await client.receive()
-            if message["type"] == "websocket.disconnect":
-                code: int = message.get("code") or 1000
-                await upstream.close(_UNSENDABLE_CLOSE_CODES.get(code, code), message.get("reason") or "")
-                return
-            await upstream.send(message["text"] if message.get("text") is not None else message.get("bytes", b""))
-
-    async def worker_to_client() -> None:
         try:
+            while True:
+                message = await client.receive()
+                if message["type"] == "websocket.disconnect":
+                    code: int = message.get("code") or 1000
+                    await upstream.close(_UNSENDABLE_CLOSE_CODES.get(code, code), message.get("reason") or "")
+                    return
+                await upstream.send(message["text"] if message.get("text") is not None else message.get("bytes", b""))
+        except websockets.ConnectionClosed:
+            return  # the worker closed: worker_to_client passes its close on
+
+    forward = asyncio.create_task(client_to_worker())
+    try:
+        with contextlib.suppress(websockets.ConnectionClosed):
             async for data in upstream:
                 if isinstance(data, str):
                     await client.send_text(data)
                 else:
                     await client.send_bytes(data)
-        except websockets.ConnectionClosed:
-            pass
         code = upstream.close_code or 1006
         with contextlib.suppress(RuntimeError, WebSocketDisconnect):  # the client may be gone already
             await client.close(_UNSENDABLE_CLOSE_CODES.get(code, code), upstream.close_reason or "")
-
-    tasks = [asyncio.create_task(client_to_worker()), asyncio.create_task(worker_to_client())]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            if task.exception() is not None and not isinstance(task.exception(), WebSocketDisconnect):
-                log.warning("WebSocket relay failed: %r", task.exception())
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        forward.cancel()
+        await asyncio.gather(forward, return_exceptions=True)
 
 
 # ------------------------------------------------------------------------------------------------ the stack

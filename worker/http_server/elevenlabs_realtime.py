@@ -55,6 +55,7 @@ log = logging.getLogger("worker.http")
 
 router = APIRouter()
 
+MAX_CLOSE_REASON_BYTES = 123  # RFC 6455 §5.5: a control frame's payload is 125 bytes, 2 of them the code
 # ElevenLabs' inactivity timeout: 20 s unless the `inactivity_timeout` query parameter says otherwise, at most 180.
 DEFAULT_INACTIVITY_S = 20
 MAX_INACTIVITY_S = 180
@@ -401,7 +402,9 @@ class Session:
             return
         with contextlib.suppress(WebSocketDisconnect, RuntimeError):  # the client may be gone already
             await self.websocket.send_json({"message": error.message, "error": error.code, "code": error.close_code})
-            await self.websocket.close(error.close_code, error.code)
+            # The close reason says it too, for clients that only read the close (at most 123 bytes).
+            reason = f"{error.code}: {error.message}".encode()[:MAX_CLOSE_REASON_BYTES].decode(errors="ignore")
+            await self.websocket.close(error.close_code, reason)
 
 
 @router.websocket("/v1/text-to-speech/{voice_id}/stream-input")
