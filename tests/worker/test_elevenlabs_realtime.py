@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -100,24 +101,40 @@ def test_sentences_are_spoken_as_they_complete_then_flush_and_the_end(client):
     assert pcm(first).size > 0 and pcm(second).size > 0
 
 
-def test_the_same_seed_gives_the_same_audio_and_the_format_is_the_one_asked(client):
+def decoded(data: bytes) -> np.ndarray:
+    """Any stream FFmpeg reads, at 24 kHz; it must read it without a complaint."""
+    result = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", "pipe:0", "-f", "f32le", "-ac", "1", "-ar", "24000", "-"],
+        input=data,
+        capture_output=True,
+        check=True,
+    )
+    assert result.stderr == b""
+    return np.frombuffer(result.stdout, dtype=np.float32)
+
+
+def test_the_same_seed_gives_the_same_audio_and_the_messages_join_into_one_stream(client):
     def session(output_format: str) -> list[bytes]:
         with client.websocket_connect(url(output_format=output_format)) as ws:
             ws.send_json({**OPEN, **QUICK})
-            ws.send_json({"text": FIRST})
+            ws.send_json({"text": FIRST, "flush": True})
+            ws.send_json({"text": SECOND})
             ws.send_json({"text": ""})
             messages, code = until_close(ws)
-        assert code == 1000 and messages[-1] == {"isFinal": True}
+        assert code == 1000 and messages[-1] == {"isFinal": True} and len(messages) >= 3  # two parts at least
         return [base64.b64decode(m["audio"]) for m in messages[:-1]]
 
-    pcm_24k = session("pcm_24000")
-    assert session("pcm_24000") == pcm_24k
-    pcm_16k = session("pcm_16000")
-    assert abs(len(b"".join(pcm_16k)) * 3 - len(b"".join(pcm_24k)) * 2) < 100  # the same speech at 16 kHz
-    ulaw = b"".join(session("ulaw_8000"))
-    assert abs(len(ulaw) * 6 - len(b"".join(pcm_24k))) < 100  # one byte a sample at 8 kHz
-    mp3 = b"".join(session("mp3_44100_128"))
-    assert mp3[:3] == b"ID3" or mp3[0] == 0xFF
+    pcm_24k = b"".join(session("pcm_24000"))
+    assert b"".join(session("pcm_24000")) == pcm_24k
+    seconds = len(pcm_24k) / 2 / 24000
+    assert len(b"".join(session("pcm_16000"))) / 2 / 16000 == pytest.approx(seconds, abs=0.01)
+    assert len(b"".join(session("ulaw_8000"))) / 8000 == pytest.approx(seconds, abs=0.01)  # a byte a sample
+    wav = session("wav_24000")
+    assert wav[0][:4] == b"RIFF" and all(piece[:4] != b"RIFF" for piece in wav[1:])
+    assert b"".join(wav)[44:] == pcm_24k
+    for output_format in ("mp3_44100_128", "mp3_22050_32", "opus_48000_64"):
+        # Each piece adds its encoder's padding (MP3: about 50 ms).
+        assert decoded(b"".join(session(output_format))).size / 24000 == pytest.approx(seconds, abs=0.2)
 
 
 def test_text_buffer_keeps_short_sentences_for_more_and_paragraph_pauses():

@@ -43,6 +43,7 @@ from starlette.websockets import WebSocketState
 
 from worker import markup
 from worker.async_bridge import iterate_in_thread
+from worker.audio_stream import ffmpeg_stream, streaming_wav_header
 from worker.chunk_plan import MIN_CHUNK_BYTES, complete_sentences_end, nbytes, speakable
 from worker.http_server.elevenlabs_alignment import AlignmentBuilder, CharacterAlignment
 from worker.http_server.elevenlabs_formats import OutputFormat, encode_output, parse_output_format
@@ -209,15 +210,25 @@ def relative_alignment(alignment: CharacterAlignment, start_s: float) -> dict[st
     }
 
 
-async def encode_piece(samples: np.ndarray, sample_rate: int, output: OutputFormat, *, first: bool) -> bytes:
-    """One piece's audio in `output`, playable on its own; a WAV header only on a session's first audio, so the
-    messages' audio joined is one stream."""
+async def encode_piece(samples: np.ndarray, sample_rate: int, output: OutputFormat, number: int) -> bytes:
+    """The session's piece `number` (0, 1, ...) in `output`, each message's audio playable on its own and all of
+    them joined one stream: raw formats are just their samples (a WAV header comes with the first piece only),
+    MP3 pieces are bare frames (no ID3 tag, no Xing header), Opus pieces chained Ogg streams, each with its own
+    serial number (ffmpeg's bitexact Ogg numbers every stream alike)."""
 
     async def one() -> AsyncIterator[np.ndarray]:
         yield samples
 
-    data = b"".join([chunk async for chunk in encode_output(one(), sample_rate, output)])
-    return data[44:] if output.codec == "wav" and not first else data  # 44: the streaming WAV header
+    if output.codec in ("mp3", "opus"):
+        args = output.ffmpeg_args()  # ends with the muxer: ["-f", <muxer>]
+        muxer_options = (
+            ["-id3v2_version", "0", "-write_xing", "0"] if output.codec == "mp3" else ["-serial_offset", str(number)]
+        )
+        encoded = ffmpeg_stream(one(), sample_rate, [*args[:-2], *muxer_options, *args[-2:]])
+    else:
+        encoded = encode_output(one(), sample_rate, output)
+    data = b"".join([chunk async for chunk in encoded])
+    return data[len(streaming_wav_header(output.sample_rate)) :] if output.codec == "wav" and number else data
 
 
 # ------------------------------------------------------------------------------------------------ the session
@@ -356,17 +367,17 @@ class Session:
     async def _speak_all(
         self, job: dict[str, Any], output: OutputFormat, parts: asyncio.Queue[Part | None], speaking: asyncio.Event
     ) -> None:
-        first = True
+        pieces = 0  # the session's pieces so far
         while (part := await parts.get()) is not None:
             speaking.set()
             try:
-                first = await self._speak(job, part, output, first=first)
+                pieces = await self._speak(job, part, output, pieces)
             finally:
                 speaking.clear()
 
-    async def _speak(self, job: dict[str, Any], part: Part, output: OutputFormat, *, first: bool) -> bool:
+    async def _speak(self, job: dict[str, Any], part: Part, output: OutputFormat, pieces: int) -> int:
         """One part through the chunk plan: a message per piece, as soon as it is generated, its characters
-        those of the caller's text. Returns whether the session's audio is still to start."""
+        those of the caller's text. Returns the session's pieces so far (`pieces` before this part)."""
         parsed = parse_job_input({**job, "text": part.spoken})
         assert isinstance(parsed, SynthesizeInput)
         cancelled = threading.Event()
@@ -378,7 +389,7 @@ class Session:
             start_s = 0.0
             async for piece in items:
                 assert isinstance(piece, SpeechPiece)
-                data = await encode_piece(piece.samples, speech.sample_rate, output, first=first)
+                data = await encode_piece(piece.samples, speech.sample_rate, output, pieces)
                 alignments = builder.add(piece.words or [])
                 if piece.last:
                     alignments.extend(builder.finish(speech.duration))
@@ -390,11 +401,11 @@ class Session:
                     }
                 )
                 start_s += piece.samples.size / speech.sample_rate
-                first = False
+                pieces += 1
         finally:
             cancelled.set()
             await items.aclose()  # type: ignore[attr-defined]
-        return first
+        return pieces
 
     async def _fail(self, error: SessionError) -> None:
         log.info("realtime session refused: %s: %s", error.code, error.message)
