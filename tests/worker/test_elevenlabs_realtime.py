@@ -59,7 +59,7 @@ def url(voice: str = "default", **query: object) -> str:
 
 def until_close(ws: Any) -> tuple[list[dict[str, Any]], int]:
     """Every message up to the close, and the close code."""
-    messages = []
+    messages: list[dict[str, Any]] = []
     while True:
         message = ws.receive()
         if message["type"] == "websocket.close":
@@ -176,7 +176,7 @@ def assert_slot_is_free(client: TestClient) -> None:
 
 
 def test_bad_input_gets_an_error_and_a_close_code_and_frees_the_slot(client):
-    cases = [
+    cases: list[tuple[str, list[object], str, int]] = [
         # (path, messages, error code, close code)
         (url(), ["{not json"], "invalid_input", 1007),
         (url(), [{**OPEN, **QUICK}, "not json either"], "invalid_input", 1007),  # mid-session, slot held
@@ -187,6 +187,7 @@ def test_bad_input_gets_an_error_and_a_close_code_and_frees_the_slot(client):
         (url(), [{**OPEN, "nfe_step": 1000}], "invalid_input", 1008),
         (url(), [{**OPEN, **QUICK}, {"text": "word " * (MAX_TEXT_CHARS // 5 + 1)}], "invalid_input", 1008),
         (url(), [{**OPEN, **QUICK}, {"text": '<break time="1s"'}, {"text": ""}], "invalid_input", 1008),
+        (url(), [{**OPEN, **QUICK}, {"text": "<speak>Hello there, how are you today? "}], "invalid_input", 1008),
         (url(), [{"flush": True}], "invalid_input", 1008),
     ]
     for path, messages, error, close_code in cases:
