@@ -6,7 +6,7 @@ UV     := $(VENV)/bin/uv
 RUNTIME := $(if $(filter 1 true yes,$(WITH_WHISPER)),whisper,worker)
 STAMP  := $(VENV)/.installed-$(RUNTIME)
 
-.PHONY: setup system-deps test demo playground bench clients pins lint format typecheck clean
+.PHONY: setup system-deps test unit demo playground bench clients pins lint format typecheck clean
 
 setup: system-deps $(STAMP)
 
@@ -32,6 +32,10 @@ test: setup
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy --config-file clients/python/pyproject.toml
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The tests that start no processes (no devstack, browser or image build): a quick loop while changing code.
+unit: setup
+	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
 
 demo: setup
 	$(PY) -m devstack demo --out out/hello.wav

@@ -20,10 +20,14 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from devstack.demo import DEFAULT_TEXT, run_demo
-from devstack.model import ModelUnavailable, announce_model, choose_model
-from devstack.stack import Stack, print_ready
+from devstack.model import ModelChoiceError, announce_model, choose_model
+from devstack.stack import QueueStack, print_ready
+
+if TYPE_CHECKING:
+    from devstack.load_balancer import LoadBalancerStack
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -76,15 +80,16 @@ def _up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         model = None if args.model == "none" else choose_model(args.model)
-    except (ModelUnavailable, KeyboardInterrupt) as exc:
+    except (ModelChoiceError, KeyboardInterrupt) as exc:
         print(f"devstack: {exc or 'interrupted'}", file=sys.stderr)
         return 1
     if model is not None:
         announce_model(model, sys.stderr)
+    stack_class: type[QueueStack | LoadBalancerStack] = QueueStack
     if args.endpoint_type == "load_balancer":
-        from devstack.load_balancer import LoadBalancerStack as stack_class
-    else:
-        stack_class = Stack
+        from devstack.load_balancer import LoadBalancerStack
+
+        stack_class = LoadBalancerStack
     stack = stack_class(
         workers=args.workers,
         port=args.port,
@@ -122,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             run_playground(args.endpoint_type, args.model, args.port, not args.no_browser)
-        except (ModelUnavailable, RuntimeError, OSError) as exc:
+        except (ModelChoiceError, RuntimeError, OSError) as exc:
             print(f"devstack: {exc}", file=sys.stderr)
             return 1
         return 0

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import signal
 import sys
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from devstack.model import ModelMode, announce_model, choose_model
-from devstack.stack import Stack
+from devstack.stack import QueueStack
+
+if TYPE_CHECKING:
+    from devstack.load_balancer import LoadBalancerStack
 
 
 def run_playground(
@@ -29,10 +32,11 @@ def run_playground(
     signal.signal(signal.SIGTERM, interrupt)
     choice = choose_model(model, out=log)
     announce_model(choice, log)
+    stack_class: type[QueueStack | LoadBalancerStack] = QueueStack
     if endpoint_type == "load_balancer":
-        from devstack.load_balancer import LoadBalancerStack as stack_class
-    else:
-        stack_class = Stack
+        from devstack.load_balancer import LoadBalancerStack
+
+        stack_class = LoadBalancerStack
     print(f"starting the local stack ({endpoint_type}, 1 worker)...", file=log, flush=True)
     with (
         stack_class(workers=1, model=choice) as stack,

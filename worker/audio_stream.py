@@ -7,6 +7,9 @@ first bytes leave as soon as the first text chunk is synthesized. The formats ar
 - `wav`: a RIFF header whose sizes say "unknown" (0xFFFFFFFF, as streaming servers write it), then the PCM;
 - `mp3`, `opus` (in Ogg), `aac` (ADTS), `flac`: one ffmpeg process per response, fed PCM on stdin while its
   encoded output is read from stdout, both on the event loop (asyncio subprocess pipes: no thread per response).
+
+`ffmpeg_stream` is that encoder for any output options; ElevenLabs' formats (http_server/elevenlabs_formats.py)
+use it too.
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import numpy as np
 
-from worker.audio import TARGET_SAMPLE_RATE, resample
+from worker.audio import resample
+from worker.model_facts import SAMPLE_RATE
 
 STREAM_FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
 STREAM_CONTENT_TYPES = {
@@ -29,7 +33,7 @@ STREAM_CONTENT_TYPES = {
     "wav": "audio/wav",
     "pcm": "audio/pcm",
 }
-PCM_SAMPLE_RATE = TARGET_SAMPLE_RATE  # OpenAI's pcm is 24 kHz, and so is F5-TTS's output
+PCM_SAMPLE_RATE = SAMPLE_RATE  # OpenAI's pcm is 24 kHz, and so is F5-TTS's output
 
 _FFMPEG = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error"]
 # Streamable containers only (no seeking back to patch a header): ADTS for AAC, Ogg pages for Opus.
@@ -63,7 +67,7 @@ def streaming_wav_header(sample_rate: int) -> bytes:
     )
 
 
-async def encode_stream(pieces: AsyncIterator[np.ndarray], sample_rate: int, fmt: str) -> AsyncIterator[bytes]:
+async def encode_stream(pieces: AsyncIterator[np.ndarray], sample_rate: int, fmt: str) -> AsyncGenerator[bytes, None]:
     """Encode float32 mono pieces (in order) as one `fmt` file, yielding its bytes as the encoder produces them."""
     if fmt not in STREAM_CONTENT_TYPES:
         raise ValueError(f"unknown streaming format {fmt!r}")

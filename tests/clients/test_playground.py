@@ -23,7 +23,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.devstack.fixtures import devstack  # noqa: F401 - the shared queue stack
 from tests.devstack.lb_fixtures import lb_devstack  # noqa: F401 - the shared load-balancer stack
-from worker.voices import BUILTIN_TEXT, builtin_audio_file
+from worker.model_facts import BUILTIN_REFERENCE_TEXT, builtin_audio_file
 
 pytestmark = pytest.mark.timeout(600)
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -114,7 +114,7 @@ def test_a_saved_voice_appears_in_the_picker_and_can_be_deleted(page: Page, play
     name = "playground-voice"
     page.get_by_label("Voice name").fill(name)
     page.get_by_label("Reference audio").set_input_files(str(builtin_audio_file()))
-    page.get_by_label("Transcript").fill(BUILTIN_TEXT)
+    page.get_by_label("Transcript").fill(BUILTIN_REFERENCE_TEXT)
     page.get_by_label("Replace a voice of that name").check()
     page.get_by_role("button", name="Save voice").click()
     picker = page.get_by_label("Voice", exact=True)
@@ -194,7 +194,7 @@ def test_requests_from_another_origin_are_refused(browser: Browser, playground: 
 
     # A page of another origin in the same browser, even one that knows the token, gets nothing back (no CORS)
     # and can change nothing (a simple no-cors POST is refused by its Origin).
-    playground.client.voices.upload("kept", builtin_audio_file(), BUILTIN_TEXT, overwrite=True)
+    playground.client.voices.upload("kept", builtin_audio_file(), BUILTIN_REFERENCE_TEXT, overwrite=True)
     with _other_origin_page() as evil_url:
         context = browser.new_context()
         evil = context.new_page()

@@ -58,12 +58,12 @@ def test_a_words_characters_keep_the_aligners_spans_and_gaps_are_shared():
     words = [timed("Hi,", 0.2, 0.5), timed("you", 1.0, 1.3)]
     whole = align_characters("Hi,   you.", words, 2.0)
     a = whole.alignment
-    assert a.characters[:3] == ["H", "i", ","] and (a.starts[0], a.ends[2]) == (0.2, pytest.approx(0.5))
+    assert a.characters[:3] == ["H", "i", ","] and a.starts[0] == 0.2 and a.ends[2] == pytest.approx(0.5)
     # The three spaces share the pause between the words, 0.5 to 1.0 s.
     assert a.starts[3:6] == pytest.approx([0.5, 0.5 + 0.5 / 3, 0.5 + 1 / 3])
     assert a.ends[5] == pytest.approx(1.0) and a.starts[6] == 1.0
     # The trailing period (not in any word here) runs from the last word's end to the end of the speech.
-    assert (a.starts[-1], a.ends[-1]) == (pytest.approx(1.3), 2.0)
+    assert a.starts[-1] == pytest.approx(1.3) and a.ends[-1] == 2.0
     json = whole.to_json()
     assert json["normalized_alignment"]["characters"] == list("Hi, you")
     assert json["alignment"]["character_start_times_seconds"][4] == 0.667  # milliseconds
@@ -106,3 +106,11 @@ def test_overlapping_word_times_never_run_backwards():
     whole = align_characters("one two", words, 1.0)
     check_timeline(whole, "one two", 1.0)
     assert all(a <= b for a, b in itertools.pairwise(whole.normalized.starts))
+
+
+def test_the_realtime_form_is_milliseconds_relative_to_the_chunk():
+    part = AlignmentBuilder("Hi you").add([timed("Hi", 2.0, 2.2), timed("you", 2.5, 2.8)])
+    realtime = part.alignment.to_realtime_json(chunk_start=2.0)
+    assert realtime["chars"] == list("Hi you")
+    assert realtime["charStartTimesMs"] == [0, 100, 200, 500, 600, 700]
+    assert realtime["charDurationsMs"] == [100, 100, 300, 100, 100, 100]

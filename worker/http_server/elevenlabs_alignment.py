@@ -12,7 +12,9 @@ ElevenLabs answers `with-timestamps` requests with two alignments, each three pa
 
 `AlignmentBuilder` is incremental, for streams: `add` takes the next words (a piece's, in order, on the whole
 speech's timeline) and returns the alignment of the characters they complete; `finish` returns the characters
-left after the last word. Concatenated, the parts are the whole speech's alignment.
+left after the last word. Concatenated, the parts are the whole speech's alignment. The REST routes give them in
+seconds on the whole speech's timeline (`to_json`); the realtime WebSocket protocol in milliseconds relative to
+each audio chunk (`to_realtime_json`).
 """
 
 from __future__ import annotations
@@ -55,6 +57,17 @@ class CharacterAlignment:
             "characters": list(self.characters),
             "character_start_times_seconds": [round(t, DECIMALS) for t in self.starts],
             "character_end_times_seconds": [round(t, DECIMALS) for t in self.ends],
+        }
+
+    def to_realtime_json(self, chunk_start: float) -> dict[str, Any]:
+        """The realtime (WebSocket) protocol's form: whole milliseconds, relative to the audio chunk that starts
+        `chunk_start` seconds into the speech, as durations rather than end times."""
+        starts = [max(round((t - chunk_start) * 1000), 0) for t in self.starts]
+        ends = [max(round((t - chunk_start) * 1000), 0) for t in self.ends]
+        return {
+            "chars": list(self.characters),
+            "charStartTimesMs": starts,
+            "charDurationsMs": [max(end - start, 0) for start, end in zip(starts, ends, strict=True)],
         }
 
 

@@ -18,7 +18,7 @@ Used by the REST routes (`worker/http_server/elevenlabs.py`) and the realtime We
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -103,7 +103,7 @@ def parse_output_format(name: str | None) -> OutputFormat:
 
 async def encode_output(
     pieces: AsyncIterator[np.ndarray], sample_rate: int, output: OutputFormat
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Float32 mono pieces at `sample_rate`, in order, as one `output` stream, yielded as it is encoded."""
     if output.codec == "wav":
         yield streaming_wav_header(output.sample_rate)

@@ -45,7 +45,8 @@ from worker import markup
 from worker.async_bridge import iterate_in_thread
 from worker.audio_stream import ffmpeg_stream, streaming_wav_header
 from worker.chunk_plan import MIN_CHUNK_BYTES, complete_sentences_end, nbytes, speakable
-from worker.http_server.elevenlabs_alignment import AlignmentBuilder, CharacterAlignment
+from worker.http_server.elevenlabs import check_voice_id
+from worker.http_server.elevenlabs_alignment import AlignmentBuilder
 from worker.http_server.elevenlabs_formats import OutputFormat, encode_output, parse_output_format
 from worker.http_server.jobs import speech_items
 from worker.http_server.state import HttpState
@@ -198,18 +199,6 @@ class TextBuffer:
 
 
 # ------------------------------------------------------------------------------------------------ a piece's message
-def relative_alignment(alignment: CharacterAlignment, start_s: float) -> dict[str, list[Any]]:
-    """An alignment on the speech's timeline as a message carries it: ElevenLabs' `{"chars",
-    "charStartTimesMs", "charDurationsMs"}`, in milliseconds from the start of the message's own audio."""
-    starts = [max(s - start_s, 0.0) for s in alignment.starts]
-    ends = [max(e - start_s, s) for s, e in zip(starts, alignment.ends, strict=True)]
-    return {
-        "chars": list(alignment.characters),
-        "charStartTimesMs": [round(s * 1000) for s in starts],
-        "charDurationsMs": [round((e - s) * 1000) for s, e in zip(starts, ends, strict=True)],
-    }
-
-
 async def encode_piece(samples: np.ndarray, sample_rate: int, output: OutputFormat, number: int) -> bytes:
     """The session's piece `number` (0, 1, ...) in `output`, each message's audio playable on its own and all of
     them joined one stream: raw formats are just their samples (a WAV header comes with the first piece only),
@@ -315,7 +304,7 @@ class Session:
     def _job(self, query: StreamQuery, first: TextMessage) -> dict[str, Any]:
         """The job input of every part but its text (checked now, with a stand-in text)."""
         fields = {"seed": query.seed, **first.job_fields()} if query.seed is not None else first.job_fields()
-        job = {"action": "synthesize", "voice": self.voice_id, "word_timestamps": True, **fields}
+        job = {"action": "synthesize", "voice": check_voice_id(self.voice_id), "word_timestamps": True, **fields}
         parse_job_input({**job, "text": "-"})
         return job
 
@@ -396,15 +385,15 @@ class Session:
                 await self.websocket.send_json(
                     {
                         "audio": base64.b64encode(data).decode("ascii"),
-                        "alignment": relative_alignment(alignments.alignment, start_s),
-                        "normalizedAlignment": relative_alignment(alignments.normalized, start_s),
+                        "alignment": alignments.alignment.to_realtime_json(start_s),
+                        "normalizedAlignment": alignments.normalized.to_realtime_json(start_s),
                     }
                 )
                 start_s += piece.samples.size / speech.sample_rate
                 pieces += 1
         finally:
             cancelled.set()
-            await items.aclose()  # type: ignore[attr-defined]
+            await items.aclose()
         return pieces
 
     async def _fail(self, error: SessionError) -> None:
