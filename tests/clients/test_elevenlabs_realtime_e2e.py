@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import base64
 import datetime
+import io
 import ipaddress
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -159,3 +161,16 @@ def test_the_sdk_raises_its_api_error_with_our_message(tls_base_url, lb_devstack
     body = raised.value.body
     said = f"{body['error']}: {body['message']}" if isinstance(body, dict) else body
     assert said.startswith("voice_not_found: ") and "no-such-voice" in said
+
+
+def test_the_docs_example_runs_as_written(tls_base_url, lb_devstack):  # noqa: F811
+    """docs/http.md's realtime example, against the devstack (through the TLS emulator)."""
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "http.md").read_text()
+    section = docs[docs.index("## ElevenLabs realtime input") :]
+    block = re.search(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    assert block, "docs/http.md has lost its realtime example"
+    code = block.group(1).replace("https://<ENDPOINT_ID>.api.runpod.ai", tls_base_url)
+    code = code.replace("<RUNPOD_API_KEY>", lb_devstack.api_key).replace('"alice"', '"default"')
+    player = io.BytesIO()
+    exec(compile(code, "docs/http.md", "exec"), {"llm_tokens": llm_output, "player": player})
+    assert len(player.getvalue()) / 2 / 24000 > 0.5  # pcm_24000: two bytes a sample
