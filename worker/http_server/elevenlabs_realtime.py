@@ -14,9 +14,8 @@ ElevenLabs' input-streaming protocol, as voice agents speak it (an LLM's text ar
   chunk plan, in `output_format` (query), each piece's characters timed in milliseconds from the start of its
   own audio; after the end, `{"isFinal": true}` and a normal close (1000).
 - Query parameters: `output_format`, `inactivity_timeout` (seconds without a message, while nothing is being
-  spoken, before the session is
-  closed, 20 by default, at most 180, as ElevenLabs'), `seed`; `model_id` and ElevenLabs' other settings are
-  accepted and ignored.
+  spoken, before the session is closed: 20 by default, at most 180, as ElevenLabs'), `seed`; `model_id` and
+  ElevenLabs' other settings are accepted and ignored.
 
 A session holds one synthesis slot (`slots.py`) from its first message to its close, so a voice agent is never
 refused in mid-sentence. Every failure is one error message, `{"message", "error": <our code>, "code": <close
