@@ -8,7 +8,10 @@ What it does, as RunPod documents it (serverless/load-balancing):
 - with no healthy worker, a request waits (RunPod: up to 2 min) and then gets `{"error": "no workers available"}`
   (status 503 here; RunPod's docs give the body, not the status);
 - request and response bodies are capped at 30 MB, and a request may run 5.5 min;
-- responses are streamed through as the worker sends them (an httpx streaming proxy); nothing is retried.
+- responses are streamed through as the worker sends them (an httpx streaming proxy); nothing is retried;
+- WebSockets pass through to the worker (RunPod's load-balancing endpoints carry them): the same key check and
+  routing at the handshake (a refusal is an HTTP answer, as for a request), then every message both ways, and
+  each side's close code and reason passed on to the other.
 
 `LoadBalancerStack` runs it with local S3 and the workers (`python -m worker.handler` with `F5TTS_SERVE=http`);
 `python -m devstack up --endpoint-type load_balancer` and `running_stack(endpoint_type="load_balancer")` use it.
@@ -24,16 +27,18 @@ import logging
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 import httpx
+import websockets
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from devstack.local_stack import LocalStack
 from devstack.model import ModelChoice, ModelMode
@@ -58,6 +63,16 @@ _HOP_HEADERS = {
     "content-length",
 }
 _WORKER_SERVER_HEADERS = {"date", "server"}  # this server sets its own
+# A WebSocket handshake's own headers: the proxy makes its own handshake with the worker.
+_WEBSOCKET_HEADERS = {
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+    "sec-websocket-protocol",
+    "sec-websocket-accept",
+}
+# Close codes that never travel in a close frame (RFC 6455 §7.4.1): what the other side is told instead.
+_UNSENDABLE_CLOSE_CODES = {1005: 1000, 1006: 1011, 1015: 1011}
 HEALTHY, INITIALIZING, UNHEALTHY = "healthy", "initializing", "unhealthy"
 
 
@@ -96,7 +111,10 @@ class LoadBalancer:
         self._http: httpx.AsyncClient | None = None
         self.app = Starlette(
             routes=[
-                Route("/{path:path}", self._proxy, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
+                Route(
+                    "/{path:path}", self._proxy, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+                ),
+                WebSocketRoute("/{path:path}", self._proxy_websocket),
             ],
             lifespan=self._lifespan,
         )
@@ -159,10 +177,16 @@ class LoadBalancer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout=min(remaining, 1.0))
 
-    async def _proxy(self, request: Request) -> Response:
-        given = request.headers.get("authorization", "")
+    def _unauthorized(self, headers: Mapping[str, str]) -> Response | None:
+        """401 unless the endpoint's key came as `Authorization: Bearer <key>` (requests and WebSockets alike)."""
+        given = headers.get("authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {self.config.api_key}".encode()):
             return JSONResponse({"error": "unauthorized: missing or invalid API key"}, status_code=401)
+        return None
+
+    async def _proxy(self, request: Request) -> Response:
+        if (refusal := self._unauthorized(request.headers)) is not None:
+            return refusal
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.config.payload_limit_bytes:
             return JSONResponse({"error": "request payload too large (30 MB limit)"}, status_code=413)
@@ -196,6 +220,87 @@ class LoadBalancer:
             headers=response_headers,
             background=BackgroundTask(done),
         )
+
+    async def _proxy_websocket(self, websocket: WebSocket) -> None:
+        """The handshake is checked and routed as a request is; once the worker accepts, messages flow both ways
+        until either side closes, and its close code and reason reach the other side."""
+        if (refusal := self._unauthorized(websocket.headers)) is not None:
+            await websocket.send_denial_response(refusal)
+            return
+        backend = await self._pick()
+        if backend is None:
+            await websocket.send_denial_response(JSONResponse({"error": "no workers available"}, status_code=503))
+            return
+        skipped = _HOP_HEADERS | _WEBSOCKET_HEADERS | {"authorization"}
+        headers = [(k, v) for k, v in websocket.headers.items() if k.lower() not in skipped]
+        query = f"?{websocket.url.query}" if websocket.url.query else ""
+        url = "ws" + backend.url.removeprefix("http") + websocket.url.path + query
+        backend.in_flight += 1
+        backend.served += 1
+        try:
+            try:
+                upstream = await websockets.connect(
+                    url,
+                    additional_headers=headers,
+                    subprotocols=websocket.scope.get("subprotocols") or None,
+                    max_size=self.config.payload_limit_bytes,
+                    compression=None,
+                    proxy=None,
+                    open_timeout=5.0,
+                )
+            except websockets.InvalidStatus as exc:  # the worker refused the handshake: its answer goes back
+                answer = exc.response
+                dropped = _HOP_HEADERS | _WORKER_SERVER_HEADERS
+                await websocket.send_denial_response(
+                    Response(
+                        answer.body or b"",
+                        status_code=answer.status_code,
+                        headers={k: v for k, v in answer.headers.raw_items() if k.lower() not in dropped},
+                    )
+                )
+                return
+            except (OSError, TimeoutError, websockets.WebSocketException) as exc:
+                log.warning("worker %s did not answer the WebSocket handshake: %s", backend.worker_id, exc)
+                error = {"error": f"worker {backend.worker_id} did not answer"}
+                await websocket.send_denial_response(JSONResponse(error, status_code=502))
+                return
+            async with upstream:
+                await websocket.accept(subprotocol=upstream.subprotocol)
+                await _relay(websocket, upstream)
+        finally:
+            backend.in_flight -= 1
+
+
+async def _relay(client: WebSocket, upstream: websockets.ClientConnection) -> None:
+    """Messages both ways until one side closes; the other side is then closed with its code and reason. The
+    session ends with the worker's side: a client that leaves closes it, and its close ends the worker's."""
+
+    async def client_to_worker() -> None:
+        try:
+            while True:
+                message = await client.receive()
+                if message["type"] == "websocket.disconnect":
+                    code: int = message.get("code") or 1000
+                    await upstream.close(_UNSENDABLE_CLOSE_CODES.get(code, code), message.get("reason") or "")
+                    return
+                await upstream.send(message["text"] if message.get("text") is not None else message.get("bytes", b""))
+        except websockets.ConnectionClosed:
+            return  # the worker closed: worker_to_client passes its close on
+
+    forward = asyncio.create_task(client_to_worker())
+    try:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async for data in upstream:
+                if isinstance(data, str):
+                    await client.send_text(data)
+                else:
+                    await client.send_bytes(data)
+        code = upstream.close_code or 1006
+        with contextlib.suppress(RuntimeError, WebSocketDisconnect):  # the client may be gone already
+            await client.close(_UNSENDABLE_CLOSE_CODES.get(code, code), upstream.close_reason or "")
+    finally:
+        forward.cancel()
+        await asyncio.gather(forward, return_exceptions=True)
 
 
 # ------------------------------------------------------------------------------------------------ the stack

@@ -116,6 +116,14 @@ def fitting_bytes(voice: Voice, speed: float, max_frames: int) -> int:
     return best if best >= F5_SHORT_BYTES else 0
 
 
+def complete_sentences_end(text: str) -> int:
+    """Where the complete sentences of a text still being written end: just after the separator of its last
+    sentence boundary (the boundaries the plan cuts at), 0 while no sentence is complete. Realtime input speaks
+    up to there and keeps the rest for the text still to come."""
+    ends = [match.end() for match in _SENTENCE_END.finditer(text) if match.start() > 0]
+    return ends[-1] if ends else 0
+
+
 def speakable(text: str) -> str:
     """The text with emoji (and the space before each) removed, whitespace runs collapsed; newlines are kept:
     they end a sentence (lists, lyrics, transcripts)."""

@@ -81,6 +81,7 @@ class SpeechPiece:
     inference_s: float
     # Its words on the whole speech's timeline (with per-character times), when the job wants words.
     words: list[WordTiming] | None = None
+    last: bool = False  # the speech's last piece (a consumer can close what it built of the speech with it)
 
 
 @dataclass
@@ -284,7 +285,12 @@ class WorkerService:
             speech.inference_s += chunk.inference_s
             speech.duration = total_samples / sample_rate
             yield SpeechPiece(
-                index=chunk.index, text=chunk.text, samples=samples, inference_s=chunk.inference_s, words=words
+                index=chunk.index,
+                text=chunk.text,
+                samples=samples,
+                inference_s=chunk.inference_s,
+                words=words,
+                last=chunk.index == chunk.count - 1,
             )
 
     def _on_inference(self, chunks: Iterator[_SpokenChunk], cancelled: threading.Event) -> Iterator[_SpokenChunk]:

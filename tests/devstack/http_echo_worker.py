@@ -4,6 +4,10 @@ emulator in tests/clients/test_openai_compat.py and test_load_balancer_e2e.py).
 
 ECHO_READY_AFTER_S: the health check says 204 (initialising) for this long, then 200. ECHO_HEALTH_STATUS: answer
 the health check with this status instead (e.g. 500: unhealthy).
+
+WebSockets: `/ws/echo` first says who it is and what it was given, then echoes every message; the text
+`close <code> <reason>` makes it close with that code, and the code a client closed with is kept for
+`GET /ws/closes`. `/ws/refuse` refuses the handshake.
 """
 
 import asyncio
@@ -11,7 +15,7 @@ import os
 import time
 
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 STARTED = time.monotonic()
@@ -51,6 +55,50 @@ async def slow(n: int = 3, gap: float = 0.5) -> StreamingResponse:
             yield f"part {i}\n".encode()
 
     return StreamingResponse(parts(), media_type="text/plain", headers={"X-Worker": WORKER})
+
+
+CLIENT_CLOSES: list[list[object]] = []
+
+
+@app.websocket("/ws/echo")
+async def ws_echo(websocket: WebSocket) -> None:
+    await websocket.accept()
+    await websocket.send_json(
+        {
+            "worker": WORKER,
+            "path": websocket.url.path,
+            "query": websocket.url.query,
+            "authorization": websocket.headers.get("authorization"),
+            "xi-api-key": websocket.headers.get("xi-api-key"),
+        }
+    )
+    try:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                CLIENT_CLOSES.append([message.get("code"), message.get("reason")])
+                return
+            text = message.get("text")
+            if text is not None and text.startswith("close "):
+                _, code, reason = text.split(" ", 2)
+                await websocket.close(int(code), reason)
+                return
+            if text is not None:
+                await websocket.send_text(text)
+            else:
+                await websocket.send_bytes(message["bytes"])
+    except WebSocketDisconnect as exc:
+        CLIENT_CLOSES.append([exc.code, exc.reason])
+
+
+@app.websocket("/ws/refuse")
+async def ws_refuse(websocket: WebSocket) -> None:
+    await websocket.close(1008)  # before accepting: the handshake gets 403
+
+
+@app.get("/ws/closes")
+async def ws_closes() -> list[list[object]]:
+    return CLIENT_CLOSES
 
 
 async def main() -> None:

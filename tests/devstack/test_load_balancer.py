@@ -5,6 +5,7 @@ the real worker behind the same emulator is tested in tests/clients/ (openai SDK
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import socket
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
 
 from devstack.load_balancer import HEALTHY, INITIALIZING, UNHEALTHY, LoadBalancerConfig
 from devstack.testing import running_stack
@@ -53,6 +56,46 @@ def test_responses_stream_through_as_the_worker_sends_them():
                 arrivals.append((line, time.perf_counter() - started))
         assert [line for line, _ in arrivals] == ["part 0", "part 1", "part 2"]
         assert arrivals[1][1] - arrivals[0][1] > 0.4 and arrivals[2][1] - arrivals[1][1] > 0.4
+
+
+def test_websockets_pass_through_with_the_same_key_check_and_close_codes_both_ways():
+    with lb_stack(1) as stack:
+        ws_url = stack.base_url.replace("http://", "ws://")
+        key = {"Authorization": f"Bearer {stack.api_key}"}
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            with pytest.raises(InvalidStatus) as refused:
+                connect(f"{ws_url}/ws/echo", additional_headers=headers, proxy=None).close()
+            assert refused.value.response.status_code == 401
+            assert b"missing or invalid API key" in refused.value.response.body
+        with pytest.raises(InvalidStatus) as refused:  # the worker's own refusal comes back as it gave it
+            connect(f"{ws_url}/ws/refuse", additional_headers=key, proxy=None).close()
+        assert refused.value.response.status_code == 403
+
+        headers = {**key, "xi-api-key": "app-key"}
+        with connect(f"{ws_url}/ws/echo?x=1&y=2", additional_headers=headers, proxy=None) as ws:
+            hello = json.loads(ws.recv(timeout=10))
+            assert hello == {
+                "worker": "local-lb-worker-1",
+                "path": "/ws/echo",
+                "query": "x=1&y=2",
+                "authorization": None,  # the endpoint's key stays at the load balancer
+                "xi-api-key": "app-key",  # the app's own headers reach the worker
+            }
+            ws.send("text message")
+            assert ws.recv(timeout=10) == "text message"
+            ws.send(b"\x00\x01binary")
+            assert ws.recv(timeout=10) == b"\x00\x01binary"
+            ws.send("close 4001 the worker is done")
+            with pytest.raises(ConnectionClosed):
+                ws.recv(timeout=10)
+        assert (ws.close_code, ws.close_reason) == (4001, "the worker is done")  # the worker's close reaches us
+
+        with connect(f"{ws_url}/ws/echo", additional_headers=key, proxy=None) as ws:
+            ws.recv(timeout=10)
+            ws.close(4002, "the client is done")
+        wait_until(lambda: httpx.get(f"{stack.base_url}/ws/closes", headers=key).json(), 10, "the close to arrive")
+        assert httpx.get(f"{stack.base_url}/ws/closes", headers=key).json() == [[4002, "the client is done"]]
+        wait_until(lambda: stack._call(lambda: stack.balancer.backends["local-lb-worker-1"].in_flight) == 0, 10, "idle")
 
 
 def test_a_worker_gets_requests_only_once_its_health_check_says_200():

@@ -11,6 +11,8 @@ package only translates HTTP to service calls and back. One module per part (see
 - `native.py`: the native job contract, `POST /job`: exactly what the queue mode's handler yields.
 - `elevenlabs.py`: ElevenLabs' API under `/elevenlabs` (text-to-speech, with timestamps, voices, models), with
   `elevenlabs_formats.py` (its `output_format`s) and `elevenlabs_alignment.py` (character times).
+- `elevenlabs_realtime.py`: ElevenLabs' realtime text input, the WebSocket
+  `/elevenlabs/v1/text-to-speech/{voice_id}/stream-input`.
 - `errors.py`: the status of each error code, and the error envelope of each API (picked by the request's path).
 - `slots.py`: the synthesis slots (at most `F5TTS_CONCURRENCY` at once, a bounded wait, then 503).
 - `jobs.py`: driving a service job from a request, and streamed bodies that release what the request holds.

@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from worker.config import Settings
-from worker.http_server import elevenlabs, native, openai
+from worker.http_server import elevenlabs, elevenlabs_realtime, native, openai
 from worker.http_server.errors import (
     ErrorEnvelope,
     HttpError,
@@ -67,6 +67,7 @@ def create_app(service: WorkerService, settings: Settings, *, start_service: boo
     app.include_router(openai.router)
     app.include_router(native.router)
     app.include_router(elevenlabs.router, prefix=elevenlabs.PREFIX)
+    app.include_router(elevenlabs_realtime.router, prefix=elevenlabs.PREFIX)
     return app
 
 
