@@ -75,8 +75,10 @@ async def encode_stream(pieces: AsyncIterator[np.ndarray], sample_rate: int, fmt
         async for samples in pieces:
             yield pcm16(samples)
         return
-    async for data in _ffmpeg_stream(pieces, fmt):
-        yield data
+    # Closed explicitly: when this generator is closed early, the encoder process must go with it at once.
+    async with contextlib.aclosing(_ffmpeg_stream(pieces, fmt)) as encoded:
+        async for data in encoded:
+            yield data
 
 
 async def _resampled(pieces: AsyncIterator[np.ndarray], sample_rate: int) -> AsyncIterator[np.ndarray]:

@@ -18,13 +18,14 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile
 
 from worker.async_bridge import iterate_in_thread
 from worker.audio_stream import STREAM_CONTENT_TYPES, encode_stream
-from worker.http_server.jobs import owning, piece_samples, run_one, speech_items
+from worker.http_server.jobs import piece_samples, run_one, speech_items
+from worker.http_server.responses import OwningStreamingResponse
 from worker.http_server.state import State
 from worker.schema import (
     AudioSource,
@@ -33,6 +34,7 @@ from worker.schema import (
     ListVoicesInput,
     SynthesizeInput,
     UploadVoiceInput,
+    echo,
     parse_job_input,
 )
 from worker.service import Speech
@@ -50,7 +52,7 @@ def check_model(model_id: str) -> None:
     if model_id not in MODEL_IDS:
         raise ContractError(
             ErrorCode.invalid_input,
-            f"unknown model {model_id!r}; use {MODEL_ID} (OpenAI's {', '.join(OPENAI_MODEL_ALIASES)} are accepted too)",
+            f"unknown model {echo(model_id)}; use {MODEL_ID} (OpenAI's {', '.join(OPENAI_MODEL_ALIASES)} are accepted too)",
             "model",
         )
 
@@ -131,9 +133,8 @@ async def speech(body: SpeechRequest, state: State) -> Response:
         stack.push_async_callback(audio.aclose)  # closed before `items` (LIFO): it may be reading them
         headers = {"X-Seed": str(speech.seed), "X-Voice": speech.voice}
         body_iter = _sse(audio) if body.stream_format == "sse" else audio
-        stack.push_async_callback(body_iter.aclose)
         media_type = "text/event-stream" if body.stream_format == "sse" else STREAM_CONTENT_TYPES[body.response_format]
-        return StreamingResponse(owning(body_iter, stack.pop_all()), media_type=media_type, headers=headers)
+        return OwningStreamingResponse(body_iter, stack.pop_all(), media_type=media_type, headers=headers)
     raise AssertionError("unreachable")  # pragma: no cover - the `with` returns or raises
 
 

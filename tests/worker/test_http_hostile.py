@@ -1,0 +1,230 @@
+"""The http mode under hostile and careless clients, through real sockets against the app under uvicorn on
+127.0.0.1 (the server options `worker.http_server.serve` uses): a client that goes away while the server is
+blocked sending, one that never reads, chunked bodies and headers without end, deep JSON, echoed input, redirects
+and text with nothing to speak. Limits are set small through the settings so that each case is quick.
+
+The same cases through the load-balancer emulator are in tests/devstack/test_load_balancer_hostile.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+from fastapi import FastAPI
+
+from tests.hostile_http import (
+    chunk,
+    closed_by_server,
+    connect,
+    json_request,
+    peak_rss_growth,
+    read_response,
+    request_head,
+    send_endlessly,
+)
+from tests.worker.test_http_server import settings_for, speech_body
+from worker.engine import Engine
+from worker.http_server import create_app
+from worker.http_wire import bounded_server_options
+from worker.service import WorkerService
+
+pytestmark = pytest.mark.timeout(240)
+
+MB = 2**20
+# Enough text for a stream of several chunks, each far larger than what a 4 kB receive window and the kernel's
+# buffers take: the server is blocked sending within the first chunk.
+LONG_TEXT = " ".join(["The fox runs far away into the forest to hide from the dog."] * 20)
+
+
+@contextlib.contextmanager
+def serving(app: FastAPI) -> Iterator[int]:
+    """`app` under uvicorn on a free loopback port (a thread of this process), stopped on exit; yields the port.
+
+    Its connections have a small kernel send buffer (accepted sockets inherit it from the listening one), as a
+    busy host's may be: loopback's would otherwise grow to megabytes, and a test would need that much audio
+    before the server blocks sending to a client that does not read."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", **bounded_server_options())
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        for _ in range(500):
+            if server.started:
+                break
+            time.sleep(0.01)
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def started_service(engine: Engine, tmp_path: Path, **worker: Any) -> WorkerService:
+    service = WorkerService(settings_for(tmp_path, **worker), engine_factory=lambda: engine)
+    service.start()
+    return service
+
+
+def counting_chunks(service: WorkerService) -> list[object]:
+    """The engine chunks the service makes from now on, as the inference thread makes them."""
+    made: list[object] = []
+    original = service._on_inference
+
+    def counting(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        for item in original(*args, **kwargs):
+            made.append(item)
+            yield item
+
+    service._on_inference = counting  # type: ignore[method-assign]
+    return made
+
+
+def wait_for_a_free_slot(port: int, within_s: float) -> list[int]:
+    """Statuses of short speech requests, one every 0.1 s, until one is 200 or `within_s` has passed."""
+    statuses: list[int] = []
+    end = time.monotonic() + within_s
+    while time.monotonic() < end:
+        body = speech_body(response_format="pcm")
+        statuses.append(httpx.post(f"http://127.0.0.1:{port}/v1/audio/speech", json=body, timeout=60).status_code)
+        if statuses[-1] == 200:
+            break
+        time.sleep(0.1)
+    return statuses
+
+
+def ffmpeg_children() -> list[psutil.Process]:
+    children = psutil.Process().children(recursive=True)
+    return [p for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE and p.name() == "ffmpeg"]
+
+
+@contextlib.contextmanager
+def no_garbage_collection() -> Iterator[None]:
+    """Only reference counting frees objects in the block: what waits for the collector stays (as it may for
+    minutes in a worker), so a release that depends on it shows."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def start_blocked_stream(port: int, response_format: str, chunks_made: list[object]) -> socket.socket:
+    """A speech stream to a client with a 4 kB receive window that has read only the status line, once the
+    server is blocked sending: three chunks' audio (over 100 kB even as mp3) is more than the window and the
+    buffers on the way take."""
+    sock = connect(port, receive_buffer=4096)
+    body = speech_body(input=LONG_TEXT, response_format=response_format, nfe_step=4)
+    sock.sendall(json_request("/v1/audio/speech", body))
+    assert sock.recv(20).startswith(b"HTTP/1.1 200")
+    end = time.monotonic() + 60
+    while len(chunks_made) < 3 and time.monotonic() < end:
+        time.sleep(0.05)
+    time.sleep(0.5)  # the third chunk's audio reaches the send, which waits
+    return sock
+
+
+# ------------------------------------------------------------------------------------------------ fault 1
+@pytest.mark.parametrize("response_format", ["wav", "mp3"])
+def test_a_client_gone_while_the_server_is_blocked_sending_frees_its_slot_at_once(
+    engine: Engine, tmp_path: Path, response_format: str
+) -> None:
+    service = started_service(engine, tmp_path, concurrency=1, busy_wait_s=0.1)
+    chunks_made = counting_chunks(service)
+    with no_garbage_collection(), serving(create_app(service, service.settings, start_service=False)) as port:
+        sock = start_blocked_stream(port, response_format, chunks_made)
+        if response_format == "mp3":
+            assert ffmpeg_children(), "the mp3 stream runs an ffmpeg encoder"
+        sock.close()
+        made_at_close = len(chunks_made)
+        statuses = wait_for_a_free_slot(port, within_s=15)
+        assert statuses[-1] == 200, statuses
+        assert not ffmpeg_children()  # the abandoned stream's encoder is gone, not orphaned
+    # The abandoned job (of ten chunks) stopped after the chunk it was computing; the second request made one.
+    assert len(chunks_made) <= made_at_close + 2, (made_at_close, len(chunks_made))
+
+
+# ------------------------------------------------------------------------------------------------ fault 2
+def test_a_client_that_stays_connected_and_never_reads_is_dropped_after_the_send_timeout(
+    engine: Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    service = started_service(engine, tmp_path, concurrency=1, busy_wait_s=0.1, send_timeout_s=1.0)
+    chunks_made = counting_chunks(service)
+    with serving(create_app(service, service.settings, start_service=False)) as port:
+        sock = start_blocked_stream(port, "mp3", chunks_made)
+        started = time.monotonic()
+        statuses = wait_for_a_free_slot(port, within_s=15)
+        freed_after_s = time.monotonic() - started
+        assert statuses[-1] == 200, statuses
+        assert freed_after_s < 8, freed_after_s  # the send timeout (1 s), not the client, ended it
+        assert closed_by_server(sock, deadline_s=10)  # the slow client was dropped
+        assert not ffmpeg_children()
+        sock.close()
+    assert "took no response data for 1 s" in caplog.text
+
+
+# ------------------------------------------------------------------------------------------------ fault 3
+@pytest.mark.parametrize("path", ["/v1/audio/speech", "/job", "/v1/audio/voices"])
+def test_a_chunked_body_is_counted_as_it_arrives_and_refused_at_the_limit(
+    engine: Engine, tmp_path: Path, path: str
+) -> None:
+    service = started_service(engine, tmp_path, max_request_bytes=1 * MB)
+    with serving(create_app(service, service.settings, start_service=False)) as port:
+        sock = connect(port)
+        head = request_head("POST", path, {"Content-Type": "application/json", "Transfer-Encoding": "chunked"}) + chunk(
+            b'{"input": "'
+        )
+        with peak_rss_growth() as growth:
+            sender = send_endlessly(sock, head, chunk(b"a" * 65536), total_bytes=64 * MB)
+            response = read_response(sock)
+            sock.close()
+            sender.join(30)
+    assert response.status == 413, response.body
+    error = response.json()["error"]
+    assert error["code"] == "audio_too_large" and "1 MB" in error["message"]
+    # A server that read the body whole would have taken 64 MB; this one held at most about the limit.
+    assert growth() < 24 * MB, growth() / MB
+
+
+def test_a_body_announced_over_the_limit_is_refused_before_it_is_read(engine: Engine, tmp_path: Path) -> None:
+    service = started_service(engine, tmp_path, max_request_bytes=1 * MB)
+    with serving(create_app(service, service.settings, start_service=False)) as port:
+        sock = connect(port)
+        sock.sendall(request_head("POST", "/job", {"Content-Length": str(2 * MB), "Content-Type": "application/json"}))
+        response = read_response(sock)
+        sock.close()
+        small = httpx.post(f"http://127.0.0.1:{port}/job", json={"input": {"action": "health"}})
+    assert response.status == 413 and response.json()["error"]["code"] == "audio_too_large"
+    assert small.status_code == 200  # under the limit, a body is read as before
+
+
+# ------------------------------------------------------------------------------------------------ fault 4
+def test_a_header_without_end_is_refused_with_431_and_memory_stays_flat(engine: Engine, tmp_path: Path) -> None:
+    service = started_service(engine, tmp_path)
+    with serving(create_app(service, service.settings, start_service=False)) as port:
+        sock = connect(port)
+        with peak_rss_growth() as growth:
+            sender = send_endlessly(sock, b"GET /v1/models HTTP/1.1\r\nX-Big: ", b"a" * 65536, total_bytes=64 * MB)
+            response = read_response(sock)
+            sender.join(30)
+        sock.close()
+        after = httpx.get(f"http://127.0.0.1:{port}/v1/models")
+    assert response.status == 431
+    assert growth() < 16 * MB, growth() / MB
+    assert after.status_code == 200  # the server still serves
+    assert json.loads(after.text)["object"] == "list"
