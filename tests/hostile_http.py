@@ -76,7 +76,7 @@ def json_request(path: str, body: dict[str, Any], headers: dict[str, str] | None
 
 
 def read_response(sock: socket.socket, deadline_s: float = 30.0) -> RawResponse:
-    """One response with a Content-Length body (what error responses have), read until complete or EOF."""
+    """One response, its body read to its Content-Length, its last chunk, or EOF."""
     sock.settimeout(deadline_s)
     data = b""
     while b"\r\n\r\n" not in data:
@@ -88,13 +88,25 @@ def read_response(sock: socket.socket, deadline_s: float = 30.0) -> RawResponse:
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
     headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in header_lines)}
     length = int(headers.get("content-length", "-1"))
+    chunked = headers.get("transfer-encoding") == "chunked"
     with contextlib.suppress(OSError):
-        while len(body) < length or length < 0:
+        while not (chunked and body.endswith(b"0\r\n\r\n")) and (len(body) < length or length < 0):
             part = sock.recv(65536)
             if not part:
                 break
             body += part
-    return RawResponse(int(status_line.split()[1]), headers, body)
+    return RawResponse(int(status_line.split()[1]), headers, _dechunked(body) if chunked else body)
+
+
+def _dechunked(data: bytes) -> bytes:
+    body = b""
+    while data:
+        size_line, _, data = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        body, data = body + data[:size], data[size + 2 :]
+    return body
 
 
 def send_endlessly(sock: socket.socket, first: bytes, piece: bytes, total_bytes: int) -> threading.Thread:

@@ -228,3 +228,92 @@ def test_a_header_without_end_is_refused_with_431_and_memory_stays_flat(engine: 
     assert growth() < 16 * MB, growth() / MB
     assert after.status_code == 200  # the server still serves
     assert json.loads(after.text)["object"] == "list"
+
+
+# ------------------------------------------------------------------------------------------------ faults 5, 6, 8, 10
+@pytest.fixture
+def port(engine: Engine, tmp_path: Path) -> Iterator[int]:
+    service = started_service(engine, tmp_path)
+    with serving(create_app(service, service.settings, start_service=False)) as port:
+        yield port
+
+
+def deep_json(depth: int) -> bytes:
+    return b'{"name": "deep", "text": "x", "audio": ' + b"[" * depth + b"]" * depth + b"}"
+
+
+@pytest.mark.parametrize("path", ["/v1/audio/voices", "/v1/audio/speech", "/job"])
+def test_json_nested_past_the_parsers_depth_is_a_400_not_a_500(
+    port: int, path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    answer = httpx.post(
+        f"http://127.0.0.1:{port}{path}", content=deep_json(100_000), headers={"Content-Type": "application/json"}
+    )
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["code"] == "invalid_input"
+    assert "Traceback" not in caplog.text and "RecursionError" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/audio/speech", {**speech_body(), "k" * 100_000: 1}),
+        ("/v1/audio/speech", speech_body(model="m" * 100_000)),
+        ("/v1/audio/voices", {"name": "v", "audio": {"url": "http://x"}, "k" * 100_000: 1}),
+        ("/job", {"input": {"text": "hi", "k" * 100_000: 1}}),
+        ("/job", {"input": {"action": "a" * 100_000}}),
+    ],
+)
+def test_error_messages_quote_caller_input_cut_short(port: int, path: str, body: dict[str, Any]) -> None:
+    answer = httpx.post(f"http://127.0.0.1:{port}{path}", json=body)
+    assert answer.status_code == 400, answer.text[:300]
+    error = answer.json()["error"]
+    assert error["code"] == "invalid_input"
+    assert len(answer.content) < 2000, len(answer.content)  # not the 100 kB that was sent
+    assert error["param"] is None or len(error["param"]) <= 81
+
+
+def test_a_long_unknown_path_is_quoted_cut_short(port: int) -> None:
+    answer = httpx.get(f"http://127.0.0.1:{port}/v1/{'p' * 30_000}")
+    assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found"
+    assert len(answer.content) < 2000
+
+
+@pytest.mark.parametrize("path", ["/v1/audio/speech/", "/v1/models/", "/job/", "/v1/audio/voices/"])
+def test_a_trailing_slash_is_a_404_not_a_redirect_to_the_workers_own_address(port: int, path: str) -> None:
+    answer = httpx.request(
+        "GET" if "models" in path else "POST", f"http://127.0.0.1:{port}{path}", json=speech_body(), timeout=30
+    )
+    assert answer.status_code == 404, (answer.status_code, answer.headers)
+    assert "location" not in answer.headers
+    assert answer.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\u200b\u200b\u200b\u200b",  # zero-width spaces
+        "\u200d\ufeff\u2060",  # joiner, byte-order mark, word joiner
+        "\u0301\u0301\u0301\u0308",  # combining marks with nothing to combine with
+        "\x07\x01\x02\x1b",  # control characters
+        "\U0001f600\U0001f680",  # emoji
+        "   \n\t ",  # whitespace
+        "\u200b \x07 \u0301",  # all of them at once
+    ],
+)
+def test_text_with_nothing_to_speak_is_a_400_naming_input(port: int, text: str) -> None:
+    answer = httpx.post(f"http://127.0.0.1:{port}/v1/audio/speech", json=speech_body(input=text), timeout=60)
+    assert answer.status_code == 400, (answer.status_code, len(answer.content))
+    error = answer.json()["error"]
+    assert error["code"] == "invalid_input" and error["param"] == "input", error
+    assert "nothing to speak" in error["message"] and "text" not in error["message"]
+
+
+def test_unspoken_characters_inside_speakable_text_are_dropped_and_it_is_spoken(port: int) -> None:
+    plain = httpx.post(f"http://127.0.0.1:{port}/v1/audio/speech", json=speech_body(response_format="pcm"))
+    noisy_input = speech_body()["input"].replace(" ", " \u200b\x07 ")
+    noisy = httpx.post(
+        f"http://127.0.0.1:{port}/v1/audio/speech", json=speech_body(input=noisy_input, response_format="pcm")
+    )
+    assert plain.status_code == noisy.status_code == 200
+    assert noisy.content == plain.content  # the same seed, the same speakable text: the same audio

@@ -14,7 +14,7 @@ import base64
 import contextlib
 import json
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
@@ -57,6 +57,17 @@ def check_model(model_id: str) -> None:
         )
 
 
+@contextlib.contextmanager
+def text_named_input() -> Iterator[None]:
+    """A contract error about `text` names the field as the caller sent it here: `input`."""
+    try:
+        yield
+    except ContractError as exc:
+        if exc.body.field == "text":
+            raise ContractError(exc.code, exc.body.message.replace("text", "input", 1), "input") from None
+        raise
+
+
 # ------------------------------------------------------------------------------------------------ bodies
 class SpeechRequest(BaseModel):
     """OpenAI's `POST /v1/audio/speech` body, plus F5-TTS's own fields (the openai SDK's `extra_body`)."""
@@ -89,12 +100,8 @@ class SpeechRequest(BaseModel):
         fields = self.model_dump(
             exclude_none=True, exclude={"model", "input", "response_format", "stream_format", "instructions"}
         )
-        try:
+        with text_named_input():
             job = parse_job_input({"action": "synthesize", "text": self.input, **fields})
-        except ContractError as exc:
-            if exc.body.field == "text":  # name the field as the caller sent it
-                raise ContractError(exc.code, exc.body.message.replace("text", "input", 1), "input") from None
-            raise
         assert isinstance(job, SynthesizeInput)
         return job
 
@@ -125,7 +132,8 @@ async def speech(body: SpeechRequest, state: State) -> Response:
         stack.callback(cancelled.set)
         items = iterate_in_thread(speech_items(state.service, job, cancelled), name="speech")
         stack.push_async_callback(items.aclose)
-        speech = await anext(items)
+        with text_named_input():  # the text is planned here: "nothing to speak" is about `input`
+            speech = await anext(items)
         assert isinstance(speech, Speech)
         # The first piece before the headers: a failure of the first chunk still gets its own status.
         first = await anext(items, None)
@@ -223,7 +231,7 @@ async def _voice_upload_input(request: Request) -> dict[str, Any]:
         return job
     try:
         raw = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than the parser recurses
         raise ContractError(ErrorCode.invalid_input, "body must be JSON or multipart/form-data") from None
     if not isinstance(raw, dict):
         raise ContractError(ErrorCode.invalid_input, "body must be a JSON object")
