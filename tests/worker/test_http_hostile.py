@@ -317,3 +317,28 @@ def test_unspoken_characters_inside_speakable_text_are_dropped_and_it_is_spoken(
     )
     assert plain.status_code == noisy.status_code == 200
     assert noisy.content == plain.content  # the same seed, the same speakable text: the same audio
+
+
+# ------------------------------------------------------------------------------------------------ fault 7
+def test_a_resolver_that_hangs_fails_the_fetch_at_its_deadline(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The resolver is the one thing faked (offline, no DNS server of ours is consulted): it takes 20 s for this
+    # host, as a resolver that times out upstream does; every other name resolves as usual.
+    real_getaddrinfo = socket.getaddrinfo
+
+    def slow_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "slow-dns.example":
+            time.sleep(20)
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow_getaddrinfo)
+    service = started_service(engine, tmp_path, fetch_timeout_s=1.0)
+    with serving(create_app(service, service.settings, start_service=False)) as port:
+        body = speech_body(voice=None, ref_audio={"url": "http://slow-dns.example/ref.wav"}, ref_text="Hello there.")
+        started = time.monotonic()
+        answer = httpx.post(f"http://127.0.0.1:{port}/v1/audio/speech", json=body, timeout=60)
+        took_s = time.monotonic() - started
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["code"] == "fetch_failed"
+    assert took_s < 5, took_s  # the 1 s deadline, not the resolver's 20 s
