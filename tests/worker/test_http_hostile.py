@@ -12,6 +12,7 @@ import contextlib
 import gc
 import json
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -342,3 +343,48 @@ def test_a_resolver_that_hangs_fails_the_fetch_at_its_deadline(
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"]["code"] == "fetch_failed"
     assert took_s < 5, took_s  # the 1 s deadline, not the resolver's 20 s
+
+
+# ------------------------------------------------------------------------------------------------ fault 11
+def test_flac_says_its_length_in_its_header(port: int) -> None:
+    import io
+
+    import soundfile as sf
+
+    pcm = httpx.post(f"http://127.0.0.1:{port}/v1/audio/speech", json=speech_body(response_format="pcm"), timeout=60)
+    flac = httpx.post(f"http://127.0.0.1:{port}/v1/audio/speech", json=speech_body(response_format="flac"), timeout=60)
+    assert pcm.status_code == flac.status_code == 200
+    samples = len(pcm.content) // 2
+    assert sf.info(io.BytesIO(flac.content)).frames == samples  # STREAMINFO's count, read by libsndfile
+    probed = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "json", "-i", "pipe:0"],
+        input=flac.content,
+        capture_output=True,
+        check=True,
+    )
+    assert abs(float(json.loads(probed.stdout)["format"]["duration"]) - samples / 24000) < 0.01
+
+
+# ------------------------------------------------------------------------------------------------ fault 12
+def upload(port: int, name: str, data: bytes) -> httpx.Response:
+    text = "Some call me nature, others call me mother nature."
+    files = {"file": (f"{name}.bin", data, "application/octet-stream")}
+    return httpx.post(f"http://127.0.0.1:{port}/v1/audio/voices", data={"name": name, "text": text}, files=files)
+
+
+def test_a_reference_that_is_a_playlist_naming_other_inputs_is_refused(
+    port: int, reference_wav: bytes, tmp_path: Path
+) -> None:
+    # A file of the worker's own, in a format only ffmpeg reads (AAC in MP4): what a playlist could name.
+    on_disk = tmp_path / "private.m4a"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", "pipe:0", "-c:a", "aac", str(on_disk)], input=reference_wav, check=True
+    )
+    hls = f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\n{on_disk}\n#EXT-X-ENDLIST\n".encode()
+    ffconcat = f"ffconcat version 1.0\nfile '{on_disk}'\n".encode()
+    for name, playlist in [("hls", hls), ("ffconcat", ffconcat)]:
+        answer = upload(port, name, playlist)
+        assert answer.status_code == 400, (name, answer.text)
+        assert answer.json()["error"]["code"] == "audio_unreadable"
+    allowed = upload(port, "m4a", on_disk.read_bytes())  # the same audio sent as itself is a voice
+    assert allowed.status_code == 201, allowed.text
