@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import numpy as np
 
@@ -117,7 +117,7 @@ async def _resampled(pieces: AsyncIterator[np.ndarray], sample_rate: int) -> Asy
         yield resample(samples, sample_rate, PCM_SAMPLE_RATE)
 
 
-async def _ffmpeg_stream(pieces: AsyncIterator[np.ndarray], fmt: str) -> AsyncIterator[bytes]:
+async def _ffmpeg_stream(pieces: AsyncIterator[np.ndarray], fmt: str) -> AsyncGenerator[bytes, None]:
     raw_input = ["-f", "s16le", "-ar", str(PCM_SAMPLE_RATE), "-ac", "1", "-i", "pipe:0"]
     command = [*_FFMPEG, *raw_input, *_FFMPEG_ENCODERS[fmt], "-flush_packets", "1", "pipe:1"]
     proc = await asyncio.create_subprocess_exec(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import os
 import socket
 import subprocess
 import threading
@@ -20,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 import pytest
 from fastapi import FastAPI
 
@@ -109,9 +109,20 @@ def wait_for_a_free_slot(port: int, within_s: float) -> list[int]:
     return statuses
 
 
-def ffmpeg_children() -> list[psutil.Process]:
-    children = psutil.Process().children(recursive=True)
-    return [p for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE and p.name() == "ffmpeg"]
+def ffmpeg_children() -> list[int]:
+    """The ids of this process's live ffmpeg children (encoders of streamed responses)."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        with contextlib.suppress(OSError):
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+            alive = not fields.get("State", "").startswith(("Z", "X"))
+            if (
+                fields.get("Name", "").strip() == "ffmpeg"
+                and fields.get("PPid", "").strip() == str(os.getpid())
+                and alive
+            ):
+                found.append(int(status.parent.name))
+    return found
 
 
 @contextlib.contextmanager
