@@ -399,3 +399,24 @@ def test_a_reference_that_is_a_playlist_naming_other_inputs_is_refused(
         assert answer.json()["error"]["code"] == "audio_unreadable"
     allowed = upload(port, "m4a", on_disk.read_bytes())  # the same audio sent as itself is a voice
     assert allowed.status_code == 201, allowed.text
+
+
+# ------------------------------------------------------------------------------------------------ the probe's baseline
+def test_twenty_concurrent_requests_get_200s_and_quick_503s_overloaded(engine: Engine, tmp_path: Path) -> None:
+    import concurrent.futures
+
+    service = started_service(engine, tmp_path, concurrency=4, busy_wait_s=0.05)
+    with serving(create_app(service, service.settings, start_service=False)) as port:
+
+        def speak(_: int) -> httpx.Response:
+            body = speech_body(input=LONG_TEXT[:300], response_format="pcm")
+            return httpx.post(f"http://127.0.0.1:{port}/v1/audio/speech", json=body, timeout=120)
+
+        with concurrent.futures.ThreadPoolExecutor(20) as pool:
+            answers = list(pool.map(speak, range(20)))
+        after = wait_for_a_free_slot(port, within_s=10)
+    statuses = sorted(a.status_code for a in answers)
+    assert set(statuses) <= {200, 503} and statuses.count(200) >= 4, statuses
+    for busy in (a for a in answers if a.status_code == 503):
+        assert busy.json()["error"]["code"] == "overloaded" and int(busy.headers["retry-after"]) > 0
+    assert after[-1] == 200  # every slot came back
