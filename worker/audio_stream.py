@@ -8,6 +8,9 @@ first bytes leave as soon as the first text chunk is synthesized. The formats ar
 - `mp3`, `opus` (in Ogg), `aac` (ADTS), `flac`: one ffmpeg process per response, fed PCM on stdin while its
   encoded output is read from stdout, both on the event loop (asyncio subprocess pipes: no thread per response).
   FLAC alone is sent whole, at the end: its header carries the length, filled in once it is known.
+
+`ffmpeg_stream` is that encoder for any output options; ElevenLabs' formats (http_server/elevenlabs_formats.py)
+use it too.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from collections.abc import AsyncGenerator, AsyncIterator
 
 import numpy as np
 
-from worker.audio import TARGET_SAMPLE_RATE, resample
+from worker.audio import resample
+from worker.model_facts import SAMPLE_RATE
 
 STREAM_FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
 STREAM_CONTENT_TYPES = {
@@ -30,7 +34,7 @@ STREAM_CONTENT_TYPES = {
     "wav": "audio/wav",
     "pcm": "audio/pcm",
 }
-PCM_SAMPLE_RATE = TARGET_SAMPLE_RATE  # OpenAI's pcm is 24 kHz, and so is F5-TTS's output
+PCM_SAMPLE_RATE = SAMPLE_RATE  # OpenAI's pcm is 24 kHz, and so is F5-TTS's output
 
 _FFMPEG = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error"]
 # Streamable containers only (no seeking back to patch a header): ADTS for AAC, Ogg pages for Opus.
@@ -64,7 +68,7 @@ def streaming_wav_header(sample_rate: int) -> bytes:
     )
 
 
-async def encode_stream(pieces: AsyncIterator[np.ndarray], sample_rate: int, fmt: str) -> AsyncIterator[bytes]:
+async def encode_stream(pieces: AsyncIterator[np.ndarray], sample_rate: int, fmt: str) -> AsyncGenerator[bytes, None]:
     """Encode float32 mono pieces (in order) as one `fmt` file, yielding its bytes as the encoder produces them."""
     if fmt not in STREAM_CONTENT_TYPES:
         raise ValueError(f"unknown streaming format {fmt!r}")
@@ -80,7 +84,7 @@ async def encode_stream(pieces: AsyncIterator[np.ndarray], sample_rate: int, fmt
         yield await _whole_flac(pieces)
         return
     # Closed explicitly: when this generator is closed early, the encoder process must go with it at once.
-    async with contextlib.aclosing(_ffmpeg_stream(pieces, fmt)) as encoded:
+    async with contextlib.aclosing(ffmpeg_stream(pieces, PCM_SAMPLE_RATE, _FFMPEG_ENCODERS[fmt])) as encoded:
         async for data in encoded:
             yield data
 
@@ -97,7 +101,7 @@ async def _whole_flac(pieces: AsyncIterator[np.ndarray]) -> bytes:
             total += len(samples)
             yield samples
 
-    async with contextlib.aclosing(_ffmpeg_stream(counted(), "flac")) as encoded:
+    async with contextlib.aclosing(ffmpeg_stream(counted(), PCM_SAMPLE_RATE, _FFMPEG_ENCODERS["flac"])) as encoded:
         data = b"".join([part async for part in encoded])
     return flac_with_total_samples(data, total)
 
@@ -117,9 +121,13 @@ async def _resampled(pieces: AsyncIterator[np.ndarray], sample_rate: int) -> Asy
         yield resample(samples, sample_rate, PCM_SAMPLE_RATE)
 
 
-async def _ffmpeg_stream(pieces: AsyncIterator[np.ndarray], fmt: str) -> AsyncGenerator[bytes, None]:
-    raw_input = ["-f", "s16le", "-ar", str(PCM_SAMPLE_RATE), "-ac", "1", "-i", "pipe:0"]
-    command = [*_FFMPEG, *raw_input, *_FFMPEG_ENCODERS[fmt], "-flush_packets", "1", "pipe:1"]
+async def ffmpeg_stream(
+    pieces: AsyncIterator[np.ndarray], sample_rate: int, output_args: list[str]
+) -> AsyncGenerator[bytes, None]:
+    """Float32 mono pieces at `sample_rate` through one ffmpeg process whose output options (codec, rate,
+    container: a streamable one) are `output_args`, its output yielded as it comes."""
+    raw_input = ["-f", "s16le", "-ar", str(sample_rate), "-ac", "1", "-i", "pipe:0"]
+    command = [*_FFMPEG, *raw_input, *output_args, "-flush_packets", "1", "pipe:1"]
     proc = await asyncio.create_subprocess_exec(
         *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
@@ -141,7 +149,8 @@ async def _ffmpeg_stream(pieces: AsyncIterator[np.ndarray], fmt: str) -> AsyncGe
             yield data
         await feeder  # a failure of the pieces (the synthesis) is raised here
         if await proc.wait() != 0:
-            raise RuntimeError(f"ffmpeg could not encode {fmt}: {(await stderr).decode(errors='replace')[-500:]}")
+            message = (await stderr).decode(errors="replace")[-500:]
+            raise RuntimeError(f"ffmpeg could not encode ({' '.join(output_args)}): {message}")
     finally:
         feeder.cancel()
         if proc.returncode is None:

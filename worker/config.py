@@ -124,11 +124,13 @@ class WorkerSettings(BaseSettings):
     serve: Literal["queue", "http"] = Field(
         "queue",
         description="`queue`: RunPod's job queue (`runpod.serverless.start`); `http`: an HTTP server on `PORT` for "
-        "RunPod load-balancing endpoints (OpenAI-compatible `/v1/audio/speech` + the native contract; docs/http.md).",
+        "RunPod load-balancing endpoints (OpenAI-compatible `/v1/audio/speech`, ElevenLabs-compatible "
+        "`/elevenlabs/v1/...`, the native contract; docs/http.md).",
     )
     api_key: SecretStr | None = Field(
         None,
-        description="http mode: Bearer key every request but the health check must carry. Leave unset on RunPod "
+        description="http mode: key every request but the health check must carry (`Authorization: Bearer <key>`, "
+        "or ElevenLabs' `xi-api-key: <key>`). Leave unset on RunPod "
         "(its load balancer checks the key); set it anywhere else so the server is never open by accident.",
     )
     bind_host: str = Field(

@@ -10,6 +10,8 @@ package only translates HTTP to service calls and back. One module per part (see
 - `openai.py`: OpenAI's speech API (`POST /v1/audio/speech`, `/v1/models`) and the stored voices at
   Kokoro-FastAPI's paths (`/v1/audio/voices`).
 - `native.py`: the native job contract, `POST /job`: exactly what the queue mode's handler yields.
+- `elevenlabs.py`: ElevenLabs' API under `/elevenlabs` (text-to-speech, with timestamps, voices, models), with
+  `elevenlabs_formats.py` (its `output_format`s) and `elevenlabs_alignment.py` (character times).
 - `errors.py`: the status of each error code, and the error envelope of each API (picked by the request's path).
 - `slots.py`: the synthesis slots (at most `F5TTS_CONCURRENCY` at once, a bounded wait, then 503).
 - `jobs.py`: driving a service job from a request, and the bodies streamed from its items.

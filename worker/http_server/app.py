@@ -14,9 +14,16 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from worker.config import Settings
-from worker.http_server import native, openai
+from worker.http_server import elevenlabs, native, openai
 from worker.http_server.body_limit import BodyLimitMiddleware
-from worker.http_server.errors import ErrorEnvelope, HttpError, envelope_for, install_error_handlers, openai_error
+from worker.http_server.errors import (
+    ErrorEnvelope,
+    HttpError,
+    elevenlabs_error,
+    envelope_for,
+    install_error_handlers,
+    openai_error,
+)
 from worker.http_server.send_timeout import SendTimeoutMiddleware
 from worker.http_server.slots import SynthesisSlots
 from worker.http_server.state import HttpState, http_state
@@ -27,7 +34,7 @@ from worker.service import WorkerService
 log = logging.getLogger("worker.http")
 
 # Each API's error envelope, by the path prefix of its routes (the longest prefix that matches wins).
-ERROR_ENVELOPES: dict[str, ErrorEnvelope] = {"/": openai_error}
+ERROR_ENVELOPES: dict[str, ErrorEnvelope] = {"/": openai_error, elevenlabs.PREFIX: elevenlabs_error}
 
 
 def create_app(service: WorkerService, settings: Settings, *, start_service: bool = True) -> FastAPI:
@@ -48,7 +55,8 @@ def create_app(service: WorkerService, settings: Settings, *, start_service: boo
 
     app = FastAPI(
         title="F5-TTS worker (http mode)",
-        description="OpenAI-compatible speech API and the native job contract of the F5-TTS RunPod worker.",
+        description="OpenAI- and ElevenLabs-compatible speech APIs and the native job contract of the F5-TTS "
+        "RunPod worker.",
         lifespan=lifespan,
         # No redirects (`/v1/audio/speech/` is a 404): a redirect names this server's own address, which behind
         # the load balancer is the worker's, with no key in front of it.
@@ -65,6 +73,7 @@ def create_app(service: WorkerService, settings: Settings, *, start_service: boo
     )
     app.include_router(openai.router)
     app.include_router(native.router)
+    app.include_router(elevenlabs.router, prefix=elevenlabs.PREFIX)
     return app
 
 
@@ -76,16 +85,25 @@ async def _load(state: HttpState) -> None:
 
 
 def _guard(settings: Settings) -> Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]:
-    """Outside RunPod the optional key is checked (the health check stays open)."""
+    """Outside RunPod the optional key is checked (the health check stays open).
+
+    The key comes as `Authorization: Bearer <key>` (OpenAI's clients, RunPod's convention) or as
+    `xi-api-key: <key>` (ElevenLabs' clients)."""
     api_key = settings.worker.api_key.get_secret_value() if settings.worker.api_key else None
     health_path = settings.http.health_check_path
 
+    def key_matches(request: Request, key: str) -> bool:
+        bearer = request.headers.get("authorization", "")
+        xi_key = request.headers.get("xi-api-key", "")
+        # Both compared, always: the time taken says nothing about which header came close.
+        by_bearer = hmac.compare_digest(bearer.encode(), f"Bearer {key}".encode())
+        by_xi_key = hmac.compare_digest(xi_key.encode(), key.encode())
+        return by_bearer or by_xi_key
+
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        if api_key is not None and request.url.path != health_path:
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
-                message = "invalid or missing API key (Authorization: Bearer <key>)"
-                return envelope_for(request)(HttpError(401, "invalid_api_key", message))
+        if api_key is not None and request.url.path != health_path and not key_matches(request, api_key):
+            message = "invalid or missing API key (Authorization: Bearer <key>, or xi-api-key: <key>)"
+            return envelope_for(request)(HttpError(401, "invalid_api_key", message))
         return await call_next(request)
 
     return guard

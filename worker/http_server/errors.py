@@ -2,7 +2,7 @@
 
 Every failure is first an `HttpError` (status, code, message, field); the API the request was made to decides
 how it looks on the wire (`envelope_for`): OpenAI's shape for the OpenAI-compatible routes and the native
-contract (one client parser reads both), and each further API its own. No traceback ever leaves the process
+contract (one client parser reads both), ElevenLabs' for its routes under `/elevenlabs`. No traceback ever leaves the process
 (the log has it).
 """
 
@@ -49,6 +49,8 @@ class HttpError:
     code: str
     message: str
     field: str | None = None
+    # The request did not match the route's schema (FastAPI's validation): an API may give that its own status.
+    schema_mismatch: bool = False
 
     def __post_init__(self) -> None:
         if len(self.message) > MAX_MESSAGE_CHARS:
@@ -57,8 +59,9 @@ class HttpError:
             object.__setattr__(self, "field", self.field[:MAX_ECHO_CHARS] + "…")
 
     @classmethod
-    def of(cls, body: ErrorBody, status: int | None = None) -> HttpError:
-        return cls(status or STATUS_BY_CODE.get(body.code, 500), body.code.value, body.message, body.field)
+    def of(cls, body: ErrorBody, status: int | None = None, *, schema_mismatch: bool = False) -> HttpError:
+        status = status or STATUS_BY_CODE.get(body.code, 500)
+        return cls(status, body.code.value, body.message, body.field, schema_mismatch)
 
     @property
     def headers(self) -> dict[str, str] | None:
@@ -73,6 +76,16 @@ def openai_error(error: HttpError) -> JSONResponse:
     kind = "invalid_request_error" if error.status < 500 else "server_error"
     content = {"error": {"message": error.message, "type": kind, "param": error.field, "code": error.code}}
     return JSONResponse(content, status_code=error.status, headers=error.headers)
+
+
+def elevenlabs_error(error: HttpError) -> JSONResponse:
+    """ElevenLabs' error shape, `{"detail": {"status", "message"}}`: `status` is our code, `param` the field at
+    fault (when one is). A request that does not match the route's schema is a 422, as ElevenLabs answers it."""
+    detail = {"status": error.code, "message": error.message}
+    if error.field is not None:
+        detail["param"] = error.field
+    status = 422 if error.schema_mismatch else error.status
+    return JSONResponse({"detail": detail}, status_code=status, headers=error.headers)
 
 
 def error_item(item: dict[str, Any]) -> ErrorBody | None:
@@ -108,7 +121,7 @@ def install_error_handlers(app: FastAPI, envelopes: dict[str, ErrorEnvelope], lo
         field = ".".join(loc) or None
         message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")[: MAX_ECHO_CHARS * 4]
         body = ErrorBody(code=ErrorCode.invalid_input, message=f"{field}: {message}" if field else message, field=field)
-        return envelope_for(request)(HttpError.of(body))
+        return envelope_for(request)(HttpError.of(body, schema_mismatch=True))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

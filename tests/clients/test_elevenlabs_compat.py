@@ -1,0 +1,193 @@
+"""The official `elevenlabs` SDK, unchanged, against the load-balancer devstack: RunPod's load balancer emulated
+in front of a real worker in http mode (tiny model, tiny word aligner), the ElevenLabs API under `/elevenlabs`.
+What an ElevenLabs app does once its base URL points here, with the Authorization header RunPod needs."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from elevenlabs import ElevenLabs, VoiceSettings
+from elevenlabs.core import ApiError
+from elevenlabs.errors import UnprocessableEntityError
+
+from tests.devstack.lb_fixtures import lb_devstack  # noqa: F401 - the shared load-balancer stack
+from worker.model_facts import builtin_audio_file
+
+pytestmark = pytest.mark.timeout(600)
+
+TEXT = "Hello from F5, speaking as an ElevenLabs voice."
+F5 = {"additional_body_parameters": {"nfe_step": 4}}  # F5-TTS's own fields, as extra body fields
+TRANSCRIPT = "Some call me nature, others call me mother nature."  # what f5-tts's example clip says
+
+
+@pytest.fixture(scope="module")
+def client(lb_devstack) -> ElevenLabs:  # noqa: F811
+    # On RunPod the load balancer checks `Authorization: Bearer <RunPod key>`; the SDK's own `xi-api-key` header
+    # (its api_key) is what a worker with F5TTS_API_KEY checks instead.
+    return ElevenLabs(
+        base_url=f"{lb_devstack.base_url}/elevenlabs",
+        api_key=lb_devstack.api_key,
+        headers={"Authorization": f"Bearer {lb_devstack.api_key}"},
+        timeout=120,
+    )
+
+
+def decoded_seconds(data: bytes) -> float:
+    pcm = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", "pipe:0", "-f", "f32le", "-ac", "1", "-ar", "24000", "-"],
+        input=data,
+        capture_output=True,
+        check=True,
+    ).stdout
+    samples = np.frombuffer(pcm, dtype=np.float32)
+    assert np.abs(samples).max() > 0.01
+    return len(samples) / 24000
+
+
+def joined(chunks: Iterator[bytes]) -> bytes:
+    return b"".join(chunks)
+
+
+def test_convert_and_stream_are_the_same_bytes_and_the_seed_decides_them(client):
+    whole = joined(client.text_to_speech.convert("default", text=TEXT, seed=21, request_options=F5))
+    assert decoded_seconds(whole) > 0.5  # mp3_44100_128, ElevenLabs' default
+    assert joined(client.text_to_speech.stream("default", text=TEXT, seed=21, request_options=F5)) == whole
+    other = joined(client.text_to_speech.convert("default", text=TEXT, seed=22, request_options=F5))
+    assert other != whole
+
+
+def test_telephony_formats_and_speed(client):
+    def say(output_format: str, speed: float = 1.0) -> bytes:
+        return joined(
+            client.text_to_speech.convert(
+                "default",
+                text=TEXT,
+                seed=3,
+                model_id="eleven_flash_v2_5",
+                output_format=output_format,
+                voice_settings=VoiceSettings(speed=speed),
+                request_options=F5,
+            )
+        )
+
+    ulaw = say("ulaw_8000")  # raw μ-law, one byte a sample at 8 kHz
+    pcm = say("pcm_16000")  # raw 16-bit at 16 kHz
+    assert len(ulaw) / 8000 == pytest.approx(len(pcm) / 2 / 16000, abs=0.01)
+    assert len(say("pcm_16000", speed=2.0)) < 0.6 * len(pcm)
+
+
+def test_timestamps_whole_and_streamed_cover_every_character(client):
+    text = "Ready? Set, go! The fox runs far away into the forest to hide from the dog."
+    whole = client.text_to_speech.convert_with_timestamps(
+        "default", text=text, seed=5, output_format="pcm_24000", request_options=F5
+    )
+    audio = base64.b64decode(whole.audio_base_64)
+    assert whole.alignment is not None and whole.alignment.characters == list(text)
+    starts, ends = whole.alignment.character_start_times_seconds, whole.alignment.character_end_times_seconds
+    assert all(a <= b for a, b in itertools.pairwise(starts))
+    assert starts[0] >= 0 and max(ends) <= len(audio) / 2 / 24000 + 1e-3
+    assert whole.normalized_alignment is not None
+
+    chunks = list(
+        client.text_to_speech.stream_with_timestamps(
+            "default", text=text, seed=5, output_format="pcm_24000", request_options=F5
+        )
+    )
+    assert b"".join(base64.b64decode(c.audio_base_64) for c in chunks) == audio
+    streamed = [ch for c in chunks if c.alignment for ch in c.alignment.characters]
+    assert streamed == list(text)
+
+
+def test_voices_add_list_get_speak_delete(client):
+    clip = builtin_audio_file().read_bytes()
+    added = client.voices.ivc.create(
+        name="Nature Clip",
+        files=[("nature.wav", clip, "audio/wav")],
+        labels={"transcript": TRANSCRIPT},
+        request_options={"max_retries": 0},
+    )
+    assert added.voice_id == "nature-clip"
+    try:
+        assert "nature-clip" in [v.voice_id for v in client.voices.get_all().voices]
+        assert client.voices.get("nature-clip").labels == {"transcript": TRANSCRIPT}
+        audio = joined(client.text_to_speech.convert("nature-clip", text=TEXT, seed=1, request_options=F5))
+        assert decoded_seconds(audio) > 0.3
+        with pytest.raises(ApiError) as caught:
+            client.voices.ivc.create(
+                name="nature clip",
+                files=[("nature.wav", clip, "audio/wav")],
+                labels={"transcript": TRANSCRIPT},
+                request_options={"max_retries": 0},  # the SDK retries a 409, and its retry loses the form
+            )
+        assert caught.value.status_code == 409
+        assert caught.value.body["detail"]["status"] == "voice_exists"
+    finally:
+        assert client.voices.delete("nature-clip").status == "ok"
+    with pytest.raises(ApiError) as caught:
+        client.voices.get("nature-clip")
+    assert caught.value.status_code == 404 and caught.value.body["detail"]["status"] == "voice_not_found"
+
+
+def test_a_voice_without_its_transcript_gets_a_400_that_says_how_to_send_it(client):
+    with pytest.raises(ApiError) as caught:
+        client.voices.ivc.create(name="no-transcript", files=[("x.wav", builtin_audio_file().read_bytes())])
+    assert caught.value.status_code == 400
+    detail = caught.value.body["detail"]
+    assert detail["status"] == "invalid_input" and detail["param"] == "labels"
+    assert 'labels={"transcript"' in detail["message"]
+
+
+def test_errors_have_elevenlabs_shape_with_our_codes(client, lb_devstack):  # noqa: F811
+    with pytest.raises(ApiError) as caught:
+        joined(client.text_to_speech.convert("nobody", text=TEXT))
+    assert caught.value.status_code == 404
+    assert caught.value.body == {
+        "detail": {"status": "voice_not_found", "message": caught.value.body["detail"]["message"], "param": "voice_id"}
+    }
+    with pytest.raises(ApiError) as caught:
+        client.text_to_speech.convert_with_timestamps("default", text=TEXT, output_format="mp3_1_1")
+    assert caught.value.status_code == 400 and caught.value.body["detail"]["param"] == "output_format"
+    with pytest.raises(UnprocessableEntityError) as unprocessable:
+        joined(
+            client.text_to_speech.stream(
+                "default", text=TEXT, request_options={"additional_body_parameters": {"nfe_steps": 4}}
+            )
+        )
+    assert unprocessable.value.body["detail"]["status"] == "invalid_input"
+    # A wrong RunPod key is refused by the load balancer itself, before any worker.
+    wrong = ElevenLabs(base_url=f"{lb_devstack.base_url}/elevenlabs", headers={"Authorization": "Bearer wrong"})
+    with pytest.raises(ApiError) as caught:
+        wrong.models.list()
+    assert caught.value.status_code == 401
+
+
+def test_the_models_list_has_the_one_tts_model(client):
+    models = client.models.list()
+    assert [m.model_id for m in models] == ["f5-tts"] and models[0].can_do_text_to_speech
+
+
+def test_the_docs_example_runs_as_written(lb_devstack, tmp_path, monkeypatch):  # noqa: F811
+    """docs/http.md's ElevenLabs example, against the devstack: its URL and key are the devstack's."""
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "http.md").read_text()
+    section = docs[docs.index("## ElevenLabs SDK and apps") :]
+    block = re.search(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    assert block, "docs/http.md has lost its ElevenLabs example"
+    code = block.group(1).replace("https://<ENDPOINT_ID>.api.runpod.ai", lb_devstack.base_url)
+    code = code.replace("<RUNPOD_API_KEY>", lb_devstack.api_key)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "alice.wav").write_bytes(builtin_audio_file().read_bytes())
+    namespace: dict[str, object] = {}
+    try:
+        exec(compile(code, "docs/http.md", "exec"), namespace)
+    finally:
+        client = namespace.get("client")
+        if isinstance(client, ElevenLabs):
+            client.voices.delete("alice-smith")
+    assert decoded_seconds((tmp_path / "hello.mp3").read_bytes()) > 0.3
