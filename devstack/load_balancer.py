@@ -7,7 +7,9 @@ What it does, as RunPod documents it (serverless/load-balancing):
   busy first;
 - with no healthy worker, a request waits (RunPod: up to 2 min) and then gets `{"error": "no workers available"}`
   (status 503 here; RunPod's docs give the body, not the status);
-- request and response bodies are capped at 30 MB, and a request may run 5.5 min;
+- request and response bodies are capped at 30 MB (a chunked request body is counted as it arrives), and a
+  request may run 5.5 min; request heads are bounded (431), as any proxy's are;
+- the path is forwarded as received (percent-encoding kept), or refused with 400 when it cannot be;
 - responses are streamed through as the worker sends them (an httpx streaming proxy); nothing is retried;
 - WebSockets pass through to the worker (RunPod's load-balancing endpoints carry them): the same key check and
   routing at the handshake (a refusal is an HTTP answer, as for a request), then every message both ways, and
@@ -45,6 +47,7 @@ from devstack.model import ModelChoice, ModelMode
 from devstack.s3 import LocalS3
 from devstack.serving import LoopbackServer
 from devstack.workers import WorkerProcess, stack_worker_env
+from worker.http_wire import bounded_server_options
 
 log = logging.getLogger("devstack.lb")
 
@@ -187,22 +190,33 @@ class LoadBalancer:
     async def _proxy(self, request: Request) -> Response:
         if (refusal := self._unauthorized(request.headers)) is not None:
             return refusal
+        too_large = JSONResponse(
+            {"error": f"request payload too large ({self.config.payload_limit_bytes // MB} MB limit)"}, status_code=413
+        )
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.config.payload_limit_bytes:
-            return JSONResponse({"error": "request payload too large (30 MB limit)"}, status_code=413)
+            return too_large
+        target = _forwarded_target(request)
+        if target is None:
+            return JSONResponse({"error": "the request path cannot be forwarded as received"}, status_code=400)
+        # Requests are small (≤ the limit); responses are what streams. A chunked body announces no length: its
+        # bytes are counted as they arrive, and reading stops at the limit.
+        body = bytearray()
+        async for data in request.stream():
+            body += data
+            if len(body) > self.config.payload_limit_bytes:
+                return too_large
         backend = await self._pick()
         if backend is None:
             return JSONResponse({"error": "no workers available"}, status_code=503)
         assert self._http is not None
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS | {"authorization"}]
-        body = await request.body()  # requests are small (≤ 30 MB); responses are what streams
-        url = backend.url + request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        upstream_request = self._http.build_request(request.method, backend.url, headers=headers, content=bytes(body))
+        upstream_request.url = upstream_request.url.copy_with(raw_path=target)
         backend.in_flight += 1
         backend.served += 1
         try:
-            upstream = await self._http.send(
-                self._http.build_request(request.method, url, headers=headers, content=body), stream=True
-            )
+            upstream = await self._http.send(upstream_request, stream=True)
         except httpx.HTTPError as exc:
             backend.in_flight -= 1
             log.warning("worker %s did not answer: %s", backend.worker_id, exc)
@@ -303,6 +317,19 @@ async def _relay(client: WebSocket, upstream: websockets.ClientConnection) -> No
         await asyncio.gather(forward, return_exceptions=True)
 
 
+def _forwarded_target(request: Request) -> bytes | None:
+    """The request's path and query exactly as received (still percent-encoded: `%2f` is not a `/` to the worker),
+    or None when the client that forwards it would rewrite it (dot segments, bytes a URL cannot carry)."""
+    received = request.scope.get("raw_path") or request.scope["path"].encode()
+    query = request.scope.get("query_string", b"")
+    target = received + (b"?" + query if query else b"")
+    try:
+        forwarded = httpx.URL("http://worker").copy_with(raw_path=target).raw_path
+    except (httpx.InvalidURL, UnicodeDecodeError):
+        return None
+    return target if forwarded == target else None
+
+
 # ------------------------------------------------------------------------------------------------ the stack
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -377,7 +404,7 @@ class LoadBalancerStack(LocalStack):
             self.balancer = LoadBalancer(self.config)  # on the server's loop: its asyncio.Event belongs there
             return self.balancer.app
 
-        self._server.start(make_app)
+        self._server.start(make_app, **bounded_server_options())
         log.info("load-balancer emulator at %s", self.base_url)
 
     def add_worker(self, extra_env: dict[str, str] | None = None) -> str:

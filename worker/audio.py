@@ -60,6 +60,11 @@ _SOUNDFILE_FORMATS: dict[str, tuple[str, str, dict]] = {
     "ogg": ("OGG", "OPUS", {}),
 }
 _FFMPEG = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error"]
+# The input side of ffmpeg and ffprobe for a caller's bytes: the one file written for them (no network, no pipes)
+# and audio containers only. A playlist (HLS, ffconcat) or any other demuxer that opens further inputs would read
+# what it names, such as the worker's own files, as the caller's audio.
+REFERENCE_DEMUXERS = ("wav", "w64", "flac", "mp3", "ogg", "aac", "mov", "matroska", "aiff", "caf", "amr", "au")
+_SAFE_INPUT = ["-protocol_whitelist", "file", "-format_whitelist", ",".join(REFERENCE_DEMUXERS)]
 # The ffmpeg CLI is the fallback for a libsndfile built without MP3/Opus (WAV and FLAC are always there).
 # libopus takes 48 kHz input, and the Ogg header's pre-skip keeps the decoded duration exact.
 _FFMPEG_ENCODERS: dict[str, list[str]] = {
@@ -187,7 +192,7 @@ def _decode_ffmpeg(data: bytes, field: str | None, target_rate: int | None) -> t
         out_rate = target_rate or (48000 if not 0 < native_rate <= 48000 else None)
         rate = ["-ar", str(out_rate)] if out_rate else []
         to_wav = ["-map", "0:a:0", "-t", limit, "-ac", "1", *rate, "-c:a", "pcm_f32le", "-f", "wav"]
-        command = [*_FFMPEG, "-i", str(src), *to_wav, str(dst)]
+        command = [*_FFMPEG, *_SAFE_INPUT, "-i", str(src), *to_wav, str(dst)]
         try:
             result = subprocess.run(command, capture_output=True, timeout=FFMPEG_TIMEOUT_S, check=False)
         except FileNotFoundError:
@@ -209,7 +214,7 @@ def _decode_ffmpeg(data: bytes, field: str | None, target_rate: int | None) -> t
 
 def _probe(path: Path) -> tuple[int, int, float] | None:
     """(channels, sample rate, seconds) of the first audio stream as the container declares them, or None."""
-    command = ["ffprobe", "-v", "error", "-select_streams", "a:0", "-of", "json"]
+    command = ["ffprobe", "-v", "error", *_SAFE_INPUT, "-select_streams", "a:0", "-of", "json"]
     command += ["-show_entries", "stream=channels,sample_rate,duration:format=duration", str(path)]
     try:
         result = subprocess.run(command, capture_output=True, timeout=FFMPEG_TIMEOUT_S, check=False)

@@ -7,6 +7,7 @@ first bytes leave as soon as the first text chunk is synthesized. The formats ar
 - `wav`: a RIFF header whose sizes say "unknown" (0xFFFFFFFF, as streaming servers write it), then the PCM;
 - `mp3`, `opus` (in Ogg), `aac` (ADTS), `flac`: one ffmpeg process per response, fed PCM on stdin while its
   encoded output is read from stdout, both on the event loop (asyncio subprocess pipes: no thread per response).
+  FLAC alone is sent whole, at the end: its header carries the length, filled in once it is known.
 
 `ffmpeg_stream` is that encoder for any output options; ElevenLabs' formats (http_server/elevenlabs_formats.py)
 use it too.
@@ -79,8 +80,40 @@ async def encode_stream(pieces: AsyncIterator[np.ndarray], sample_rate: int, fmt
         async for samples in pieces:
             yield pcm16(samples)
         return
-    async for data in ffmpeg_stream(pieces, PCM_SAMPLE_RATE, _FFMPEG_ENCODERS[fmt]):
-        yield data
+    if fmt == "flac":
+        yield await _whole_flac(pieces)
+        return
+    # Closed explicitly: when this generator is closed early, the encoder process must go with it at once.
+    async with contextlib.aclosing(ffmpeg_stream(pieces, PCM_SAMPLE_RATE, _FFMPEG_ENCODERS[fmt])) as encoded:
+        async for data in encoded:
+            yield data
+
+
+async def _whole_flac(pieces: AsyncIterator[np.ndarray]) -> bytes:
+    """The FLAC file, whole. Its length is in STREAMINFO, the first metadata block, which an encoder writing to a
+    pipe cannot go back to fill in (ffmpeg leaves it 0: no duration, no seek bar). So the file is buffered and
+    the count of samples fed written into it; FLAC is no low-latency format anyway (wav, pcm, mp3 stream)."""
+    total = 0
+
+    async def counted() -> AsyncIterator[np.ndarray]:
+        nonlocal total
+        async for samples in pieces:
+            total += len(samples)
+            yield samples
+
+    async with contextlib.aclosing(ffmpeg_stream(counted(), PCM_SAMPLE_RATE, _FFMPEG_ENCODERS["flac"])) as encoded:
+        data = b"".join([part async for part in encoded])
+    return flac_with_total_samples(data, total)
+
+
+def flac_with_total_samples(data: bytes, total_samples: int) -> bytes:
+    """`data` (a FLAC file) with STREAMINFO's 36-bit total sample count set. STREAMINFO follows the `fLaC` marker
+    and its 4-byte block header; the count is the low 36 bits of the 8 bytes at offset 10 of the block."""
+    if data[:4] != b"fLaC" or data[4] & 0x7F != 0 or len(data) < 42:
+        raise RuntimeError("ffmpeg's FLAC output does not start with STREAMINFO")
+    (fields,) = struct.unpack(">Q", data[18:26])
+    fields = (fields & ~((1 << 36) - 1)) | min(total_samples, (1 << 36) - 1)
+    return data[:18] + struct.pack(">Q", fields) + data[26:]
 
 
 async def _resampled(pieces: AsyncIterator[np.ndarray], sample_rate: int) -> AsyncIterator[np.ndarray]:
@@ -90,7 +123,7 @@ async def _resampled(pieces: AsyncIterator[np.ndarray], sample_rate: int) -> Asy
 
 async def ffmpeg_stream(
     pieces: AsyncIterator[np.ndarray], sample_rate: int, output_args: list[str]
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Float32 mono pieces at `sample_rate` through one ffmpeg process whose output options (codec, rate,
     container: a streamable one) are `output_args`, its output yielded as it comes."""
     raw_input = ["-f", "s16le", "-ar", str(sample_rate), "-ac", "1", "-i", "pipe:0"]

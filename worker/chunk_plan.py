@@ -59,6 +59,10 @@ _CLAUSE_MARK = regex.compile(r"((?<=[,;:—–][\"'”’)\]]*)\s+|(?<=[、，�
 _WHITESPACE = regex.compile(r"(\s+)")
 _PICTOGRAPHIC = regex.compile(r"[\p{Extended_Pictographic}\p{Regional_Indicator}]")
 _GRAPHEME = regex.compile(r"\X")
+# What a spoken grapheme has: a letter, digit, punctuation or symbol. Of any other only its whitespace is kept (it
+# separates words): zero-width and other format characters, control characters and combining marks with no base
+# are not spoken.
+_SPOKEN = regex.compile(r"[\p{L}\p{N}\p{P}\p{S}]")
 
 
 def nbytes(text: str) -> int:
@@ -125,14 +129,17 @@ def complete_sentences_end(text: str) -> int:
 
 
 def speakable(text: str) -> str:
-    """The text with emoji (and the space before each) removed, whitespace runs collapsed; newlines are kept:
-    they end a sentence (lists, lyrics, transcripts)."""
+    """The text with emoji (and the space before each) and unspoken characters (zero-width, control, lone
+    combining marks) removed, whitespace runs collapsed; newlines are kept: they end a sentence (lists, lyrics,
+    transcripts)."""
     kept = ""
     for grapheme in _GRAPHEME.findall(text):
         if _PICTOGRAPHIC.search(grapheme):
             kept = kept.rstrip(" \t")
-        else:
+        elif _SPOKEN.search(grapheme):
             kept += grapheme
+        else:
+            kept += "".join(char for char in grapheme if char.isspace())
     lines = (" ".join(line.split()) for line in kept.splitlines())
     return "\n".join(line for line in lines if line)
 
@@ -244,7 +251,9 @@ def plan_chunks(text: str, voice: Voice, speed: float, max_frames: int, opening:
     sentences = [a for line in speakable(text).splitlines() for a in _split(line, _SENTENCE_END, True)]
     if not sentences:
         raise ContractError(
-            ErrorCode.invalid_input, "the text has nothing to speak (emoji and whitespace are not spoken)", "text"
+            ErrorCode.invalid_input,
+            "the text has nothing to speak (emoji, whitespace, control and zero-width characters are not spoken)",
+            "text",
         )
     hard = fitting_bytes(voice, speed, max_frames)
     if hard == 0:

@@ -148,6 +148,19 @@ class WorkerSettings(BaseSettings):
         description="http mode: how long a request waits for one of the `F5TTS_CONCURRENCY` synthesis slots "
         "before it is answered 503 with Retry-After (RunPod drops requests an overloaded worker piles up).",
     )
+    send_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=300,
+        description="http mode: how long the server waits for a client to take the next part of a response; a "
+        "client that reads no faster is dropped and its synthesis slot freed.",
+    )
+    max_request_bytes: int = Field(
+        30 * 1024 * 1024,
+        ge=1024,
+        description="http mode: largest request body (RunPod's load balancer takes 30 MB); a chunked body is "
+        "counted as it arrives and refused with 413 at the limit.",
+    )
 
 
 class HttpSettings(BaseSettings):

@@ -8,7 +8,8 @@ runs inside the connection itself (a custom httpcore network backend): the socke
 that was checked, so DNS cannot answer differently between check and connect (rebinding), and every redirect
 hop, which httpx hands back to us instead of following, goes through the same check. Cloud metadata addresses
 are refused even when `allow_private_urls` is on. The body is capped while it streams (Content-Length first,
-then by counting decoded bytes, which also defeats compression bombs) and the whole fetch has a deadline.
+then by counting decoded bytes, which also defeats compression bombs) and the whole fetch, the name lookup
+included, has a deadline.
 
 Nothing touches the disk: the bytes are capped, so they stay in memory.
 """
@@ -17,10 +18,13 @@ from __future__ import annotations
 
 import binascii
 import ipaddress
+import queue
 import re
 import socket
+import threading
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import httpcore
 import httpx
@@ -203,10 +207,8 @@ class _GuardedBackend(httpcore.SyncBackend):
         local_address: str | None = None,
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.NetworkStream:
-        if time.monotonic() >= self.deadline:
-            raise httpcore.ConnectTimeout("the fetch deadline passed")
         try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            infos = _resolve(host, port, self.deadline)
         except (socket.gaierror, UnicodeError) as exc:
             raise _Refused(f"cannot resolve host {host!r}: {getattr(exc, 'strerror', None) or exc}") from None
         addresses = list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos))
@@ -228,6 +230,32 @@ class _GuardedBackend(httpcore.SyncBackend):
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 last_error = exc
         raise last_error or httpcore.ConnectError(f"no address for {host!r}")
+
+
+def _resolve(host: str, port: int, deadline: float) -> list[tuple[Any, ...]]:
+    """`getaddrinfo` within the fetch's deadline. The lookup cannot be interrupted, so it runs on a thread of its
+    own: past the deadline the fetch fails, and only that thread is left waiting for the resolver (which gives
+    up by its own timeouts)."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise httpcore.ConnectTimeout("the fetch deadline passed")
+    answer: queue.SimpleQueue[tuple[list[tuple[Any, ...]] | None, BaseException | None]] = queue.SimpleQueue()
+
+    def lookup() -> None:
+        try:
+            answer.put((socket.getaddrinfo(host, port, type=socket.SOCK_STREAM), None))
+        except BaseException as exc:
+            answer.put((None, exc))
+
+    threading.Thread(target=lookup, name="fetch-dns", daemon=True).start()
+    try:
+        infos, error = answer.get(timeout=remaining)
+    except queue.Empty:
+        raise httpcore.ConnectTimeout(f"the fetch deadline passed while resolving {host[:80]!r}") from None
+    if error is not None:
+        raise error
+    assert infos is not None
+    return infos
 
 
 class _Refused(Exception):

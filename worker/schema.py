@@ -158,13 +158,13 @@ class SynthesizeInput(_Strict):
     @field_validator("text")
     @classmethod
     def _readable_markup(cls, text: str) -> str:
+        if not text.strip():
+            raise ValueError("nothing to speak")
         markup.parse(text)  # raises MarkupError (a ValueError): the caller hears what to fix, naming `text`
         return text
 
     @model_validator(mode="after")
     def _one_reference(self) -> SynthesizeInput:
-        if not self.text.strip():
-            raise ValueError("text is empty")
         if self.voice is not None and self.ref_audio is not None:
             raise ValueError("give either 'voice' or 'ref_audio', not both")
         if self.ref_text is not None and self.ref_audio is None:

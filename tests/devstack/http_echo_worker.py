@@ -40,6 +40,7 @@ async def echo(request: Request, rest: str) -> dict:
         "worker": WORKER,
         "method": request.method,
         "path": rest,
+        "raw_path": request.scope["raw_path"].decode("latin-1"),
         "query": request.url.query,
         "body": (await request.body()).decode(),
         "authorization": request.headers.get("authorization"),

@@ -166,7 +166,7 @@ async def test_f5_fields_in_the_body_reach_the_synthesis(service, settings):
     [
         ({"voice": "nobody"}, 404, "voice_not_found", "voice"),
         ({"input": ""}, 400, "invalid_input", "input"),
-        ({"input": "   "}, 400, "invalid_input", None),
+        ({"input": "   "}, 400, "invalid_input", "input"),
         ({"model": "whisper-1"}, 400, "invalid_input", "model"),
         ({"response_format": "ogg"}, 400, "invalid_input", "response_format"),
         ({"speed": 9}, 400, "invalid_input", "speed"),

@@ -4,8 +4,9 @@ Requests reach this server directly (no queue): the response can be raw audio, s
 It sits on the same `WorkerService` as the queue mode: synthesis, voices and error codes are the service's; this
 package only translates HTTP to service calls and back. One module per part (see docs/http.md for the routes):
 
-- `app.py`: `create_app` (the routers, the shared state on `app.state`, the key check and body cap, the health
-  check `GET /ping`) and `serve` (uvicorn on `PORT`, and `PORT_HEALTH`).
+- `app.py`: `create_app` (the routers, the shared state on `app.state`, the middleware: send timeout, key check,
+  body cap; the health check `GET /ping`) and `serve` (uvicorn on `PORT`, and `PORT_HEALTH`; heads bounded by
+  `worker/http_wire.py`).
 - `openai.py`: OpenAI's speech API (`POST /v1/audio/speech`, `/v1/models`) and the stored voices at
   Kokoro-FastAPI's paths (`/v1/audio/voices`).
 - `native.py`: the native job contract, `POST /job`: exactly what the queue mode's handler yields.
@@ -15,7 +16,10 @@ package only translates HTTP to service calls and back. One module per part (see
   `/elevenlabs/v1/text-to-speech/{voice_id}/stream-input`.
 - `errors.py`: the status of each error code, and the error envelope of each API (picked by the request's path).
 - `slots.py`: the synthesis slots (at most `F5TTS_CONCURRENCY` at once, a bounded wait, then 503).
-- `jobs.py`: driving a service job from a request, and streamed bodies that release what the request holds.
+- `jobs.py`: driving a service job from a request, and the bodies streamed from its items.
+- `responses.py`: the streamed response that releases what its request holds (slot, job, encoder) however it ends.
+- `send_timeout.py`: every send to a client bounded (`F5TTS_SEND_TIMEOUT_S`); a client that does not read is dropped.
+- `body_limit.py`: the request body cap (`F5TTS_MAX_REQUEST_BYTES`), chunked bodies counted as they arrive.
 - `state.py`: what every router reads from `app.state`.
 """
 

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, Response
 
 from worker.config import Settings
 from worker.http_server import elevenlabs, elevenlabs_realtime, native, openai
+from worker.http_server.body_limit import BodyLimitMiddleware
 from worker.http_server.errors import (
     ErrorEnvelope,
     HttpError,
@@ -23,14 +24,14 @@ from worker.http_server.errors import (
     install_error_handlers,
     openai_error,
 )
+from worker.http_server.send_timeout import SendTimeoutMiddleware
 from worker.http_server.slots import SynthesisSlots
 from worker.http_server.state import HttpState, http_state
+from worker.http_wire import bounded_server_options
 from worker.schema import ErrorBody, ErrorCode
 from worker.service import WorkerService
 
 log = logging.getLogger("worker.http")
-
-MAX_REQUEST_BYTES = 30 * 1024 * 1024  # RunPod's load-balancer payload limit
 
 # Each API's error envelope, by the path prefix of its routes (the longest prefix that matches wins).
 ERROR_ENVELOPES: dict[str, ErrorEnvelope] = {"/": openai_error, elevenlabs.PREFIX: elevenlabs_error}
@@ -57,10 +58,16 @@ def create_app(service: WorkerService, settings: Settings, *, start_service: boo
         description="OpenAI- and ElevenLabs-compatible speech APIs and the native job contract of the F5-TTS "
         "RunPod worker.",
         lifespan=lifespan,
+        # No redirects (`/v1/audio/speech/` is a 404): a redirect names this server's own address, which behind
+        # the load balancer is the worker's, with no key in front of it.
+        redirect_slashes=False,
     )
     app.state.http = state
     install_error_handlers(app, ERROR_ENVELOPES, log)
+    # Outermost last: the send timeout around everything, then the key check, then the body cap.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.worker.max_request_bytes)
     app.middleware("http")(_guard(settings))
+    app.add_middleware(SendTimeoutMiddleware, timeout_s=settings.worker.send_timeout_s)
     app.add_api_route(
         settings.http.health_check_path, ping, methods=["GET"], summary="Health check (RunPod's load balancer polls it)"
     )
@@ -79,7 +86,7 @@ async def _load(state: HttpState) -> None:
 
 
 def _guard(settings: Settings) -> Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]:
-    """Outside RunPod the optional key is checked (the health check stays open); bodies are capped.
+    """Outside RunPod the optional key is checked (the health check stays open).
 
     The key comes as `Authorization: Bearer <key>` (OpenAI's clients, RunPod's convention) or as
     `xi-api-key: <key>` (ElevenLabs' clients)."""
@@ -98,12 +105,6 @@ def _guard(settings: Settings) -> Callable[[Request, Callable[[Request], Awaitab
         if api_key is not None and request.url.path != health_path and not key_matches(request, api_key):
             message = "invalid or missing API key (Authorization: Bearer <key>, or xi-api-key: <key>)"
             return envelope_for(request)(HttpError(401, "invalid_api_key", message))
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_REQUEST_BYTES):
-            body = ErrorBody(
-                code=ErrorCode.audio_too_large, message=f"request body over {MAX_REQUEST_BYTES // 2**20} MB"
-            )
-            return envelope_for(request)(HttpError.of(body))
         return await call_next(request)
 
     return guard
@@ -134,16 +135,15 @@ async def serve(service: WorkerService, settings: Settings) -> None:
                 uvicorn.Server.handle_exit(server, sig, frame)
 
     host = settings.worker.bind_host
-    servers: list[uvicorn.Server] = [Server(uvicorn.Config(app, host=host, port=settings.http.port, access_log=False))]
+    options = {"host": host, "access_log": False, **bounded_server_options()}
+    servers: list[uvicorn.Server] = [Server(uvicorn.Config(app, port=settings.http.port, **options))]
     health_port = settings.http.port_health
     if health_port is not None and health_port != settings.http.port:
         # The health port shares the main app's state (the loading flag, the service): the same `ping`, bound to it.
         health_app = FastAPI(openapi_url=None)
         health_app.state.http = app.state.http
         health_app.add_api_route(settings.http.health_check_path, ping, methods=["GET"])
-        servers.append(
-            uvicorn.Server(uvicorn.Config(health_app, host=host, port=health_port, access_log=False, lifespan="off"))
-        )
+        servers.append(uvicorn.Server(uvicorn.Config(health_app, port=health_port, lifespan="off", **options)))
     log.info(
         "http mode: serving on port %d (health %s on port %d)",
         settings.http.port,

@@ -39,8 +39,9 @@ from worker.http_server.elevenlabs_formats import (
     encode_output,
     parse_output_format,
 )
-from worker.http_server.jobs import owning, run_one, speech_items
+from worker.http_server.jobs import run_one, speech_items
 from worker.http_server.openai import MODEL_ID
+from worker.http_server.responses import OwningStreamingResponse
 from worker.http_server.state import HttpState, State
 from worker.schema import (
     MAX_TEXT_CHARS,
@@ -215,8 +216,8 @@ async def _samples(pieces: AsyncIterator[SpeechPiece]) -> AsyncIterator[np.ndarr
 
 
 def _streamed(body: AsyncGenerator[bytes, None], opened: _OpenSpeech, media_type: str) -> StreamingResponse:
-    opened.resources.push_async_callback(body.aclose)  # closed first (LIFO): it may be reading the pieces
-    return StreamingResponse(owning(body, opened.resources), media_type=media_type, headers=opened.headers)
+    # The response closes `body` first, then the resources: it may be reading the pieces.
+    return OwningStreamingResponse(body, opened.resources, media_type=media_type, headers=opened.headers)
 
 
 @router.post(

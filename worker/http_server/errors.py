@@ -17,9 +17,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from worker.schema import ContractError, ErrorBody, ErrorCode
+from worker.schema import MAX_ECHO_CHARS, ContractError, ErrorBody, ErrorCode, echo
 
 RETRY_AFTER_S = 2  # what a 503 (all slots busy, model not loaded) tells the caller to wait
+# The longest message and field an error carries: the messages quote caller input cut short (`schema.echo`), and
+# this holds every surface to it, whatever a message was built from.
+MAX_MESSAGE_CHARS = 8 * MAX_ECHO_CHARS
 
 STATUS_BY_CODE: dict[ErrorCode, int] = {
     ErrorCode.invalid_input: 400,
@@ -48,6 +51,12 @@ class HttpError:
     field: str | None = None
     # The request did not match the route's schema (FastAPI's validation): an API may give that its own status.
     schema_mismatch: bool = False
+
+    def __post_init__(self) -> None:
+        if len(self.message) > MAX_MESSAGE_CHARS:
+            object.__setattr__(self, "message", self.message[:MAX_MESSAGE_CHARS] + "…")
+        if self.field is not None and len(self.field) > MAX_ECHO_CHARS:
+            object.__setattr__(self, "field", self.field[:MAX_ECHO_CHARS] + "…")
 
     @classmethod
     def of(cls, body: ErrorBody, status: int | None = None, *, schema_mismatch: bool = False) -> HttpError:
@@ -107,18 +116,22 @@ def install_error_handlers(app: FastAPI, envelopes: dict[str, ErrorEnvelope], lo
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+        # An unknown key is caller input: cut it, as the contract's own messages do.
+        loc = [str(p)[:MAX_ECHO_CHARS] for p in first.get("loc", ()) if p not in ("body", "query", "path")]
         field = ".".join(loc) or None
-        message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
+        message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")[: MAX_ECHO_CHARS * 4]
         body = ErrorBody(code=ErrorCode.invalid_input, message=f"{field}: {message}" if field else message, field=field)
         return envelope_for(request)(HttpError.of(body, schema_mismatch=True))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 404:
-            message = f"no such route: {request.method} {request.url.path}"
+            message = f"no such route: {request.method} {echo(request.url.path)}"
             return envelope_for(request)(HttpError(404, "not_found", message))
-        code = ErrorCode.invalid_input if exc.status_code < 500 else ErrorCode.internal
+        if exc.status_code == 413:  # the body cap (`body_limit`)
+            code = ErrorCode.audio_too_large
+        else:
+            code = ErrorCode.invalid_input if exc.status_code < 500 else ErrorCode.internal
         return envelope_for(request)(HttpError(exc.status_code, code.value, str(exc.detail)))
 
     @app.exception_handler(Exception)

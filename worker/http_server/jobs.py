@@ -1,18 +1,15 @@
 """Driving a service job from a request: the job's blocking generator on a thread of its own
-(`worker.async_bridge`), its error item raised as a ContractError, and streamed bodies that release what the
-request holds (its synthesis slot, its job thread) however the stream ends."""
+(`worker.async_bridge`), its error item raised as a ContractError, and the bodies streamed from its items (which
+`responses.OwningStreamingResponse` sends, releasing what the request holds however the stream ends)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import anyio
 import numpy as np
 
 from worker.async_bridge import iterate_in_thread
@@ -45,23 +42,6 @@ async def ndjson(first: dict[str, Any], items: AsyncIterator[dict[str, Any]]) ->
     yield (json.dumps(first) + "\n").encode()
     async for item in items:
         yield (json.dumps(item) + "\n").encode()
-
-
-async def owning(body: AsyncIterator[bytes], resources: contextlib.AsyncExitStack) -> AsyncIterator[bytes]:
-    """Stream `body`, then release what the request holds (its slot, its job thread), however the stream ends."""
-    started = time.perf_counter()
-    try:
-        async for data in body:
-            yield data
-    except Exception:
-        # Headers are sent: the only way left to say "failed" is to break the stream off (the log has why).
-        log.exception("streamed response failed after %.2f s", time.perf_counter() - started)
-        raise
-    finally:
-        # Shielded: when the client goes away, the server cancels this stream, and the slot and the job's thread
-        # must still be released (an unreleased slot would leave the worker "overloaded" for good).
-        with anyio.CancelScope(shield=True):
-            await resources.aclose()
 
 
 async def run_one(service: WorkerService, job_input: dict[str, Any]) -> dict[str, Any]:

@@ -10,12 +10,13 @@ import threading
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from worker.async_bridge import iterate_in_thread
 from worker.http_server.errors import error_item
-from worker.http_server.jobs import ndjson, owning
+from worker.http_server.jobs import ndjson
+from worker.http_server.responses import OwningStreamingResponse
 from worker.http_server.state import State
 from worker.schema import ContractError, ErrorCode
 
@@ -53,5 +54,5 @@ async def job(body: JobRequest, state: State) -> Response:
             raise ContractError(error.code, error.message, error.field)
         if not (action == "synthesize" and body.input.get("stream") is True):
             return JSONResponse(first)
-        return StreamingResponse(owning(ndjson(first, items), stack.pop_all()), media_type="application/x-ndjson")
+        return OwningStreamingResponse(ndjson(first, items), stack.pop_all(), media_type="application/x-ndjson")
     raise AssertionError("unreachable")  # pragma: no cover

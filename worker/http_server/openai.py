@@ -14,17 +14,18 @@ import base64
 import contextlib
 import json
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile
 
 from worker.async_bridge import iterate_in_thread
 from worker.audio_stream import STREAM_CONTENT_TYPES, encode_stream
-from worker.http_server.jobs import owning, piece_samples, run_one, speech_items
+from worker.http_server.jobs import piece_samples, run_one, speech_items
+from worker.http_server.responses import OwningStreamingResponse
 from worker.http_server.state import State
 from worker.schema import (
     AudioSource,
@@ -33,6 +34,7 @@ from worker.schema import (
     ListVoicesInput,
     SynthesizeInput,
     UploadVoiceInput,
+    echo,
     parse_job_input,
 )
 from worker.service import Speech
@@ -50,9 +52,20 @@ def check_model(model_id: str) -> None:
     if model_id not in MODEL_IDS:
         raise ContractError(
             ErrorCode.invalid_input,
-            f"unknown model {model_id!r}; use {MODEL_ID} (OpenAI's {', '.join(OPENAI_MODEL_ALIASES)} are accepted too)",
+            f"unknown model {echo(model_id)}; use {MODEL_ID} (OpenAI's {', '.join(OPENAI_MODEL_ALIASES)} are accepted too)",
             "model",
         )
+
+
+@contextlib.contextmanager
+def text_named_input() -> Iterator[None]:
+    """A contract error about `text` names the field as the caller sent it here: `input`."""
+    try:
+        yield
+    except ContractError as exc:
+        if exc.body.field == "text":
+            raise ContractError(exc.code, exc.body.message.replace("text", "input", 1), "input") from None
+        raise
 
 
 # ------------------------------------------------------------------------------------------------ bodies
@@ -87,12 +100,8 @@ class SpeechRequest(BaseModel):
         fields = self.model_dump(
             exclude_none=True, exclude={"model", "input", "response_format", "stream_format", "instructions"}
         )
-        try:
+        with text_named_input():
             job = parse_job_input({"action": "synthesize", "text": self.input, **fields})
-        except ContractError as exc:
-            if exc.body.field == "text":  # name the field as the caller sent it
-                raise ContractError(exc.code, exc.body.message.replace("text", "input", 1), "input") from None
-            raise
         assert isinstance(job, SynthesizeInput)
         return job
 
@@ -123,7 +132,8 @@ async def speech(body: SpeechRequest, state: State) -> Response:
         stack.callback(cancelled.set)
         items = iterate_in_thread(speech_items(state.service, job, cancelled), name="speech")
         stack.push_async_callback(items.aclose)
-        speech = await anext(items)
+        with text_named_input():  # the text is planned here: "nothing to speak" is about `input`
+            speech = await anext(items)
         assert isinstance(speech, Speech)
         # The first piece before the headers: a failure of the first chunk still gets its own status.
         first = await anext(items, None)
@@ -131,9 +141,8 @@ async def speech(body: SpeechRequest, state: State) -> Response:
         stack.push_async_callback(audio.aclose)  # closed before `items` (LIFO): it may be reading them
         headers = {"X-Seed": str(speech.seed), "X-Voice": speech.voice}
         body_iter = _sse(audio) if body.stream_format == "sse" else audio
-        stack.push_async_callback(body_iter.aclose)
         media_type = "text/event-stream" if body.stream_format == "sse" else STREAM_CONTENT_TYPES[body.response_format]
-        return StreamingResponse(owning(body_iter, stack.pop_all()), media_type=media_type, headers=headers)
+        return OwningStreamingResponse(body_iter, stack.pop_all(), media_type=media_type, headers=headers)
     raise AssertionError("unreachable")  # pragma: no cover - the `with` returns or raises
 
 
@@ -222,7 +231,7 @@ async def _voice_upload_input(request: Request) -> dict[str, Any]:
         return job
     try:
         raw = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than the parser recurses
         raise ContractError(ErrorCode.invalid_input, "body must be JSON or multipart/form-data") from None
     if not isinstance(raw, dict):
         raise ContractError(ErrorCode.invalid_input, "body must be a JSON object")
