@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from worker import batcher
 from worker.config import Settings
 from worker.http_server import native, openai
 from worker.http_server.errors import ErrorEnvelope, HttpError, envelope_for, install_error_handlers, openai_error
@@ -34,7 +35,7 @@ def create_app(service: WorkerService, settings: Settings, *, start_service: boo
     state = HttpState(
         service=service,
         settings=settings,
-        slots=SynthesisSlots(settings.worker.concurrency, settings.worker.busy_wait_s),
+        slots=SynthesisSlots(batcher.concurrency(settings), settings.worker.busy_wait_s),
         loading=start_service and service.engine is None and service.startup_error is None,
     )
 
