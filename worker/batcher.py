@@ -82,17 +82,19 @@ def runs_on_gpu(device_setting: str) -> bool:
     return device_setting.startswith("cuda")
 
 
-def batch_limits(settings: Settings) -> BatchLimits:
-    """The limits F5TTS_MAX_BATCH, F5TTS_BATCH_FRAMES and F5TTS_BATCH_WAIT_MS set, defaults by device."""
+def batch_limits(settings: Settings, device: str | None = None) -> BatchLimits:
+    """The limits F5TTS_MAX_BATCH, F5TTS_BATCH_FRAMES and F5TTS_BATCH_WAIT_MS set, defaults by device: the loaded
+    engine's `device` where known, else the one F5TTS_DEVICE will give."""
     worker = settings.worker
-    gpu = worker.max_batch is None and runs_on_gpu(settings.model.device)
+    gpu = device.startswith("cuda") if device is not None else runs_on_gpu(settings.model.device)
     max_batch = worker.max_batch or (GPU_MAX_BATCH if gpu else 1)
     wait_ms = worker.batch_wait_ms if worker.batch_wait_ms is not None else (GPU_BATCH_WAIT_MS if gpu else 0.0)
     return BatchLimits(max_batch=max_batch, max_frames=worker.batch_frames, wait_s=wait_ms / 1000)
 
 
 def concurrency(settings: Settings) -> int:
-    """Jobs a worker runs at once (F5TTS_CONCURRENCY): by default as many as a batch takes, so it can fill."""
+    """Jobs a worker runs at once (F5TTS_CONCURRENCY): by default as many as a batch takes, so it can fill. Known
+    before the model loads (RunPod and the http slots ask at start), so from F5TTS_DEVICE."""
     return settings.worker.concurrency or batch_limits(settings).max_batch
 
 

@@ -122,7 +122,7 @@ class WorkerService:
         self._engine_factory = engine_factory
         self.engine: Engine | None = None
         self.startup_error: str | None = None
-        self.batch_limits = batcher.batch_limits(settings)
+        self.batch_limits = batcher.batch_limits(settings)  # refined by the loaded engine's device
         # The word aligner, loaded once on the inference thread (at start with F5TTS_ALIGNER_PRELOAD, else by
         # the first job that wants words); a load failure is kept: jobs then get estimated times, not errors.
         self._aligner: Aligner | None = None
@@ -136,6 +136,7 @@ class WorkerService:
         self.voices.sweep_orphans()  # audio left by saves that crashed or lost a race (best effort)
         try:
             self.engine = self._on_inference_thread(self._engine_factory)
+            self.batch_limits = batcher.batch_limits(self.settings, str(self.engine.device))
             if self.settings.model.warmup:
                 t0 = time.perf_counter()
                 self._on_inference_thread(self.engine.warmup)
@@ -478,6 +479,10 @@ class WorkerService:
             attn_backend=engine.attn_backend,
             storage=self.store.kind,
             sample_rate=engine.sample_rate,
+            concurrency=batcher.concurrency(self.settings),
+            max_batch=self.batch_limits.max_batch,
+            batch_frames=self.batch_limits.max_frames,
+            batch_wait_ms=round(self.batch_limits.wait_s * 1000, 3),
         )
 
 

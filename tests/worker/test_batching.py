@@ -175,6 +175,8 @@ def test_defaults_follow_the_device(tmp_path) -> None:
     assert batcher.batch_limits(settings("cuda", max_batch=3, batch_wait_ms=1)) == BatchLimits(3, 16384, 0.001)
     assert batcher.concurrency(settings("cpu", max_batch=4)) == 4
     assert batcher.concurrency(settings("cuda", concurrency=2)) == 2
+    assert batcher.batch_limits(settings("auto"), device="cuda:0").max_batch == 8  # the loaded engine's device
+    assert batcher.batch_limits(settings("cuda"), device="cpu").max_batch == 1
 
 
 # ------------------------------------------------------------------------------------------------ the thread
@@ -326,6 +328,12 @@ def test_queue_mode_concurrent_jobs_are_batched_and_sound_as_they_do_alone(
     assert max(len(c) for c in calls) > 1, calls  # at least two jobs shared a call
     for items, wave in zip(results, alone, strict=True):
         assert_same_pcm(pcm(items[0]), wave)
+
+
+def test_health_reports_the_batching_settings(engine: Engine, tmp_path) -> None:
+    (health,) = batching_service(engine, tmp_path, concurrency=3, batch_frames=9000).run({"action": "health"})
+    assert (health["concurrency"], health["max_batch"], health["batch_frames"]) == (3, 4, 9000)
+    assert health["batch_wait_ms"] == 500.0
 
 
 def test_whole_results_group_chunks_as_streams_do(engine: Engine, tmp_path, calls: list[list[int]]) -> None:
