@@ -62,7 +62,7 @@ def load_engine(model: str, device: str, dtype: str, attn_backend: str) -> Any:
         from bench.gpu_rtf import RANDOM_BASE_DIR, build_random_base
 
         env, _ = build_random_base(RANDOM_BASE_DIR)
-    values = {key.removeprefix("F5TTS_").lower(): value for key, value in env.items()}
+    values: dict[str, Any] = {key.removeprefix("F5TTS_").lower(): value for key, value in env.items()}
     values.update(device=device, dtype=dtype, attn_backend=attn_backend)
     return Engine.load(ModelSettings(_env_file=None, **values))
 

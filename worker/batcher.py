@@ -208,7 +208,8 @@ class InferenceThread:
                     continue
                 head = self._queue[0]
                 if isinstance(head, _Call):
-                    return self._queue.popleft()
+                    self._queue.popleft()
+                    return head
                 batch = self._batch_for(head)
                 waited = time.monotonic() - head.arrived
                 if len(batch) < head.limits.max_batch and waited < head.limits.wait_s:

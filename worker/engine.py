@@ -26,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -572,6 +572,8 @@ class Engine:
         sampling = requests[0].sampling
         if any(request.sampling != sampling for request in requests):
             raise ValueError("one sample call takes one set of sampling settings")
+        model: Any = self.model  # f5-tts's CFM (untyped)
+        vocoder: Any = self.vocoder
         items = [self._sample_input(request) for request in requests]
         lens = torch.tensor([item.cond.shape[0] for item in items], device=self.device)
         # Padding past each reference is cut off by `lens` (CFM's cond mask) before the model sees it.
@@ -579,7 +581,7 @@ class Engine:
         duration = torch.tensor([item.duration for item in items], device=self.device)
         generators = [self._noise_generator(request.seed) for request in requests]
         with torch.inference_mode(), _noise_per_item(generators):
-            generated, _ = self.model.sample(
+            generated, _ = model.sample(
                 cond=cond,
                 text=[item.text for item in items],
                 duration=duration,
@@ -591,7 +593,7 @@ class Engine:
             generated = generated.to(torch.float32)
             waves = []
             for item, mel in zip(items, generated, strict=True):
-                wave = self.vocoder.decode(mel[item.ref_frames : item.duration].T.unsqueeze(0))
+                wave = vocoder.decode(mel[item.ref_frames : item.duration].T.unsqueeze(0))
                 if item.quiet_reference:
                     wave = wave * item.rms / TARGET_RMS
                 waves.append(np.asarray(wave.squeeze().cpu().numpy(), dtype=np.float32).reshape(-1))
@@ -609,7 +611,7 @@ class Engine:
         ref_frames = audio.shape[-1] // f5.hop_length
         duration = ref_frames + int(ref_frames / len(ref_text.encode("utf-8")) * gen_bytes / local_speed)
         (text,) = f5.convert_char_to_pinyin([ref_text + request.text])
-        cond = self.model.mel_spec(audio).permute(0, 2, 1)[0]  # what CFM.sample makes of the wave, per item
+        cond = cast(Any, self.model).mel_spec(audio).permute(0, 2, 1)[0]  # what CFM.sample makes of the wave, per item
         # CFM.sample's own floor and clamp, applied here so each item's frames are known for the vocoder.
         duration = min(max(max(len(text), cond.shape[0]) + 1, duration), CFM_MAX_DURATION)
         return _SampleInput(cond, text, duration, ref_frames, rms, quiet_reference=bool(rms < TARGET_RMS))

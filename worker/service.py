@@ -207,7 +207,7 @@ class WorkerService:
             seed=seed,
         )
         speech = Speech(voice=reference.name, seed=seed, sample_rate=self.engine.sample_rate, pieces=iter(()))
-        speech.pieces = self._pieces(speech, self._on_inference(requests, job, cancelled), job)
+        speech.pieces = self._pieces(speech, self._on_inference(self.engine, requests, job, cancelled), job)
         return speech
 
     def _spoken(self, chunk: GeneratedChunk, job: SynthesizeInput, sample_rate: int) -> _SpokenChunk:
@@ -278,14 +278,13 @@ class WorkerService:
             )
 
     def _on_inference(
-        self, requests: list[ChunkRequest], job: SynthesizeInput, cancelled: threading.Event
+        self, engine: Engine, requests: list[ChunkRequest], job: SynthesizeInput, cancelled: threading.Event
     ) -> Iterator[_SpokenChunk]:
         """The speech's chunks, sampled on the inference thread in the groups `batcher.group_chunks` makes (the
         first chunk alone), each group possibly batched with other jobs' chunks, one group ahead: while a group
         is encoded and delivered (a stream posts it to RunPod), the next one is already being generated, so
         streaming costs the model no idle time. `cancelled` is checked before each group is started; a group
         still pending when the job stops is withdrawn."""
-        engine = self.engine
         groups = batcher.group_chunks(requests, self.batch_limits)
 
         def start(group: list[ChunkRequest]) -> list[Future[batcher.SampledChunk]]:

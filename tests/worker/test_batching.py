@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import io
 import sys
 import threading
 from collections.abc import Callable, Sequence
 from importlib.resources import files
+from typing import Any
 
 import httpx
 import numpy as np
@@ -108,7 +110,8 @@ def test_a_shorter_sentence_in_a_batch_keeps_its_words(engine: Engine, reference
     assert_same(short_batched, short_alone)
     assert_same(long_batched, long_alone)
 
-    processors = [block.attn.processor for block in engine.model.transformer.transformer_blocks]
+    model: Any = engine.model
+    processors = [block.attn.processor for block in model.transformer.transformer_blocks]
     try:
         for processor in processors:
             processor.attn_mask_enabled = False  # f5-tts's shipped setting
@@ -163,7 +166,7 @@ def test_a_speech_groups_its_chunks_first_alone_then_by_the_limits(
 
 
 def test_defaults_follow_the_device(tmp_path) -> None:
-    def settings(device: str, **worker: object) -> Settings:
+    def settings(device: str, **worker: Any) -> Settings:
         return Settings(
             model=ModelSettings(_env_file=None, device=device),
             worker=WorkerSettings(_env_file=None, data_dir=tmp_path, **worker),
@@ -324,7 +327,11 @@ def test_queue_mode_concurrent_jobs_are_batched_and_sound_as_they_do_alone(
     alone = [pcm(next(service.run(j))) for j in jobs]
     assert calls == [[1], [2], [3]]
     calls.clear()
-    results = concurrently([lambda j=j: list(service.run(j)) for j in jobs])
+
+    def run_job(job_input: dict) -> list[dict]:
+        return list(service.run(job_input))
+
+    results: list[Any] = concurrently([functools.partial(run_job, j) for j in jobs])
     assert max(len(c) for c in calls) > 1, calls  # at least two jobs shared a call
     for items, wave in zip(results, alone, strict=True):
         assert_same_pcm(pcm(items[0]), wave)
