@@ -387,3 +387,36 @@ def test_http_mode_concurrent_requests_are_batched_and_sound_as_they_do_alone(
     assert max(len(c) for c in calls) > 1, calls
     for batched, single in zip(together, alone, strict=True):
         assert_same_pcm(np.frombuffer(batched, dtype="<i2") / 32768, np.frombuffer(single, dtype="<i2") / 32768)
+
+
+def test_a_cancelled_job_leaves_the_queue_and_its_batch_mate_is_served(
+    engine: Engine, tmp_path, calls: list[list[int]]
+) -> None:
+    """Queue mode's cancel (RunPod stops a job): its waiting chunk is dropped, the other job's chunk runs as alone."""
+    service = batching_service(engine, tmp_path, concurrency=2, batch_wait_ms=0.0)
+    alone = pcm(next(service.run(job(SHORT, 21))))
+    calls.clear()
+    release = held(batcher.inference)
+    stop = threading.Event()
+    outcomes: dict[str, Any] = {}
+
+    def stopped_job() -> None:
+        outcomes["stopped"] = list(service.run(job(STORY, 20), stop))
+
+    def kept_job() -> None:
+        outcomes["kept"] = list(service.run(job(SHORT, 21)))
+
+    threads = [threading.Thread(target=stopped_job), threading.Thread(target=kept_job)]
+    for thread in threads:
+        thread.start()
+    for _ in range(500):  # both first chunks are waiting for the thread
+        if len(batcher.inference._queue) == 2:
+            break
+        threading.Event().wait(0.01)
+    stop.set()
+    release.set()
+    for thread in threads:
+        thread.join(120)
+    assert outcomes["stopped"] == []  # stopped: no result, no error
+    assert calls == [[21]]
+    assert_same_pcm(pcm(outcomes["kept"][0]), alone)
