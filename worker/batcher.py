@@ -260,6 +260,7 @@ class InferenceThread:
                 chunk.future.set_exception(exc)
             return
         elapsed = time.perf_counter() - started
+        log.debug("sampled %d chunk(s) in one call, %.3f s", len(chunks), elapsed)
         frames = sum(chunk.request.frames for chunk in chunks)
         for chunk, wave in zip(chunks, waves, strict=True):
             chunk.future.set_result(SampledChunk(wave, elapsed * chunk.request.frames / frames))
