@@ -6,7 +6,7 @@ UV     := $(VENV)/bin/uv
 RUNTIME := $(if $(filter 1 true yes,$(WITH_WHISPER)),whisper,worker)
 STAMP  := $(VENV)/.installed-$(RUNTIME)
 
-.PHONY: setup system-deps test demo bench clients pins lint format typecheck clean
+.PHONY: setup system-deps test unit demo playground bench clients pins lint format typecheck clean
 
 setup: system-deps $(STAMP)
 
@@ -33,8 +33,16 @@ test: setup
 	$(PY) -m mypy --config-file clients/python/pyproject.toml
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The tests that start no processes (no devstack, browser or image build): a quick loop while changing code.
+unit: setup
+	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+
 demo: setup
 	$(PY) -m devstack demo --out out/hello.wav
+
+# The devstack with `f5tts playground` in front of it (ENDPOINT_TYPE=load_balancer for the other endpoint type).
+playground: setup
+	$(PY) -m devstack playground --endpoint-type $(or $(ENDPOINT_TYPE),queue)
 
 bench: setup
 	$(PY) -m bench

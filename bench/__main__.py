@@ -12,7 +12,8 @@ import subprocess
 import sys
 import time
 
-from bench._common import CACHE_DIR, REPO_ROOT
+from bench._common import CACHE_DIR
+from devstack.paths import REPO_ROOT
 
 LOG_DIR = CACHE_DIR / "logs"  # each bench's stderr (library warnings, tracebacks)
 
@@ -40,6 +41,7 @@ def run_bench(module: str, names: list[str]) -> dict[str, float | None]:
             [sys.executable, "-m", module], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=log, text=True
         ) as proc,
     ):
+        assert proc.stdout is not None  # a pipe
         for line in proc.stdout:
             name, _, rest = line.partition(" ")
             if name in values and rest.strip():

@@ -14,21 +14,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-# Git-ignored (.cache/), kept between runs: building the tiny model costs a few seconds.
+from devstack.paths import REPO_ROOT
+
+# Git-ignored (.cache/), kept between runs: the full-size random weights, the logs.
 CACHE_DIR = REPO_ROOT / ".cache" / "bench"
-TINY_DIR = CACHE_DIR / "tiny"
 
 # With the built-in voice (a 5.3 s clip) this text is one f5-tts chunk, so the worker (which generates
 # chunks one after another) and a bare infer_process (which runs chunks in parallel threads) do the same work.
 BENCH_TEXT = "The quick brown fox jumps over the lazy dog, and then it runs far away into the quiet green hills."
-
-
-def tiny_model_env() -> dict[str, str]:
-    """F5TTS_* variables selecting the tiny random-weight model (built once under .cache/bench/tiny)."""
-    from worker.tiny import build_tiny_checkpoint  # imports torch: only when a bench needs the model
-
-    return build_tiny_checkpoint(TINY_DIR)
 
 
 def quiet_aws_env() -> None:

@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench._common import BENCH_TEXT, CACHE_DIR, headline, machine_line, print_table, tiny_model_env
+from bench._common import BENCH_TEXT, CACHE_DIR, headline, machine_line, print_table
+from devstack.model import tiny_model_env
 
 FULL_ALIGNER_DIR = CACHE_DIR / "aligner-base-random"
 ALIGNER_LABELS = 29  # WAV2VEC2_ASR_BASE_960H's: blank, separator, 26 letters, apostrophe
@@ -50,7 +51,7 @@ def measure(env: dict[str, str], device: str, nfe: int, runs: int) -> tuple[list
     from worker.aligner import Aligner
     from worker.config import ModelSettings
     from worker.engine import Engine
-    from worker.voices import BUILTIN_TEXT, builtin_audio_file
+    from worker.model_facts import BUILTIN_REFERENCE_TEXT, builtin_audio_file
 
     values: dict[str, Any] = {key.removeprefix("F5TTS_").lower(): value for key, value in env.items()}
     values["device"] = device
@@ -65,7 +66,7 @@ def measure(env: dict[str, str], device: str, nfe: int, runs: int) -> tuple[list
     synthesis, alignment, seconds = [], [], 0.0
     for run in range(runs + 1):  # the first run warms both up and is not counted
         started = time.perf_counter()
-        [chunk] = list(engine.generate(reference, rate, BUILTIN_TEXT, BENCH_TEXT, nfe_step=nfe, seed=run))
+        [chunk] = list(engine.generate(reference, rate, BUILTIN_REFERENCE_TEXT, BENCH_TEXT, nfe_step=nfe, seed=run))
         synchronise()
         synthesised = time.perf_counter()
         words = aligner.align(chunk.samples, engine.sample_rate, chunk.text)

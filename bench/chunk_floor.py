@@ -16,7 +16,8 @@ import time
 
 import numpy as np
 
-from bench._common import machine_line, print_table, tiny_model_env
+from bench._common import machine_line, print_table
+from devstack.model import tiny_model_env
 
 FIRST_CHUNKS = [
     "Hi.",
@@ -39,13 +40,14 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.update(tiny_model_env())
     import soundfile as sf
 
+    from worker.chunk_plan import PlannedChunk, terminated_transcript
     from worker.config import ModelSettings
-    from worker.engine import Engine, _terminated
-    from worker.voices import BUILTIN_TEXT, builtin_audio_file
+    from worker.engine import Engine
+    from worker.model_facts import BUILTIN_REFERENCE_TEXT, builtin_audio_file
 
     engine = Engine.load(ModelSettings(_env_file=None))
     samples, rate = sf.read(str(builtin_audio_file()), dtype="float32")
-    ref_text = _terminated(BUILTIN_TEXT)
+    ref_text = terminated_transcript(BUILTIN_REFERENCE_TEXT)
     print("== chunk floor: one first chunk of each length, tiny model, in process ==")
     print(machine_line())
     rows, base = [], None
@@ -53,7 +55,9 @@ def main(argv: list[str] | None = None) -> None:
         times, audio_s = [], 0.0
         for _ in range(args.rounds):
             started = time.perf_counter()
-            for chunk in engine._generate(np.array(samples), rate, ref_text, [text], 1.0, args.nfe, 2.0, -1.0, 0):
+            for chunk in engine._generate(
+                np.array(samples), rate, ref_text, [PlannedChunk(text)], 1.0, args.nfe, 2.0, -1.0, 0
+            ):
                 audio_s = chunk.samples.size / engine.sample_rate
             times.append(time.perf_counter() - started)
         best = min(times)

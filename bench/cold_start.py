@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 from bench._common import (
-    REPO_ROOT,
     headline,
     interleaved,
     machine_line,
@@ -39,9 +38,10 @@ from bench._common import (
     print_table,
     quiet_aws_env,
     timing_row,
-    tiny_model_env,
 )
 from devstack.emulator import worker_urls
+from devstack.model import tiny_model_env
+from devstack.paths import REPO_ROOT
 from devstack.s3 import LocalS3
 from devstack.workers import runpod_env
 
@@ -58,8 +58,8 @@ print("ready", flush=True)
 
 # What the worker imports before it can take a job, in main()'s order (runpod, the handler, f5-tts's inference).
 WORKER_IMPORTS = (
-    "import worker.handler as handler; handler.import_runpod(); "
-    "from worker.engine import import_f5_infer; import_f5_infer()"
+    "import worker.handler; from worker.lean_imports import import_f5_infer, import_runpod; "
+    "import_runpod(); import_f5_infer()"
 )
 
 
@@ -157,6 +157,7 @@ class ColdStart:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
         )
+        assert proc.stdout is not None  # a pipe
         line = proc.stdout.readline()
         elapsed = time.perf_counter() - started
         proc.communicate(timeout=60)

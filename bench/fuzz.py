@@ -17,7 +17,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from bench._common import quiet_aws_env, tiny_model_env
+from bench._common import quiet_aws_env
+from devstack.model import tiny_model_env
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -75,7 +75,7 @@ def make_service(env: dict[str, str], device: str, dtype: str, backend: str, dat
     from worker.engine import Engine
     from worker.service import WorkerService
 
-    values = {key.removeprefix("F5TTS_").lower(): value for key, value in env.items()}
+    values: dict[str, Any] = {key.removeprefix("F5TTS_").lower(): value for key, value in env.items()}
     model = ModelSettings(_env_file=None, **values, device=device, dtype=dtype, attn_backend=backend)
     settings = Settings(
         model=model, storage=StorageSettings(_env_file=None), worker=WorkerSettings(_env_file=None, data_dir=data_dir)

@@ -22,7 +22,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench._common import REPO_ROOT
+from devstack.paths import REPO_ROOT
 
 GB = 1e9
 # The last commit with the old image (nvidia/cuda base, f5-tts installed with all its declared dependencies).

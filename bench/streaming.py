@@ -61,6 +61,7 @@ def measure(client: Client, text: str, nfe: int, rounds: int, warm: bool) -> dic
                 if first is None:
                     first = time.perf_counter() - started
                 chunks = chunk.index + 1
+        assert first is not None, "the stream ended without a chunk"
         times["first chunk"].append(first)
         times["streamed total"].append(time.perf_counter() - started)
         print(f"  streamed: first chunk {first:.2f} s, total {times['streamed total'][-1]:.2f} s", flush=True)
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> tuple[float, float]:
     quiet_aws_env()
     print("== streaming: time to first chunk and total time, streamed vs whole, through the devstack ==")
     print(machine_line(), flush=True)
-    results = {}
+    results: dict[str, dict[str, list[float]]] = {}
     with running_stack(workers=1) as stack:
         client = Client(api_key=stack.api_key, endpoint_url=stack.endpoint_url)
         try:

@@ -37,7 +37,6 @@ from typing import Any
 
 from bench._common import (
     BENCH_TEXT,
-    REPO_ROOT,
     headline,
     interleaved,
     machine_line,
@@ -48,6 +47,7 @@ from bench._common import (
     timed,
     timing_row,
 )
+from devstack.paths import REPO_ROOT
 
 SEED = 7
 PCM16_STEP = 1 / 32768
@@ -91,6 +91,7 @@ def _worker_child(nfe_step: int) -> tuple[Callable[[], Any], Callable[[int], lis
         """The worker's own steps around inference, each timed alone."""
         voice = service.voices.get("default")
         engine = service.engine
+        assert engine is not None  # loaded when the service started
         outputs = [run() for _ in range(3)]
         data = service.store.get(outputs[0]["key"])  # a job's real output, to encode and upload again
         wave = audio.decode_audio(data)[0]
@@ -125,9 +126,10 @@ def _bare_child(
     import torchaudio
     import yaml
 
-    from worker.engine import import_f5_infer, seed_everything
-    from worker.schema import parse_job_input
-    from worker.voices import BUILTIN_TEXT, builtin_audio_file
+    from worker.engine import seed_everything
+    from worker.lean_imports import import_f5_infer
+    from worker.model_facts import BUILTIN_REFERENCE_TEXT, builtin_audio_file
+    from worker.schema import SynthesizeInput, parse_job_input
 
     f5 = import_f5_infer()  # f5_tts.infer.utils_infer, minus the training and ASR stacks (import time only)
     from f5_tts.model import DiT
@@ -140,6 +142,7 @@ def _bare_child(
         )
         vocoder = f5.load_vocoder("vocos", is_local=True, local_path=env["F5TTS_VOCODER_DIR"], device="cpu")
     defaults = parse_job_input(job_input(nfe_step))  # cfg, sway, speed, cross-fade: the contract's defaults
+    assert isinstance(defaults, SynthesizeInput)
     ref_file = str(builtin_audio_file())
 
     def run_lean() -> Any:
@@ -147,7 +150,7 @@ def _bare_child(
         seed_everything(SEED)
         pieces = f5.infer_batch_process(
             torchaudio.load(ref_file),
-            BUILTIN_TEXT + " ",
+            BUILTIN_REFERENCE_TEXT + " ",
             [BENCH_TEXT],
             model,
             vocoder,
@@ -173,7 +176,7 @@ def _bare_child(
         with contextlib.redirect_stdout(io.StringIO()):
             wave, _, _ = f5.infer_process(
                 ref_file,
-                BUILTIN_TEXT + " ",  # the transcript as f5-tts's own preprocessing leaves it
+                BUILTIN_REFERENCE_TEXT + " ",  # the transcript as f5-tts's own preprocessing leaves it
                 BENCH_TEXT,
                 model,
                 vocoder,
@@ -249,13 +252,15 @@ class Child:
             stderr=self._log,
             text=True,
         )
+        assert self.proc.stdin is not None and self.proc.stdout is not None  # both are pipes
+        self._stdin, self._stdout = self.proc.stdin, self.proc.stdout
         self.ask(None)
 
     def ask(self, command: str | None) -> dict[str, Any]:
         if command is not None:
-            self.proc.stdin.write(command + "\n")
-            self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
+            self._stdin.write(command + "\n")
+            self._stdin.flush()
+        line = self._stdout.readline()
         if not line:
             self.proc.wait(timeout=30)
             raise SystemExit(f"the {self.kind} process ended; its log:\n{self.log_path.read_text()[-3000:]}")
@@ -264,8 +269,8 @@ class Child:
     def close(self) -> None:
         if self.proc.poll() is None:
             with contextlib.suppress(BrokenPipeError):
-                self.proc.stdin.write("quit\n")
-                self.proc.stdin.flush()
+                self._stdin.write("quit\n")
+                self._stdin.flush()
             try:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
@@ -297,7 +302,7 @@ def check_same_audio(worker: Child, bares: list[Child], workdir: Path) -> float:
 
 
 def child_env(workdir: Path, s3: Any) -> dict[str, str]:
-    from bench._common import tiny_model_env
+    from devstack.model import tiny_model_env
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "BUCKET_", "F5TTS_"))}
     env.update(tiny_model_env())

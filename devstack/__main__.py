@@ -7,6 +7,8 @@ python -m devstack up [--endpoint-type queue|load_balancer] [--workers N] [--por
     `ready <base_url> <api_key>`, where base_url stands for https://<ENDPOINT_ID>.api.runpod.ai.
 python -m devstack demo [--out out/hello.wav] [--text "..."]
     Starts the stack, synthesizes one sentence through the client path, writes the WAV, stops the stack.
+python -m devstack playground [--endpoint-type queue|load_balancer] [--port P] [--no-browser]
+    Starts the stack and `f5tts playground` in front of it (prints `playground <url>`); Ctrl-C stops both.
 """
 
 from __future__ import annotations
@@ -18,10 +20,14 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from devstack.demo import DEFAULT_TEXT, run_demo
-from devstack.model import ModelUnavailable, announce_model, choose_model
-from devstack.stack import Stack, print_ready
+from devstack.model import ModelChoiceError, announce_model, choose_model
+from devstack.stack import QueueStack, print_ready
+
+if TYPE_CHECKING:
+    from devstack.load_balancer import LoadBalancerStack
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("out/hello.wav"))
     demo.add_argument("--text", default=DEFAULT_TEXT)
     demo.add_argument("--model", choices=["auto", "real", "tiny"], default="auto")
+
+    play = commands.add_parser("playground", help="the stack, and the browser playground in front of it")
+    play.add_argument("--endpoint-type", choices=["queue", "load_balancer"], default="queue")
+    play.add_argument("--model", choices=["auto", "real", "tiny"], default="auto")
+    play.add_argument("--port", type=int, default=8765, help="playground port on 127.0.0.1 (default 8765)")
+    play.add_argument("--no-browser", action="store_true", help="do not open a browser; just print the URL")
     return parser
 
 
@@ -68,15 +80,16 @@ def _up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         model = None if args.model == "none" else choose_model(args.model)
-    except (ModelUnavailable, KeyboardInterrupt) as exc:
+    except (ModelChoiceError, KeyboardInterrupt) as exc:
         print(f"devstack: {exc or 'interrupted'}", file=sys.stderr)
         return 1
     if model is not None:
         announce_model(model, sys.stderr)
+    stack_class: type[QueueStack | LoadBalancerStack] = QueueStack
     if args.endpoint_type == "load_balancer":
-        from devstack.load_balancer import LoadBalancerStack as stack_class
-    else:
-        stack_class = Stack
+        from devstack.load_balancer import LoadBalancerStack
+
+        stack_class = LoadBalancerStack
     stack = stack_class(
         workers=args.workers,
         port=args.port,
@@ -109,6 +122,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request, presigned URLs in full: noise
     if args.command == "up":
         return _up(args)
+    if args.command == "playground":
+        from devstack.playground import run_playground
+
+        try:
+            run_playground(args.endpoint_type, args.model, args.port, not args.no_browser)
+        except (ModelChoiceError, RuntimeError, OSError) as exc:
+            print(f"devstack: {exc}", file=sys.stderr)
+            return 1
+        return 0
     try:
         run_demo(args.out, args.text, args.model)
     except Exception as exc:

@@ -17,7 +17,7 @@ import httpx
 import soundfile
 
 from devstack.model import ModelMode, announce_model, choose_model
-from devstack.stack import Stack
+from devstack.stack import QueueStack
 
 DEFAULT_TEXT = "Hello! This sentence was spoken by F5-TTS, through a local RunPod-compatible stack."
 JOB_TIMEOUT_S = 180.0
@@ -28,16 +28,18 @@ class DemoError(RuntimeError):
     pass
 
 
-def _synthesize_with_client(stack: Stack, text: str, out: Path, timeout_s: float = JOB_TIMEOUT_S) -> str:
+def _synthesize_with_client(stack: QueueStack, text: str, out: Path, timeout_s: float = JOB_TIMEOUT_S) -> str:
     from f5tts_client import Client
 
     client = Client(api_key=stack.api_key, endpoint_url=stack.endpoint_url)
     result = client.synthesize(text, format="wav", timeout=timeout_s)
     result.save(out)
+    if result.audio_url is None:  # the devstack has a bucket: its results come as URLs
+        raise DemoError("the stack answered without an audio URL")
     return result.audio_url
 
 
-def _synthesize_with_http(stack: Stack, text: str, out: Path, timeout_s: float = JOB_TIMEOUT_S) -> str:
+def _synthesize_with_http(stack: QueueStack, text: str, out: Path, timeout_s: float = JOB_TIMEOUT_S) -> str:
     """The same calls the SDK makes: /runsync, /status polling while the job outlasts the wait, download."""
     headers = {"Authorization": f"Bearer {stack.api_key}"}
     deadline = time.monotonic() + timeout_s
@@ -60,7 +62,7 @@ def _synthesize_with_http(stack: Stack, text: str, out: Path, timeout_s: float =
     return audio_url
 
 
-def synthesize(stack: Stack, text: str, out: Path, timeout_s: float = JOB_TIMEOUT_S) -> tuple[str, str]:
+def synthesize(stack: QueueStack, text: str, out: Path, timeout_s: float = JOB_TIMEOUT_S) -> tuple[str, str]:
     """(audio URL, which client path was used)."""
     try:
         import f5tts_client  # noqa: F401
@@ -76,7 +78,7 @@ def run_demo(out: Path, text: str = DEFAULT_TEXT, model: ModelMode = "auto", log
     choice = choose_model(model, fetch=True, out=log)
     announce_model(choice, log)
     print("starting the local stack (S3, queue emulator, 1 worker)...", file=log, flush=True)
-    with Stack(workers=1, model=choice) as stack:
+    with QueueStack(workers=1, model=choice) as stack:
         print(
             f"endpoint {stack.endpoint_url} ready after {time.monotonic() - started:.1f} s; synthesizing...",
             file=log,
@@ -95,6 +97,11 @@ def run_demo(out: Path, text: str = DEFAULT_TEXT, model: ModelMode = "auto", log
     noise = " — NOISE: tiny random-weight model" if choice.is_noise else ""
     print(
         f"wrote {out}: {info.duration:.2f} s at {info.samplerate} Hz{noise} ({time.monotonic() - started:.1f} s in all)",
+        file=log,
+    )
+    print(
+        "to listen, compare takes and manage voices in your browser: `make playground` (this stack), or "
+        "`f5tts playground` against your own endpoint",
         file=log,
     )
     return out

@@ -124,7 +124,7 @@ async def _read_json(request: Request, limit: int) -> Any:
         if len(body) > limit:
             raise ApiError(413, f"payload too large: over {limit // MB} MB")
     try:
-        return strict_json_loads(body)
+        return strict_json_loads(bytes(body))
     except ValueError as exc:  # UnicodeError is a ValueError
         raise ApiError(400, f"body is not strict JSON: {str(exc)[:200]}") from None
     except RecursionError:

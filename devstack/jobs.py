@@ -1,7 +1,7 @@
 """The job queue behind the emulator: job life cycle, long polls, timeouts, retention and lost workers.
 
 All state lives on the emulator's one asyncio event loop and nothing here is thread-safe, by design: other
-threads reach it through the loop (see `devstack.stack.Stack.call`). Times are `time.monotonic()` seconds.
+threads reach it through the loop (see `devstack.stack.QueueStack.call`). Times are `time.monotonic()` seconds.
 
 Life cycle, as on RunPod: IN_QUEUE → IN_PROGRESS → COMPLETED | FAILED, plus CANCELLED (`/cancel`, `/purge-queue`)
 and TIMED_OUT (`policy.executionTimeout`). A terminal job is kept for its retention time (30 min for `/run`, 1 min
@@ -361,7 +361,11 @@ class JobQueue:
                 log.info("job %s expired (ttl) while %s", job.id, job.status.value)
                 self._stop_on_worker(job)
                 self._forget(job)
-            elif job.status is EmulatedJobStatus.IN_PROGRESS and now >= job.started + job.execution_timeout_s:
+            elif (
+                job.status is EmulatedJobStatus.IN_PROGRESS
+                and job.started is not None
+                and now >= job.started + job.execution_timeout_s
+            ):
                 self._finish(job, EmulatedJobStatus.TIMED_OUT)
         for worker in self.workers.values():
             if not (worker.gone or worker.lost) and now - worker.last_seen > self.options.worker_lost_after_s:

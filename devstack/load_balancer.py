@@ -254,10 +254,15 @@ class LoadBalancerStack(LocalStack):
 
     def worker_states(self) -> dict[str, str]:
         """Worker id → healthy / initializing / unhealthy, as the load balancer last saw it."""
-        return self._call(lambda: self.balancer.states())  # type: ignore[union-attr]
+        return self._call(self._running_balancer().states)
 
     def log_tails(self, lines: int = 30) -> str:
         return "\n".join(f"--- {w.worker_id}\n{w.log_tail(lines)}" for w in self._workers)
+
+    def _running_balancer(self) -> LoadBalancer:
+        if self.balancer is None:
+            raise RuntimeError("the load-balancer emulator is not running")
+        return self.balancer
 
     def _call(self, fn: Any) -> Any:
         return self._server.call(fn)
@@ -298,7 +303,7 @@ class LoadBalancerStack(LocalStack):
         self._workers.append(worker)
         path = env.get("HEALTH_CHECK_PATH", "/ping")
         backend = Backend(worker_id, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{health_port}{path}")
-        self._call(lambda: self.balancer.add(backend))  # type: ignore[union-attr]
+        self._call(lambda: self._running_balancer().add(backend))
         return worker_id
 
     def _wait_ready(self) -> None:
@@ -315,9 +320,9 @@ class LoadBalancerStack(LocalStack):
             settled = self._call(
                 lambda: {
                     b.worker_id: b.state == HEALTHY or (b.last_status or 204) != 204
-                    for b in self.balancer.backends.values()
+                    for b in self._running_balancer().backends.values()
                 }
-            )  # type: ignore[union-attr]
+            )
             if settled and all(settled.values()):
                 states = self.worker_states()
                 if not any(state == HEALTHY for state in states.values()):

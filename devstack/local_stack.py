@@ -64,6 +64,16 @@ class LocalStack:
         return self.config.api_key
 
     @property
+    def endpoint_url(self) -> str:
+        """What a client is configured with: the queue endpoint's URL, or the load balancer's base URL."""
+        raise NotImplementedError
+
+    @property
+    def workers(self) -> dict[str, int]:
+        """Worker id → pid of the workers running now."""
+        raise NotImplementedError
+
+    @property
     def bucket(self) -> str:
         return self.s3.bucket
 

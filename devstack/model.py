@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import IO, Literal
 from urllib.parse import urlsplit
 
-from devstack.workers import REPO_ROOT, developer_hf_home
-from worker.model_facts import DEFAULT_MODEL, PUBLISHED_MODELS, VOCOS_FILES
+from devstack.paths import REPO_ROOT
+from worker.model_facts import DEFAULT_MODEL, PUBLISHED_MODELS, VOCOS_FILES, hf_home, hf_hub_offline
 
 log = logging.getLogger("devstack.model")
 
@@ -46,7 +46,7 @@ TINY_BANNER = """
 """
 
 
-class ModelUnavailable(RuntimeError):
+class ModelChoiceError(RuntimeError):
     pass
 
 
@@ -65,7 +65,7 @@ def hf_hub_cache() -> Path:
     """The Hugging Face hub cache the workers will search (read from the environment now, not at import)."""
     if os.environ.get("HF_HUB_CACHE"):
         return Path(os.environ["HF_HUB_CACHE"])
-    return developer_hf_home() / "hub"
+    return hf_home() / "hub"
 
 
 def _in_hf_cache(repo: str, filename: str) -> bool:
@@ -112,10 +112,10 @@ def tiny_model_env(cache_dir: Path = CACHE_DIR, timeout_s: float = 300) -> dict[
             env={**os.environ, "HF_HUB_OFFLINE": "1"},
         )
         if done.returncode != 0:
-            raise ModelUnavailable(f"building the tiny model failed:\n{done.stderr[-3000:]}")
+            raise ModelChoiceError(f"building the tiny model failed:\n{done.stderr[-3000:]}")
         env = dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", done.stdout, flags=re.MULTILINE))
         if not env:
-            raise ModelUnavailable(f"`python -m worker.tiny` printed no KEY=VALUE lines:\n{done.stdout[-2000:]}")
+            raise ModelChoiceError(f"`python -m worker.tiny` printed no KEY=VALUE lines:\n{done.stdout[-2000:]}")
         marker.write_text(json.dumps(env, indent=2))
         return env
 
@@ -126,7 +126,7 @@ def hub_unreachable_reason(timeout_s: float = HUB_PROBE_TIMEOUT_S) -> str | None
     Both steps are bounded: the DNS lookup runs in a thread given `timeout_s` (a resolver that does not answer
     would otherwise hold the caller for its own retries), and the connect has the same timeout.
     """
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}:
+    if hf_hub_offline():
         return "HF_HUB_OFFLINE is set"
     endpoint = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
     host, port = endpoint.hostname or "", endpoint.port or (443 if endpoint.scheme == "https" else 80)
@@ -184,7 +184,7 @@ def choose_model(mode: ModelMode = "auto", *, fetch: bool = False, out: IO[str] 
         if real is not None:
             return ModelChoice("real", {}, real)
         if mode == "real":
-            raise ModelUnavailable(
+            raise ModelChoiceError(
                 f"no real F5-TTS weights ({why_not}): set F5TTS_CKPT_FILE, or fetch them with `python -m worker.prefetch`"
             )
     return ModelChoice("tiny", tiny_model_env(), f"tiny random-weight model (produces noise): {why_not}")

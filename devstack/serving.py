@@ -34,10 +34,10 @@ class LoopbackServer:
 
     def start(self, make_app: Callable[[], Any], *, start_timeout_s: float = 15.0, **uvicorn_options: Any) -> None:
         """`make_app()` is called on the server's loop (an app may make asyncio objects bound to it)."""
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", self.port))
-        self.port = self._sock.getsockname()[1]
+        self._sock = sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))
+        self.port = sock.getsockname()[1]
 
         async def serve() -> None:
             self.loop = asyncio.get_running_loop()
@@ -45,7 +45,7 @@ class LoopbackServer:
                 make_app(), log_level="warning", access_log=False, timeout_graceful_shutdown=3, **uvicorn_options
             )
             self._server = uvicorn.Server(config)
-            await self._server.serve(sockets=[self._sock])
+            await self._server.serve(sockets=[sock])
 
         self._thread = threading.Thread(target=lambda: asyncio.run(serve()), name=self.thread_name, daemon=True)
         self._thread.start()

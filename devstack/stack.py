@@ -32,7 +32,7 @@ class StackError(RuntimeError):
     pass
 
 
-class Stack(LocalStack):
+class QueueStack(LocalStack):
     """A running local endpoint. Use as a context manager, or `start()` / `stop()`.
 
     `model`: "auto" (real weights if configured or cached, else the tiny noise model), "real", "tiny", a
@@ -220,5 +220,5 @@ class Stack(LocalStack):
             log.exception("could not close the queue")
 
 
-def print_ready(stack: Stack, out: IO[str] = sys.stdout) -> None:
+def print_ready(stack: LocalStack, out: IO[str] = sys.stdout) -> None:
     print(f"ready {stack.endpoint_url} {stack.api_key}", file=out, flush=True)

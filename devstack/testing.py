@@ -7,7 +7,7 @@
 By default the workers run the real `python -m worker.handler` on the tiny random-weight model (built once into
 `.devstack/cache/`), against a local S3 server with the stack's bucket created; reference URLs on 127.0.0.1 are
 allowed. Keyword options are `devstack.jobs.QueueOptions` fields (e.g. `sync_retention_s=2`), `EmulatorConfig`
-fields (e.g. `runsync_wait_ms=5000`) or `Stack` arguments (e.g. `respawn=False`, `model="real"`).
+fields (e.g. `runsync_wait_ms=5000`) or `QueueStack` arguments (e.g. `respawn=False`, `model="real"`).
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from typing import Any
 
 from devstack.emulator import EmulatorConfig
 from devstack.jobs import QueueOptions
-from devstack.stack import Stack, StackError
+from devstack.stack import QueueStack, StackError
 
-# What `running_stack` yields: a started Stack (endpoint_url, api_key, bucket, s3_endpoint, s3_credentials,
+# What `running_stack` yields: a started QueueStack (endpoint_url, api_key, bucket, s3_endpoint, s3_credentials,
 # s3_client(), worker_pids, workers, inject_fault(), health(), counters(), stop()).
-StackHandle = Stack
+StackHandle = QueueStack
 
 __all__ = ["StackError", "StackHandle", "running_stack"]
 
@@ -32,7 +32,7 @@ __all__ = ["StackError", "StackHandle", "running_stack"]
 def _split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     queue_names = QueueOptions.names()
     config_names = {f.name for f in dataclasses.fields(EmulatorConfig)}
-    stack_names = set(inspect.signature(Stack).parameters) - {"workers", "worker_cmd", "worker_env", "port"}
+    stack_names = set(inspect.signature(QueueStack).parameters) - {"workers", "worker_cmd", "worker_env", "port"}
     unknown = set(options) - queue_names - config_names - stack_names
     if unknown:
         raise TypeError(f"running_stack() got unknown options: {', '.join(sorted(unknown))}")
@@ -63,7 +63,7 @@ def running_stack(
     queue_options, config_options, stack_options = _split_options(options)
     # The real worker gets the tiny model unless told otherwise; another worker command loads no model.
     stack_options.setdefault("model", "tiny" if worker_cmd is None else None)
-    stack = Stack(
+    stack = QueueStack(
         workers,
         port=port,
         worker_cmd=worker_cmd,

@@ -19,13 +19,15 @@ import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from devstack.paths import REPO_ROOT
+from worker.model_facts import hf_home
+
 if TYPE_CHECKING:
     from devstack.model import ModelChoice
     from devstack.s3 import LocalS3
 
 log = logging.getLogger("devstack.workers")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 REAL_WORKER_CMD = [sys.executable, "-m", "worker.handler"]
 
 # Variables of the developer's shell that would point a worker at a real deployment or a real bucket.
@@ -60,19 +62,12 @@ def runpod_env(urls: dict[str, str], worker_id: str, worker_key: str, endpoint_i
     }
 
 
-def developer_hf_home() -> Path:
-    """The Hugging Face home of this (the launcher's) environment, as huggingface_hub computes its default."""
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface"
-
-
 def base_env(workdir: Path, threads: int) -> dict[str, str]:
     """The developer's environment minus deployment variables, with a private HOME and the repo importable."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(_INHERITED_PREFIXES_DROPPED)}
     # The Hugging Face cache stays the developer's (real weights, when cached, are found there); a worker
     # never downloads: fetching weights is `python -m worker.prefetch`'s job, not a job's.
-    env["HF_HOME"] = str(developer_hf_home())  # not under the worker's private HOME
+    env["HF_HOME"] = str(hf_home())  # not under the worker's private HOME
     env["HF_HUB_OFFLINE"] = "1"
     env["HOME"] = str(workdir / "home")
     env["XDG_CACHE_HOME"] = str(workdir / "home" / ".cache")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -26,7 +26,7 @@ T = TypeVar("T")
 _ITEM, _END, _ERROR = "item", "end", "error"
 
 
-async def iterate_in_thread(items: Iterator[T], *, name: str = "job") -> AsyncIterator[T]:
+async def iterate_in_thread(items: Iterator[T], *, name: str = "job") -> AsyncGenerator[T, None]:
     """Yield `items` as the job's thread produces them; its exception is raised here.
 
     When the consumer stops early (the client went away, RunPod cancelled the job), the thread stops after the

@@ -22,9 +22,9 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from worker.model_facts import SAMPLE_RATE
 from worker.schema import ContractError, ErrorCode
 
-TARGET_SAMPLE_RATE = 24000  # F5-TTS's mel settings (24 kHz, hop 256)
 MAX_DECODED_SECONDS = 600.0  # anything longer is not a voice reference and would only cost memory
 MIN_SPEECH_SECONDS = 0.5  # less sound than this gives F5 nothing to imitate
 FFMPEG_TIMEOUT_S = 60.0
@@ -221,7 +221,7 @@ def _probe(path: Path) -> tuple[int, int, float] | None:
         return None  # no probe: decoding is still capped as it streams
 
 
-def resample(samples: np.ndarray, sample_rate: int, target_rate: int = TARGET_SAMPLE_RATE) -> np.ndarray:
+def resample(samples: np.ndarray, sample_rate: int, target_rate: int = SAMPLE_RATE) -> np.ndarray:
     """High-quality resampling (soxr); a no-op at the target rate."""
     if sample_rate == target_rate:
         return np.asarray(samples, dtype=np.float32)
@@ -342,7 +342,7 @@ def prepare_reference(
     that fits. Removing silence (trailing, leading, long pauses) never changes the transcript.
     """
     # Decoded straight to mono 24 kHz, block by block: memory holds only the result.
-    samples, sample_rate = decode_audio(data, field=field, target_rate=TARGET_SAMPLE_RATE)
+    samples, sample_rate = decode_audio(data, field=field, target_rate=SAMPLE_RATE)
     original_duration = samples.shape[0] / sample_rate
 
     segments = _voiced_segments(samples, sample_rate, PHRASE_PAUSE_SECONDS)

@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import numpy as np
 
-from worker.audio import TARGET_SAMPLE_RATE, resample
+from worker.audio import resample
+from worker.model_facts import SAMPLE_RATE
 
 STREAM_FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
 STREAM_CONTENT_TYPES = {
@@ -29,7 +30,7 @@ STREAM_CONTENT_TYPES = {
     "wav": "audio/wav",
     "pcm": "audio/pcm",
 }
-PCM_SAMPLE_RATE = TARGET_SAMPLE_RATE  # OpenAI's pcm is 24 kHz, and so is F5-TTS's output
+PCM_SAMPLE_RATE = SAMPLE_RATE  # OpenAI's pcm is 24 kHz, and so is F5-TTS's output
 
 _FFMPEG = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error"]
 # Streamable containers only (no seeking back to patch a header): ADTS for AAC, Ogg pages for Opus.
@@ -63,7 +64,7 @@ def streaming_wav_header(sample_rate: int) -> bytes:
     )
 
 
-async def encode_stream(pieces: AsyncIterator[np.ndarray], sample_rate: int, fmt: str) -> AsyncIterator[bytes]:
+async def encode_stream(pieces: AsyncIterator[np.ndarray], sample_rate: int, fmt: str) -> AsyncGenerator[bytes, None]:
     """Encode float32 mono pieces (in order) as one `fmt` file, yielding its bytes as the encoder produces them."""
     if fmt not in STREAM_CONTENT_TYPES:
         raise ValueError(f"unknown streaming format {fmt!r}")

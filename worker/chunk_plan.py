@@ -30,11 +30,9 @@ from dataclasses import dataclass, replace
 import regex
 
 from worker import markup
+from worker.model_facts import HOP_LENGTH, SAMPLE_RATE
 from worker.schema import ContractError, ErrorCode
 
-# f5-tts's mel settings (utils_infer: 24 kHz, hop 256): a frame is ~10.7 ms.
-SAMPLE_RATE = 24000
-HOP_LENGTH = 256
 # f5-tts's infer_process sizes chunks so that reference + chunk is about this long (its `22 - ref_audio_len`).
 F5_TARGET_SECONDS = 22.0
 # F5's `_infer_basic` speaks any chunk under 10 UTF-8 bytes at speed 0.3, whatever was asked: it is the upstream
@@ -186,6 +184,14 @@ def _pack(atoms: list[_Atom], limit: int) -> list[list[_Atom]]:
             groups.append([atom])
             size = nbytes(atom.text)
     return groups
+
+
+def terminated_transcript(ref_text: str) -> str:
+    """The reference transcript as f5-tts's preprocess_ref_audio_text leaves it: ending in '. ' (or '。'), so
+    the generated text starts as a new sentence."""
+    if ref_text.endswith((". ", "。")):
+        return ref_text
+    return ref_text + " " if ref_text.endswith(".") else ref_text + ". "
 
 
 @dataclass(frozen=True)

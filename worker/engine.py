@@ -5,8 +5,10 @@ up exactly as f5-tts's `infer_batch_process` sets one up (the same loudness, res
 sampled by f5-tts's own `CFM.sample`, so a chunk alone gives the bytes f5-tts gives for it. What f5-tts lacks for
 batches is added here: several chunks of different voices, texts and lengths in one `CFM.sample` call, each with
 its own noise seed and its padding masked, so a chunk's audio does not depend on its batch mates
-(worker.batcher decides what runs together). The text is cut by `worker.chunk_plan` rather than f5-tts's
-`chunk_text`: a short first chunk for streams, and no chunk the model cannot take."""
+(worker.batcher decides what runs together). The files come from `worker.model_files`, the lean import of f5-tts
+from `worker.lean_imports`. The text is cut by `worker.chunk_plan` rather than f5-tts's
+`chunk_text`: a short first chunk for streams, and no chunk the model cannot take.
+"""
 
 from __future__ import annotations
 
@@ -24,26 +26,21 @@ import unittest.mock
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from importlib.resources import files
-from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 import torch
-import yaml
 
 from worker import chunk_plan
 from worker.config import ModelSettings
+from worker.lean_imports import import_f5_infer
 from worker.model_facts import (
-    BUILTIN_REFERENCE_AUDIO,
     BUILTIN_REFERENCE_TEXT,
-    MEL_SETTINGS,
-    PUBLISHED_MODELS,
     SAMPLE_RATE,
-    VOCOS_FILES,
+    builtin_audio_file,
 )
+from worker.model_files import EngineLoadError, read_model_config, resolve_model_files
 from worker.schema import ContractError, ErrorCode
-from worker.stand_ins import DeferredAttribute, StandIn, deferred, import_with_stand_ins
 
 log = logging.getLogger("worker.engine")
 
@@ -54,10 +51,6 @@ WHISPER_MISSING = (
     "reference's transcript (ref_text, or text for upload_voice), or build the image with "
     "--build-arg WITH_WHISPER=true (locally: make setup WITH_WHISPER=1)"
 )
-
-
-class EngineLoadError(RuntimeError):
-    """The model could not be loaded; the message says which file or setting is at fault."""
 
 
 @dataclass(frozen=True)
@@ -156,151 +149,6 @@ class GeneratedChunk:
     pause_after: float = 0.0  # ... and after it (a break or paragraph boundary): no cross-fade there
 
 
-# ------------------------------------------------------------------------------------------------ lean import
-def _stand_ins() -> dict[str, types.ModuleType]:
-    # f5_tts/model/__init__ imports the Trainer: accelerate, wandb, datasets, pandas (~2 s). Never used here.
-    trainer = StandIn("f5_tts.model.trainer")
-    trainer.Trainer = deferred("f5_tts.model.trainer", "Trainer")
-    # utils_infer does `from transformers import pipeline` for its Whisper path (~3.5 s of transformers
-    # modules). Whisper runs only when a caller asks for transcription; the deferred call imports it then.
-    transformers = StandIn("transformers")
-    transformers.pipeline = deferred("transformers", "pipeline")
-    # utils_infer imports matplotlib.pylab (~0.5 s) for its spectrogram plots. `use("Agg")` is dropped: the
-    # real matplotlib picks Agg by itself on a headless worker, if a plot is ever drawn.
-    matplotlib = StandIn("matplotlib")
-    matplotlib.use = lambda *args, **kwargs: None
-    matplotlib.pylab = StandIn("matplotlib.pylab")
-    # f5_tts.model.modules takes librosa's mel filterbank for the BigVGAN mel only (~1.5 s: librosa pulls in
-    # scipy.signal, numba and pooch). The Vocos mel the worker uses is computed by torchaudio.
-    librosa_filters = StandIn("librosa.filters")
-    librosa_filters.mel = deferred("librosa.filters", "mel")
-    # x_transformers imports einx (~2 s: sympy and torch._dynamo) for relative-position biases; f5-tts takes
-    # only its rotary embedding, which does not use einx. Any einx call still reaches the real module.
-    einx = StandIn("einx")
-    # torchdiffeq imports scipy.integrate (~0.7 s) for its `scipy_solver` method; f5-tts integrates with euler.
-    scipy_integrate = StandIn("scipy.integrate")
-    scipy_integrate.solve_ivp = deferred("scipy.integrate", "solve_ivp")
-    # f5_tts.model.utils imports pypinyin (~0.3 s: its phrase dictionary) to romanise Chinese characters; it is
-    # first needed, and then imported, when a text contains one (`lazy_pinyin(seg, style=Style.TONE3)`).
-    pypinyin = StandIn("pypinyin")
-    pypinyin.lazy_pinyin = deferred("pypinyin", "lazy_pinyin")
-    pypinyin.Style = DeferredAttribute("pypinyin", "Style")
-    modules = (trainer, transformers, matplotlib, matplotlib.pylab, librosa_filters, einx, scipy_integrate, pypinyin)
-    return {m.__name__: m for m in modules}
-
-
-def import_f5_infer() -> types.ModuleType:
-    """`f5_tts.infer.utils_infer`, imported without the training, ASR and plotting stacks it drags in.
-
-    Importing it as-is costs ~11 s on a cold process, most of it for code inference never runs. For the
-    import, modules that were not imported yet get a stand-in (`_stand_ins`); they are removed right after,
-    so anything imported later (Whisper for transcription, a plot) loads the real module on first use.
-    A module that is already imported is used as it is.
-    """
-    return import_with_stand_ins("f5_tts.infer.utils_infer", _stand_ins())
-
-
-# ------------------------------------------------------------------------------------------------ files
-@dataclass(frozen=True)
-class ModelFiles:
-    """Everything `Engine.load` reads, resolved to local paths."""
-
-    model_cfg: Path
-    ckpt_file: Path
-    vocab_file: Path
-    vocoder_dir: Path
-
-
-def _hf_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
-
-
-def resolve_file(location: str, what: str) -> Path:
-    """A local path, or `hf://owner/repo/path/in/repo` through the Hugging Face cache (cache only when
-    HF_HUB_OFFLINE=1; otherwise it downloads, which is what `worker.prefetch` relies on at image build)."""
-    if location.startswith("hf://"):
-        owner, _, rest = location.removeprefix("hf://").partition("/")
-        repo, _, filename = rest.partition("/")
-        if not (owner and repo and filename):
-            raise EngineLoadError(f"{what}: {location!r} is not of the form hf://owner/repo/path")
-        from huggingface_hub import hf_hub_download
-
-        try:
-            return Path(hf_hub_download(repo_id=f"{owner}/{repo}", filename=filename, local_files_only=_hf_offline()))
-        except Exception as exc:
-            hint = " (HF_HUB_OFFLINE=1: only the local cache was searched)" if _hf_offline() else ""
-            raise EngineLoadError(f"{what} {location} is not available{hint}: {type(exc).__name__}: {exc}") from exc
-    path = Path(location).expanduser()
-    if not path.is_file():
-        raise EngineLoadError(f"{what} not found: {path}")
-    return path
-
-
-def resolve_model_files(settings: ModelSettings) -> ModelFiles:
-    """Where the config, checkpoint, vocabulary and vocoder of `settings` are (downloading when allowed)."""
-    model_cfg = settings.model_cfg or Path(str(files("f5_tts").joinpath(f"configs/{settings.model}.yaml")))
-    if not model_cfg.is_file():
-        raise EngineLoadError(f"model config not found: {model_cfg} (set F5TTS_MODEL_CFG for model {settings.model!r})")
-
-    published = PUBLISHED_MODELS.get(settings.model)
-    ckpt_location = settings.ckpt_file or (published.checkpoint.uri if published else None)
-    if ckpt_location is None:
-        known = ", ".join(PUBLISHED_MODELS)
-        raise EngineLoadError(
-            f"no published checkpoint for model {settings.model!r} (known: {known}); set F5TTS_CKPT_FILE"
-        )
-    ckpt_file = resolve_file(ckpt_location, "checkpoint")
-
-    if settings.vocab_file:
-        vocab_file = resolve_file(settings.vocab_file, "vocabulary")
-    else:
-        vocab_file = _default_vocab(ckpt_location, ckpt_file)
-
-    if settings.vocoder_dir is not None:
-        vocoder_dir = settings.vocoder_dir
-    else:
-        config, weights = VOCOS_FILES
-        vocoder_dir = resolve_file(config.uri, "vocoder config").parent
-        resolve_file(weights.uri, "vocoder weights")  # same snapshot folder
-    for name in (hub_file.filename for hub_file in VOCOS_FILES):
-        if not (vocoder_dir / name).is_file():
-            raise EngineLoadError(f"vocoder directory {vocoder_dir} lacks {name}")
-    return ModelFiles(model_cfg, ckpt_file, vocab_file, vocoder_dir)
-
-
-def _default_vocab(ckpt_location: str, ckpt_file: Path) -> Path:
-    """The vocab.txt next to the checkpoint (in its hub folder, or its local directory), else f5-tts's own."""
-    try:
-        if ckpt_location.startswith("hf://"):
-            return resolve_file(ckpt_location.rsplit("/", 1)[0] + "/vocab.txt", "vocabulary")
-        if (sibling := ckpt_file.with_name("vocab.txt")).is_file():
-            return sibling
-    except EngineLoadError as exc:
-        log.warning("%s; using f5-tts's bundled vocabulary", exc)
-    return Path(str(files("f5_tts").joinpath("infer/examples/vocab.txt")))
-
-
-def read_model_config(path: Path, attn_backend: str) -> tuple[str, dict[str, Any]]:
-    """(backbone class name, architecture kwargs) from an f5-tts model YAML, attention backend overridden and
-    attention masks on (every shipped config has them off): batched chunks of unequal length are padded, and
-    without the mask a chunk would attend to its batch mates' padding. A batch of one passes no mask at all."""
-    try:
-        model = yaml.safe_load(path.read_text())["model"]
-        backbone, arch, mel = model["backbone"], dict(model["arch"]), model["mel_spec"]
-    except Exception as exc:
-        raise EngineLoadError(
-            f"model config {path} is not an f5-tts model config: {type(exc).__name__}: {exc}"
-        ) from exc
-    if mel.get("mel_spec_type", "vocos") != "vocos":
-        raise EngineLoadError(f"model config {path}: only the Vocos vocoder is supported, not {mel['mel_spec_type']!r}")
-    wrong = {k: mel.get(k) for k, v in MEL_SETTINGS.items() if mel.get(k, v) != v}
-    if wrong:
-        raise EngineLoadError(f"model config {path}: f5-tts's inference needs mel settings {MEL_SETTINGS}, got {wrong}")
-    arch["attn_backend"] = attn_backend
-    arch["attn_mask_enabled"] = True
-    return backbone, arch
-
-
 # ------------------------------------------------------------------------------------------------ engine
 def on_runpod() -> bool:
     """RunPod sets RUNPOD_POD_ID in every worker it starts."""
@@ -369,14 +217,6 @@ CFM_MAX_DURATION = 65536
 # F5 resamples the reference to 24 kHz before counting its frames; a frame or two of rounding must not tip a
 # chunk planned at the edge over the model's range.
 POSITION_MARGIN_FRAMES = 2
-
-
-def _terminated(ref_text: str) -> str:
-    """The reference transcript as f5-tts's preprocess_ref_audio_text leaves it: ending in '. ' (or '。'), so
-    the generated text starts as a new sentence."""
-    if ref_text.endswith((". ", "。")):
-        return ref_text
-    return ref_text + " " if ref_text.endswith(".") else ref_text + ". "
 
 
 class Engine:
@@ -477,7 +317,7 @@ class Engine:
         """The chunk plan (worker.chunk_plan): a short first chunk, later ones up to f5-tts's character budget,
         every one fitting the model with the reference, the text's pauses between. Raises ContractError when the
         text cannot be spoken."""
-        voice = chunk_plan.Voice(_terminated(ref_text), ref_seconds)
+        voice = chunk_plan.Voice(chunk_plan.terminated_transcript(ref_text), ref_seconds)
         return chunk_plan.plan_speech(text, voice, speed, self.max_frames - POSITION_MARGIN_FRAMES)
 
     def plan(
@@ -504,7 +344,7 @@ class Engine:
         reference = np.array(samples, dtype=np.float32).reshape(-1)  # a private, writable copy for torch
         if reference.size == 0 or sample_rate <= 0:
             raise ContractError(ErrorCode.invalid_input, "the reference audio is empty", "ref_audio")
-        prompt = VoicePrompt(reference, sample_rate, _terminated(ref_text.strip()))
+        prompt = VoicePrompt(reference, sample_rate, chunk_plan.terminated_transcript(ref_text.strip()))
         seconds = reference.size / sample_rate
         chunks = self.split_text(text, prompt.text, seconds, speed)
         plan_voice = chunk_plan.Voice(prompt.text, seconds)
@@ -641,7 +481,7 @@ class Engine:
         memory allocated. Returns the seconds of audio it generated."""
         import soundfile as sf
 
-        samples, sample_rate = sf.read(str(files("f5_tts").joinpath(BUILTIN_REFERENCE_AUDIO)), dtype="float32")
+        samples, sample_rate = sf.read(str(builtin_audio_file()), dtype="float32")
         generated = self.generate(samples, sample_rate, BUILTIN_REFERENCE_TEXT, "Hello.", nfe_step=4, seed=0)
         return sum(chunk.samples.size for chunk in generated) / self.sample_rate
 

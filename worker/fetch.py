@@ -209,7 +209,7 @@ class _GuardedBackend(httpcore.SyncBackend):
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError) as exc:
             raise _Refused(f"cannot resolve host {host!r}: {getattr(exc, 'strerror', None) or exc}") from None
-        addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
+        addresses = list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos))
         # Every address must pass: a host that also resolves to an internal address is refused outright, as
         # a client retrying another address (or a later lookup) could land on it.
         for address in addresses:

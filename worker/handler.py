@@ -14,21 +14,17 @@ item, so its output is a one-element list.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
-import platform
 import sys
 import threading
-import types
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 from worker import batcher, log_redaction
 from worker.async_bridge import iterate_in_thread
 from worker.config import get_settings
+from worker.lean_imports import load_runpod
 from worker.service import WorkerService
-from worker.stand_ins import StandIn, import_with_stand_ins
 
 log = logging.getLogger("worker")
 
@@ -56,44 +52,6 @@ def build_service(startup_failure: str | None = None, *, start: bool = True) -> 
         if start:
             _service.start()
     return _service
-
-
-def _processor_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "Unable to get processor info."
-
-
-def import_runpod() -> types.ModuleType:
-    """`runpod`, imported without two start-up costs it pays for features a worker never uses.
-
-    At import, runpod's debugger module asks py-cpuinfo for the processor's name, which starts a second Python
-    interpreter (~1.1 s of a ~4.7 s cold start on the tiny model), and its CLI's SSH helpers import paramiko
-    (~0.2 s). While runpod is imported, `cpuinfo` is a stand-in that reads the name from /proc/cpuinfo and
-    `paramiko` one that imports the real module on first use; both are removed right after. Modules already
-    imported are used as they are.
-    """
-    cpuinfo = types.ModuleType("cpuinfo")
-    cpuinfo.get_cpu_info = lambda: {"brand_raw": _processor_name()}
-    return import_with_stand_ins("runpod", {"cpuinfo": cpuinfo, "paramiko": StandIn("paramiko")})
-
-
-def load_runpod() -> tuple[types.ModuleType, str | None]:
-    """`runpod`, and why its lean import failed (None when it did not).
-
-    A failed lean import (a runpod upgrade that breaks a stand-in) falls back to the plain import, so the worker
-    can still answer: every job then gets model_unavailable with the reason, as for a failed model load, instead
-    of a crash loop that RunPod bills and that shows nobody the cause.
-    """
-    try:
-        return import_runpod(), None
-    except Exception as exc:
-        log.exception("runpod's lean import failed; every job will get model_unavailable")
-        return importlib.import_module("runpod"), f"runpod's import failed: {type(exc).__name__}: {exc}"
 
 
 async def handler(job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:

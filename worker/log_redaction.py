@@ -17,6 +17,8 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Callable
+from typing import Any
 
 # scheme://[userinfo@]host[:port][/path][?query][#fragment]; stops at whitespace and quoting characters.
 _URL = re.compile(
@@ -44,9 +46,14 @@ class RedactingFormatter(logging.Formatter):
         return redact_urls(super().format(record))
 
 
-def _redact_record_factory(base):
-    def make(*args, **kwargs) -> logging.LogRecord:
-        record = base(*args, **kwargs)
+class _RedactingRecordFactory:
+    """Wraps the process's log-record factory: every record it makes carries the redacted message."""
+
+    def __init__(self, base: Callable[..., logging.LogRecord]) -> None:
+        self.base = base
+
+    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = self.base(*args, **kwargs)
         try:
             message = record.getMessage()
         except Exception:
@@ -56,16 +63,13 @@ def _redact_record_factory(base):
             record.msg, record.args = redacted, None
         return record
 
-    make.redacts_urls = True
-    return make
-
 
 def install(level: str) -> None:
     """Configure the process's logging at `level` with URL redaction, and align the runpod SDK's logger."""
     factory = logging.getLogRecordFactory()
-    if not getattr(factory, "redacts_urls", False):
+    if not isinstance(factory, _RedactingRecordFactory):
         # Every record, whichever handler (or test capture) receives it, carries the redacted message.
-        logging.setLogRecordFactory(_redact_record_factory(factory))
+        logging.setLogRecordFactory(_RedactingRecordFactory(factory))
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(RedactingFormatter(LOG_FORMAT))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)

@@ -5,6 +5,8 @@ image build (`worker.prefetch`), the devstack and the bench can read them as che
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,10 +60,30 @@ WHISPER_FILE_PATTERNS = ("*.json", "*.txt", "model.safetensors")
 BUILTIN_REFERENCE_AUDIO = "infer/examples/basic/basic_ref_en.wav"
 BUILTIN_REFERENCE_TEXT = "Some call me nature, others call me mother nature."
 
+
+def builtin_audio_file() -> Path:
+    """The f5-tts example clip, found without importing f5_tts (whose submodules pull in torch)."""
+    spec = importlib.util.find_spec("f5_tts")  # finds the package without executing it
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(location, BUILTIN_REFERENCE_AUDIO)
+        if candidate.is_file():
+            return candidate
+    try:  # a layout where the package is not importable as such: ask the distribution's file list
+        candidate = Path(
+            str(importlib.metadata.distribution("f5-tts").locate_file(f"f5_tts/{BUILTIN_REFERENCE_AUDIO}"))
+        )
+        if candidate.is_file():
+            return candidate
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    raise FileNotFoundError(f"f5-tts's reference clip f5_tts/{BUILTIN_REFERENCE_AUDIO} is not installed")
+
+
 # f5-tts's inference hard-codes these mel settings (load_model: 24 kHz, 100 mel channels, hop 256); every model
 # config and every reference must agree with them.
 SAMPLE_RATE = 24000
-MEL_SETTINGS = {"target_sample_rate": SAMPLE_RATE, "n_mel_channels": 100, "hop_length": 256}
+HOP_LENGTH = 256  # samples per mel frame: a frame is ~10.7 ms
+MEL_SETTINGS = {"target_sample_rate": SAMPLE_RATE, "n_mel_channels": 100, "hop_length": HOP_LENGTH}
 
 
 def baked_files(model: str) -> tuple[HubFile, ...]:
@@ -85,7 +107,17 @@ def default_aligner_dir() -> Path:
     """Where `worker.prefetch` bakes the aligner and the worker looks for it unless F5TTS_ALIGNER_DIR says
     otherwise: next to the Hugging Face cache (`HF_HOME`, /opt/hf in the image), so it is baked with the other
     weights by the same user."""
-    hf_home = os.environ.get("HF_HOME") or str(
-        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface"
-    )
-    return Path(hf_home) / "f5tts-aligner" / ALIGNER_BUNDLE.lower()
+    return hf_home() / "f5tts-aligner" / ALIGNER_BUNDLE.lower()
+
+
+def hf_home() -> Path:
+    """The Hugging Face home of this environment, as huggingface_hub computes its default (read now, not at
+    import: launchers and tests set HF_HOME for the processes they start)."""
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface"
+
+
+def hf_hub_offline() -> bool:
+    """Whether HF_HUB_OFFLINE is set (huggingface_hub's own truthy spellings), read now."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}

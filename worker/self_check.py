@@ -39,17 +39,17 @@ def _version(distribution: str) -> str:
 
 
 def check_runpod() -> str:
-    from worker.handler import import_runpod
+    from worker.lean_imports import import_runpod
 
     import_runpod()
     return f"{_version('runpod')} imported (lean import)"
 
 
 def check_f5_tts() -> str:
-    from worker.engine import import_f5_infer
+    from worker.lean_imports import F5_INFER_FUNCTIONS, import_f5_infer
 
     f5 = import_f5_infer()
-    missing = [n for n in ("load_model", "load_vocoder", "chunk_text", "infer_batch_process") if not hasattr(f5, n)]
+    missing = [name for name in F5_INFER_FUNCTIONS if not hasattr(f5, name)]
     if missing:
         raise ImportError(f"{_version('f5-tts')}: f5_tts.infer.utils_infer lacks {', '.join(missing)}")
     return f"{_version('f5-tts')} inference imported (lean import: trainer, Whisper and plots stood in)"
@@ -76,7 +76,7 @@ def _file_problem(path: Path) -> str | None:
 
 
 def check_model_files(settings: Settings) -> str:
-    from worker.engine import read_model_config, resolve_model_files
+    from worker.model_files import read_model_config, resolve_model_files
 
     files = resolve_model_files(settings.model)  # HF_HUB_OFFLINE=1 (set by main): the cache only
     read_model_config(files.model_cfg, settings.model.attn_backend)

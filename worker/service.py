@@ -48,7 +48,7 @@ from worker.schema import (
     parse_job_input,
 )
 from worker.storage import ObjectStore, open_store
-from worker.voices import VoiceLibrary, voice_exists
+from worker.voices import VoiceLibrary, voice_exists_error
 from worker.word_timing import WordTimeline, WordTiming, estimate_all
 
 if TYPE_CHECKING:
@@ -390,8 +390,7 @@ class WorkerService:
         """The caller's transcript, or None for "transcribe it"; invalid_input if it is needed but missing.
 
         A blank transcript (whitespace only, by Python's definition, the one prepare_reference strips with) is no
-        transcript: it must not slip past this check into a transcription that is switched off (which failed
-        with `internal` where Whisper is not installed, and would run Whisper anyway where it is).
+        transcript: it must not slip past this check into a transcription that is switched off.
         """
         if transcript is not None and not transcript.strip():
             transcript = None
@@ -411,6 +410,7 @@ class WorkerService:
         prepared = audio.prepare_reference(data, transcript, max_seconds=MAX_REFERENCE_SECONDS, field=field)
         if prepared.text:
             return prepared, prepared.text
+        assert self.engine is not None  # jobs run only once the engine has loaded (`handle` checks)
         text = self._on_inference_thread(self.engine.transcribe, prepared.samples, prepared.sample_rate).strip()
         if not text:
             raise ContractError(ErrorCode.audio_unreadable, "no speech was recognised in the reference audio", field)
@@ -455,7 +455,7 @@ class WorkerService:
         transcript = self._transcript(job.text, "text")
         if job.name == BUILTIN_VOICE or (not job.overwrite and self.voices.exists(job.name)):
             # Checked before fetching so a doomed upload costs nothing (the library checks again when writing).
-            raise voice_exists(job.name)
+            raise voice_exists_error(job.name)
         prepared, text = self._load_reference(job.audio, transcript, "audio")
         return self.voices.save(
             job.name,
@@ -469,6 +469,7 @@ class WorkerService:
 
     def _health(self) -> HealthOutput:
         engine = self.engine
+        assert engine is not None  # jobs run only once the engine has loaded (`handle` checks)
         return HealthOutput(
             status="ok",
             contract_version=CONTRACT_VERSION,

@@ -31,6 +31,10 @@ class StandIn(types.ModuleType):
             raise AttributeError(f"the stand-in for {self.__name__} has no attribute {attr!r}", name=attr, obj=self)
         return getattr(importlib.import_module(self.__name__), attr)
 
+    def __setattr__(self, attr: str, value: Any) -> None:
+        # Declared so that the attributes a stand-in serves can be set on it (type checkers read this).
+        super().__setattr__(attr, value)
+
 
 def deferred(module: str, name: str) -> Callable[..., Any]:
     """A callable that imports `module` when first called and forwards the call to its `name`."""
@@ -77,8 +81,8 @@ def _explain(name: str, installed: list[str], exc: Exception) -> str:
     attr = getattr(exc, "name", None) if isinstance(exc, AttributeError) else None
     if isinstance(exc, ImportError) and (found := re.search(r"cannot import name '([^']+)'", str(exc))):
         attr = found.group(1)
-    if isinstance(exc, AttributeError) and isinstance(getattr(exc, "obj", None), StandIn):
-        module = exc.obj.__name__
+    if isinstance(exc, AttributeError) and isinstance(stand_in := getattr(exc, "obj", None), StandIn):
+        module = stand_in.__name__
     stood_in = (
         module if module in installed else next((m for m in installed if module and module.startswith(m + ".")), None)
     )

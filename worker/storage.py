@@ -9,15 +9,18 @@ can share one bucket without seeing each other's objects.
 from __future__ import annotations
 
 import abc
+import builtins
+import contextlib
 import fcntl
 import logging
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import boto3
@@ -130,9 +133,17 @@ def region_for(endpoint_url: str | None) -> str:
     return match.group(1) if match else DEFAULT_REGION
 
 
+def _code_and_status(exc: ClientError) -> tuple[str, int | None]:
+    """An S3 error's code (e.g. "NoSuchKey") and HTTP status, as botocore parsed them."""
+    return str(exc.response.get("Error", {}).get("Code", "")), exc.response.get("ResponseMetadata", {}).get(
+        "HTTPStatusCode"
+    )
+
+
 class ObjectStore(abc.ABC):
     """Bytes under string keys. Implementations: `S3Store`, `LocalStore`."""
 
+    # `list` below is a method: annotations after it that mean the builtin spell it `builtins.list`.
     kind: Literal["s3", "local"]
     bucket: str | None
     supports_urls: bool
@@ -180,7 +191,7 @@ class ObjectStore(abc.ABC):
         """Every key starting with `prefix`, sorted."""
 
     @abc.abstractmethod
-    def list_info(self, prefix: str = "") -> list[ObjectInfo]:
+    def list_info(self, prefix: str = "") -> builtins.list[ObjectInfo]:
         """Every object starting with `prefix`, with size, etag and modification time, sorted by key."""
 
     @abc.abstractmethod
@@ -249,7 +260,9 @@ class S3Store(ObjectStore):
             raise self._error("configure the client", None, exc) from None
 
     @classmethod
-    def from_settings(cls, settings: StorageSettings, **kwargs) -> S3Store:
+    def from_settings(cls, settings: StorageSettings, **kwargs: Any) -> S3Store:
+        if settings.endpoint_url is None or settings.name is None:
+            raise ValueError("the bucket needs both BUCKET_ENDPOINT_URL and BUCKET_NAME")
         secret = settings.secret_access_key
         key_id = settings.access_key_id
         return cls(
@@ -278,9 +291,8 @@ class S3Store(ObjectStore):
         botocore's message (it names the endpoint URL, the bucket and the key).
         """
         if isinstance(exc, ClientError):
-            error = exc.response.get("Error", {})
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            kind = f"{error.get('Code', 'error')} (HTTP {status})"
+            code, status = _code_and_status(exc)
+            kind = f"{code or 'error'} (HTTP {status})"
         else:
             kind = type(exc).__name__
         log.warning(
@@ -291,10 +303,18 @@ class S3Store(ObjectStore):
         )
         return ContractError(ErrorCode.storage_error, _caller_message(operation, kind))
 
+    @contextlib.contextmanager
+    def _translated(self, operation: str, key: str | None) -> Iterator[None]:
+        """Any S3 or botocore error that leaves the block as a storage_error (`_error`); the operations
+        handle the errors that mean something else (a missing key, a failed condition) inside it."""
+        try:
+            yield
+        except (BotoCoreError, ClientError) as exc:
+            raise self._error(operation, key, exc) from None
+
     @staticmethod
     def _is_missing(exc: ClientError) -> bool:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        code, status = _code_and_status(exc)
         return code in ("404", "NoSuchKey", "NotFound") or (status == 404 and code != "NoSuchBucket")
 
     # -------------------------------------------------------------------------------------------- operations
@@ -314,54 +334,52 @@ class S3Store(ObjectStore):
         conditions = {"IfNoneMatch": "*"} if if_none_match else {"IfMatch": f'"{if_match}"'} if if_match else {}
         if conditions and self.conditional_writes is False:
             raise ConditionalWritesUnsupported(key)
-        try:
-            self._client.put_object(Bucket=self.bucket, Key=full, Body=data, ContentType=content_type, **conditions)
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if conditions:
-                # 412: the condition failed; 409: a concurrent write to the key won the race; 404 (If-Match):
-                # the object it names is gone.
-                if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
-                    raise PreconditionFailed(key) from None
-                if if_match and self._is_missing(exc):
-                    raise PreconditionFailed(key) from None
-                if code == "NotImplemented" or status == 501:
-                    log.warning("the object store does not support conditional writes (%s); using the fallback", code)
-                    self.conditional_writes = False
-                    raise ConditionalWritesUnsupported(key) from None
-            raise self._error("put", key, exc) from None
-        except BotoCoreError as exc:
-            raise self._error("put", key, exc) from None
+        with self._translated("put", key):
+            try:
+                self._client.put_object(Bucket=self.bucket, Key=full, Body=data, ContentType=content_type, **conditions)
+            except ClientError as exc:
+                code, status = _code_and_status(exc)
+                if conditions:
+                    # 412: the condition failed; 409: a concurrent write to the key won the race; 404 (If-Match):
+                    # the object it names is gone.
+                    if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+                        raise PreconditionFailed(key) from None
+                    if if_match and self._is_missing(exc):
+                        raise PreconditionFailed(key) from None
+                    if code == "NotImplemented" or status == 501:
+                        log.warning(
+                            "the object store does not support conditional writes (%s); using the fallback", code
+                        )
+                        self.conditional_writes = False
+                        raise ConditionalWritesUnsupported(key) from None
+                raise
         if conditions:
             self.conditional_writes = True
 
     def get_with_etag(self, key: str) -> tuple[bytes, str]:
         full = self._full_key(key)
-        try:
-            response = self._client.get_object(Bucket=self.bucket, Key=full)
-            with response["Body"] as body:
-                return body.read(), str(response.get("ETag", "")).strip('"')
-        except ClientError as exc:
-            if self._is_missing(exc):
-                raise ObjectNotFound(key) from None
-            raise self._error("get", key, exc) from None
-        except BotoCoreError as exc:
-            raise self._error("get", key, exc) from None
+        with self._translated("get", key):
+            try:
+                response = self._client.get_object(Bucket=self.bucket, Key=full)
+                with response["Body"] as body:
+                    return body.read(), str(response.get("ETag", "")).strip('"')
+            except ClientError as exc:
+                if self._is_missing(exc):
+                    raise ObjectNotFound(key) from None
+                raise
 
     def get(self, key: str) -> bytes:
         return self.get_with_etag(key)[0]
 
     def head(self, key: str) -> ObjectInfo | None:
         full = self._full_key(key)
-        try:
-            response = self._client.head_object(Bucket=self.bucket, Key=full)
-        except ClientError as exc:
-            if self._is_missing(exc):
-                return None
-            raise self._error("head", key, exc) from None
-        except BotoCoreError as exc:
-            raise self._error("head", key, exc) from None
+        with self._translated("head", key):
+            try:
+                response = self._client.head_object(Bucket=self.bucket, Key=full)
+            except ClientError as exc:
+                if self._is_missing(exc):
+                    return None
+                raise
         return ObjectInfo(
             key=key,
             size=int(response["ContentLength"]),
@@ -372,10 +390,10 @@ class S3Store(ObjectStore):
     def list(self, prefix: str = "") -> list[str]:
         return [info.key for info in self.list_info(prefix)]
 
-    def list_info(self, prefix: str = "") -> list[ObjectInfo]:
+    def list_info(self, prefix: str = "") -> builtins.list[ObjectInfo]:
         full_prefix = self.prefix + _validate_list_prefix(prefix)
         found: list[ObjectInfo] = []
-        try:
+        with self._translated("list", prefix or "/"):
             for page in self._client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=full_prefix, PaginationConfig={"PageSize": self.list_page_size}
             ):
@@ -388,19 +406,16 @@ class S3Store(ObjectStore):
                     )
                     for item in page.get("Contents", [])
                 )
-        except (BotoCoreError, ClientError) as exc:
-            raise self._error("list", prefix or "/", exc) from None
         return sorted(found, key=lambda info: info.key)
 
     def delete(self, key: str) -> None:
         full = self._full_key(key)
-        try:
-            self._client.delete_object(Bucket=self.bucket, Key=full)
-        except ClientError as exc:
-            if not self._is_missing(exc):
-                raise self._error("delete", key, exc) from None
-        except BotoCoreError as exc:
-            raise self._error("delete", key, exc) from None
+        with self._translated("delete", key):
+            try:
+                self._client.delete_object(Bucket=self.bucket, Key=full)
+            except ClientError as exc:
+                if not self._is_missing(exc):
+                    raise
 
     def presign(self, key: str, expires_s: int) -> str:
         if not 1 <= int(expires_s) <= MAX_PRESIGN_SECONDS:
@@ -408,12 +423,10 @@ class S3Store(ObjectStore):
                 ErrorCode.invalid_input, f"URL lifetime must be 1..{MAX_PRESIGN_SECONDS} s, not {expires_s}"
             )
         full = self._full_key(key)
-        try:
+        with self._translated("presign", key):
             return self._client.generate_presigned_url(
                 "get_object", Params={"Bucket": self.bucket, "Key": full}, ExpiresIn=int(expires_s)
             )
-        except (BotoCoreError, ClientError) as exc:
-            raise self._error("presign", key, exc) from None
 
 
 class LocalStore(ObjectStore):
@@ -534,7 +547,7 @@ class LocalStore(ObjectStore):
             raise self._error("list", prefix or "/", exc) from None
         return sorted(keys)
 
-    def list_info(self, prefix: str = "") -> list[ObjectInfo]:
+    def list_info(self, prefix: str = "") -> builtins.list[ObjectInfo]:
         return [info for info in map(self.head, self.list(prefix)) if info is not None]
 
     def delete(self, key: str) -> None:

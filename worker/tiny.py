@@ -156,7 +156,7 @@ def _write_checkpoint(path: Path, vocab_file: Path, arch: dict) -> int:
     `initted` and `step` entries, which f5-tts's load_checkpoint strips."""
     from safetensors.torch import save_file
 
-    from worker.engine import import_f5_infer
+    from worker.lean_imports import import_f5_infer
 
     f5 = import_f5_infer()
     from f5_tts.model import CFM, DiT

@@ -28,23 +28,21 @@ downloaded twice. The built-in `default` voice is the reference clip that ships 
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
-import importlib.util
 import io
-import json
 import logging
 import re
 import secrets
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import soundfile as sf
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from worker.model_facts import BUILTIN_REFERENCE_AUDIO, BUILTIN_REFERENCE_TEXT
+from worker.model_facts import BUILTIN_REFERENCE_TEXT, builtin_audio_file
 from worker.schema import (
     BUILTIN_VOICE,
     VOICE_NAME_PATTERN,
@@ -54,34 +52,52 @@ from worker.schema import (
     UploadVoiceOutput,
     VoiceInfo,
 )
-from worker.storage import (
-    ConditionalWritesUnsupported,
-    ObjectNotFound,
-    ObjectStore,
-    PreconditionFailed,
-    write_file_atomically,
-)
+from worker.storage import ConditionalWritesUnsupported, ObjectNotFound, ObjectStore, PreconditionFailed
+from worker.voice_cache import Decoded, VoiceAudioCache
 
 log = logging.getLogger(__name__)
 
 VOICES_PREFIX = "voices/"
 META_FILE = "meta.json"
 META_VERSION = 1
-MEMORY_CACHE_VOICES = 8
 # Unreferenced audio younger than this may belong to a save in flight (audio written, metadata not yet).
 ORPHAN_GRACE_S = 15 * 60
 META_WRITE_ATTEMPTS = 5  # an overwrite that keeps losing the race to other writers gives up after this
 
-# The reference clip f5-tts ships (and uses as its own CLI default), with its transcript.
-BUILTIN_AUDIO_PATH = BUILTIN_REFERENCE_AUDIO  # inside the installed f5_tts package
-BUILTIN_TEXT = BUILTIN_REFERENCE_TEXT
-
 _NAME = re.compile(VOICE_NAME_PATTERN)
-_AUDIO_FILE = re.compile(r"^[0-9a-f]{16}(-[0-9a-f]{8})?\.wav$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+AUDIO_FILE_PATTERN = r"^[0-9a-f]{16}(-[0-9a-f]{8})?\.wav$"
+_AUDIO_FILE = re.compile(AUDIO_FILE_PATTERN)
 
 
-def voice_exists(name: str) -> ContractError:
+class VoiceMeta(BaseModel):
+    """A voice's meta.json. Strict: what a bucket holds is read back exactly as save() wrote it, or refused as
+    corrupt (the audio file name becomes part of an object key: only what save() writes is accepted)."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    version: int = META_VERSION
+    name: str
+    text: str
+    audio: Annotated[str, Field(pattern=AUDIO_FILE_PATTERN)]
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    duration: float
+    sample_rate: int
+    original_duration: float | None = None  # absent in metadata written before clipping was reported
+    clipped: bool = False
+    created_at: str | None = None
+
+    def info(self) -> VoiceInfo:
+        return VoiceInfo(
+            name=self.name,
+            text=self.text,
+            duration=self.duration,
+            sample_rate=self.sample_rate,
+            builtin=False,
+            created_at=self.created_at,
+        )
+
+
+def voice_exists_error(name: str) -> ContractError:
     """The one voice_exists error (the service checks early, the library again when writing)."""
     return ContractError(
         ErrorCode.voice_exists, f"voice {name!r} already exists; pass overwrite=true to replace it", "name"
@@ -100,22 +116,6 @@ class StoredVoice:
     info: VoiceInfo
     samples: np.ndarray  # float32, mono
     sample_rate: int
-
-
-def builtin_audio_file() -> Path:
-    """The f5-tts example clip, found without importing f5_tts (whose submodules pull in torch)."""
-    spec = importlib.util.find_spec("f5_tts")  # finds the package without executing it
-    for location in (spec.submodule_search_locations or []) if spec else []:
-        candidate = Path(location, BUILTIN_AUDIO_PATH)
-        if candidate.is_file():
-            return candidate
-    try:  # a layout where the package is not importable as such: ask the distribution's file list
-        candidate = Path(str(importlib.metadata.distribution("f5-tts").locate_file(f"f5_tts/{BUILTIN_AUDIO_PATH}")))
-        if candidate.is_file():
-            return candidate
-    except importlib.metadata.PackageNotFoundError:
-        pass
-    raise FileNotFoundError(f"f5-tts's reference clip f5_tts/{BUILTIN_AUDIO_PATH} is not installed")
 
 
 def _meta_key(name: str) -> str:
@@ -147,10 +147,8 @@ class VoiceLibrary:
 
     def __init__(self, store: ObjectStore, cache_dir: Path, *, orphan_grace_s: float | None = None) -> None:
         self.store = store
-        self.cache_dir = Path(cache_dir)
+        self.cache = VoiceAudioCache(cache_dir)
         self.orphan_grace_s = ORPHAN_GRACE_S if orphan_grace_s is None else orphan_grace_s
-        self._memory: OrderedDict[str, tuple[np.ndarray, int]] = OrderedDict()
-        self._memory_lock = threading.Lock()
         # Serialises this process's writes (fewer lost races to retry); other processes are coordinated by
         # the store's conditional writes (see the module docstring).
         self._write_lock = threading.Lock()
@@ -182,7 +180,7 @@ class VoiceLibrary:
                         ErrorCode.storage_error, f"the audio of voice {name!r} is missing from storage"
                     ) from None
                 continue
-            return StoredVoice(self._info(meta), samples.copy(), sample_rate)
+            return StoredVoice(meta.info(), samples.copy(), sample_rate)
         raise AssertionError("unreachable")
 
     def list(self) -> list[VoiceInfo]:
@@ -202,7 +200,7 @@ class VoiceLibrary:
                 log.warning("skipping voice %r: its metadata is corrupt", parts[1], exc_info=True)
                 continue
             if meta is not None:  # None: deleted since the listing
-                voices[parts[1]] = self._info(meta)
+                voices[parts[1]] = meta.info()
         return [voices[name] for name in sorted(voices)]
 
     # -------------------------------------------------------------------------------------------- changes
@@ -235,24 +233,23 @@ class VoiceLibrary:
         digest = hashlib.sha256(wav).hexdigest()
         audio_file = f"{digest[:16]}-{secrets.token_hex(4)}.wav"  # this save's own object (see the docstring)
         duration = round(samples.size / int(sample_rate), 3)
-        meta = {
-            "version": META_VERSION,
-            "name": name,
-            "text": text.strip(),
-            "audio": audio_file,
-            "sha256": digest,
-            "duration": duration,
-            "sample_rate": int(sample_rate),
-            "original_duration": round(original_duration if original_duration is not None else duration, 3),
-            "clipped": bool(clipped),
-            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-        encoded_meta = json.dumps(meta, indent=2).encode()
+        meta = VoiceMeta(
+            name=name,
+            text=text.strip(),
+            audio=audio_file,
+            sha256=digest,
+            duration=duration,
+            sample_rate=int(sample_rate),
+            original_duration=round(original_duration if original_duration is not None else duration, 3),
+            clipped=bool(clipped),
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        encoded_meta = meta.model_dump_json(indent=2).encode()
 
         with self._write_lock:
             old, old_etag = self._read_meta_with_etag(name)
             if old is not None and not overwrite:
-                raise voice_exists(name)
+                raise voice_exists_error(name)
             audio_key = _audio_key(name, audio_file)
             try:
                 self.store.put(audio_key, wav, "audio/wav")
@@ -266,18 +263,18 @@ class VoiceLibrary:
             if old is not None:
                 # The new metadata is in place; the audio of the version it replaced is referenced by nothing.
                 # Failing to remove it leaves an orphan for the sweep, not a broken voice.
-                self._delete_quietly(_audio_key(name, old["audio"]))
-                if old.get("sha256") != digest:
-                    self._drop_cached(old.get("sha256"))
-        self._write_cache(digest, wav)
+                self._delete_quietly(_audio_key(name, old.audio))
+                if old.sha256 != digest:
+                    self.cache.drop(old.sha256)
+        self.cache.keep_wav(digest, wav)
         self.sweep_orphans(name)
         return UploadVoiceOutput(
-            **self._info(meta).model_dump(), clipped=meta["clipped"], original_duration=meta["original_duration"]
+            **meta.info().model_dump(), clipped=meta.clipped, original_duration=meta.original_duration or duration
         )
 
     def _write_meta(
-        self, name: str, encoded: bytes, old: dict | None, old_etag: str | None, *, overwrite: bool
-    ) -> dict | None:
+        self, name: str, encoded: bytes, old: VoiceMeta | None, old_etag: str | None, *, overwrite: bool
+    ) -> VoiceMeta | None:
         """Write the metadata over exactly the version read (`old`), or create it; returns the version replaced.
 
         A lost race: overwrite=false → voice_exists; overwrite=true → read again and retry.
@@ -290,7 +287,7 @@ class VoiceLibrary:
                 )
             except PreconditionFailed:
                 if not overwrite:
-                    raise voice_exists(name) from None
+                    raise voice_exists_error(name) from None
                 old, old_etag = self._read_meta_with_etag(name)
                 continue
             except ConditionalWritesUnsupported:
@@ -300,7 +297,7 @@ class VoiceLibrary:
             ErrorCode.storage_error, f"voice {name!r} kept changing while it was saved; try again", "name"
         )
 
-    def _write_meta_unconditionally(self, name: str, encoded: bytes, *, overwrite: bool) -> dict | None:
+    def _write_meta_unconditionally(self, name: str, encoded: bytes, *, overwrite: bool) -> VoiceMeta | None:
         """The fallback where the store has no conditional writes: check, write, read back.
 
         A creation checks that the name is still free just before writing, and afterwards that the metadata
@@ -314,12 +311,12 @@ class VoiceLibrary:
         # Read again just before writing: the version replaced is most likely the one there now.
         old = self._read_meta(name)
         if old is not None and not overwrite:
-            raise voice_exists(name)
+            raise voice_exists_error(name)
         self.store.put(key, encoded, "application/json")
         if not overwrite:
             current = self._read_meta(name)
-            if current is None or current["audio"] != json.loads(encoded)["audio"]:
-                raise voice_exists(name)
+            if current is None or current.audio != VoiceMeta.model_validate_json(encoded).audio:
+                raise voice_exists_error(name)
         return old
 
     def delete(self, name: str) -> DeleteVoiceOutput:
@@ -331,9 +328,8 @@ class VoiceLibrary:
             if meta is None:
                 raise ContractError(ErrorCode.voice_not_found, f"voice {name!r} does not exist", "name")
             self.store.delete(_meta_key(name))  # the voice is gone from here on
-            if meta.get("audio"):
-                self._delete_quietly(_audio_key(name, meta["audio"]))
-            self._drop_cached(meta.get("sha256"))
+            self._delete_quietly(_audio_key(name, meta.audio))
+            self.cache.drop(meta.sha256)
         self.sweep_orphans(name)
         return DeleteVoiceOutput(name=name, deleted=True)
 
@@ -359,7 +355,7 @@ class VoiceLibrary:
                     meta = self._read_meta(voice)  # read after listing: a save that landed since is seen
                 except CorruptVoice:
                     continue  # which audio it means is unknown: keep all of it
-                referenced = meta["audio"] if meta else None
+                referenced = meta.audio if meta else None
                 for info in stale:
                     if info.key.rsplit("/", 1)[1] != referenced:
                         self.store.delete(info.key)
@@ -371,11 +367,11 @@ class VoiceLibrary:
         return removed
 
     # -------------------------------------------------------------------------------------------- internals
-    def _read_meta(self, name: str) -> dict | None:
+    def _read_meta(self, name: str) -> VoiceMeta | None:
         """The voice's metadata, None if it has none; CorruptVoice if it is unusable."""
         return self._read_meta_with_etag(name)[0]
 
-    def _read_meta_with_etag(self, name: str) -> tuple[dict | None, str | None]:
+    def _read_meta_with_etag(self, name: str) -> tuple[VoiceMeta | None, str | None]:
         """The metadata and the etag of that very version (for a conditional overwrite)."""
         try:
             raw, etag = self.store.get_with_etag(_meta_key(name))
@@ -384,20 +380,14 @@ class VoiceLibrary:
         return self._parse_meta(name, raw), etag
 
     @staticmethod
-    def _parse_meta(name: str, raw: bytes) -> dict:
+    def _parse_meta(name: str, raw: bytes) -> VoiceMeta:
         try:
-            meta = json.loads(raw)
-        except ValueError as exc:
-            raise CorruptVoice(name, f"not JSON ({exc})") from None
-        if not isinstance(meta, dict):
-            raise CorruptVoice(name, "not a JSON object")
-        # The audio file name becomes part of an object key: accept only what save() writes.
-        if meta.get("name") != name or not _AUDIO_FILE.fullmatch(str(meta.get("audio"))):
-            raise CorruptVoice(name, "bad name or audio fields")
-        if not _SHA256.fullmatch(str(meta.get("sha256"))) or not isinstance(meta.get("text"), str):
-            raise CorruptVoice(name, "bad sha256 or text fields")
-        if not isinstance(meta.get("duration"), (int, float)) or not isinstance(meta.get("sample_rate"), int):
-            raise CorruptVoice(name, "bad duration or sample_rate fields")
+            meta = VoiceMeta.model_validate_json(raw)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'document'}: {e['msg']}" for e in exc.errors())
+            raise CorruptVoice(name, problems[:300]) from None
+        if meta.name != name:
+            raise CorruptVoice(name, f"it names voice {meta.name[:80]!r}")
         return meta
 
     def _meta_may_reference(self, name: str, audio_file: str) -> bool:
@@ -406,71 +396,25 @@ class VoiceLibrary:
             meta = self._read_meta(name)
         except ContractError:
             return True
-        return meta is not None and meta["audio"] == audio_file
+        return meta is not None and meta.audio == audio_file
 
-    @staticmethod
-    def _info(meta: dict) -> VoiceInfo:
-        return VoiceInfo(
-            name=meta["name"],
-            text=meta["text"],
-            duration=meta["duration"],
-            sample_rate=meta["sample_rate"],
-            builtin=False,
-            created_at=meta.get("created_at"),
-        )
-
-    def _load_audio(self, name: str, meta: dict) -> tuple[np.ndarray, int]:
+    def _load_audio(self, name: str, meta: VoiceMeta) -> Decoded:
         """Samples by content hash: memory, then disk cache, then the store (verified against the hash)."""
-        digest = meta["sha256"]
-        with self._memory_lock:
-            if digest in self._memory:
-                self._memory.move_to_end(digest)
-                return self._memory[digest]
-        wav = self._read_cache(digest)
+        digest = meta.sha256
+        if (decoded := self.cache.decoded(digest)) is not None:
+            return decoded
+        wav = self.cache.wav(digest)
         if wav is None:
-            wav = self.store.get(_audio_key(name, meta["audio"]))
+            wav = self.store.get(_audio_key(name, meta.audio))
             if hashlib.sha256(wav).hexdigest() != digest:
                 raise ContractError(ErrorCode.storage_error, f"the audio of voice {name!r} does not match its checksum")
-            self._write_cache(digest, wav)
+            self.cache.keep_wav(digest, wav)
         try:
             decoded = _decode_wav(wav)
         except RuntimeError as exc:  # soundfile's errors are RuntimeErrors
             raise ContractError(ErrorCode.storage_error, f"the audio of voice {name!r} is unreadable: {exc}") from None
-        decoded[0].setflags(write=False)  # shared by every caller through the cache; callers get copies
-        with self._memory_lock:
-            self._memory[digest] = decoded
-            self._memory.move_to_end(digest)
-            while len(self._memory) > MEMORY_CACHE_VOICES:
-                self._memory.popitem(last=False)
+        self.cache.remember(digest, decoded)
         return decoded
-
-    def _cache_path(self, digest: str) -> Path:
-        return self.cache_dir / f"{digest}.wav"
-
-    def _read_cache(self, digest: str) -> bytes | None:
-        try:
-            data = self._cache_path(digest).read_bytes()
-        except OSError:
-            return None
-        # A cache file that does not hash to its name is damaged: ignore it (it is rewritten on download).
-        return data if hashlib.sha256(data).hexdigest() == digest else None
-
-    def _write_cache(self, digest: str, data: bytes) -> None:
-        """Best effort: a full or read-only disk costs a download next time, never a failed job."""
-        try:
-            write_file_atomically(self._cache_path(digest), data, durable=False)
-        except OSError:
-            log.warning("could not write the voice cache in %s", self.cache_dir, exc_info=True)
-
-    def _drop_cached(self, digest: str | None) -> None:
-        if not digest:
-            return
-        with self._memory_lock:
-            self._memory.pop(digest, None)
-        try:
-            self._cache_path(digest).unlink(missing_ok=True)
-        except OSError:
-            log.warning("could not remove a stale voice cache file", exc_info=True)
 
     def _delete_quietly(self, key: str) -> None:
         try:
@@ -489,7 +433,7 @@ class VoiceLibrary:
             samples.setflags(write=False)
             info = VoiceInfo(
                 name=BUILTIN_VOICE,
-                text=BUILTIN_TEXT,
+                text=BUILTIN_REFERENCE_TEXT,
                 duration=round(samples.size / sample_rate, 3),
                 sample_rate=sample_rate,
                 builtin=True,

@@ -17,7 +17,7 @@ from f5tts_client import JobState, cli
 
 from tests.clients.fake_runpod import FakeRunPod, Plan, stream_chunk, stream_end, synth_output
 from tests.clients.helpers import pcm_wav
-from worker.voices import BUILTIN_TEXT, builtin_audio_file
+from worker.model_facts import BUILTIN_REFERENCE_TEXT, builtin_audio_file
 
 
 def sent(fake: FakeRunPod) -> dict:
@@ -93,7 +93,7 @@ def test_a_job_outlasting_the_timeout_exits_6_and_says_it_may_still_finish(run_c
 
 def test_voices_list_and_json(run_cli, fake):
     voices = [
-        {"name": "default", "text": BUILTIN_TEXT, "duration": 5.333, "sample_rate": 24000, "builtin": True},
+        {"name": "default", "text": BUILTIN_REFERENCE_TEXT, "duration": 5.333, "sample_rate": 24000, "builtin": True},
         {"name": "alice", "text": "Hi.", "duration": 2.0, "sample_rate": 24000},
     ]
     fake.plan(*[Plan(final={"status": "COMPLETED", "output": [{"voices": voices}]})] * 2)
@@ -161,7 +161,9 @@ def test_cli_against_the_devstack(f5tts):
     with wave.open(str(cwd / "story.wav")) as w:
         assert w.getnframes() > 0 and w.getframerate() == 24000
 
-    added = run([*cmd, "voices", "add", "cli-voice", str(builtin_audio_file()), "--text", BUILTIN_TEXT, "--overwrite"])
+    added = run(
+        [*cmd, "voices", "add", "cli-voice", str(builtin_audio_file()), "--text", BUILTIN_REFERENCE_TEXT, "--overwrite"]
+    )
     assert added.returncode == 0 and "stored voice cli-voice" in added.stdout, added.stderr
     listed = run([*cmd, "voices", "list"])
     assert "cli-voice" in listed.stdout and "default" in listed.stdout

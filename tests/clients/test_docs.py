@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from worker.voices import builtin_audio_file
+from worker.model_facts import builtin_audio_file
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "client.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", DOCS.read_text(), flags=re.DOTALL)

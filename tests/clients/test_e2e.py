@@ -20,7 +20,7 @@ import pytest
 import soundfile as sf
 
 from tests.clients.helpers import collect, resolve
-from worker.voices import BUILTIN_TEXT, builtin_audio_file
+from worker.model_facts import BUILTIN_REFERENCE_TEXT, builtin_audio_file
 
 pytestmark = pytest.mark.anyio
 
@@ -56,7 +56,7 @@ async def test_synthesize_voices_and_health(stack_client, flavour, tmp_path):
 
     # A stored voice from a file path; synthesis with it; then gone again.
     name = f"e2e-{flavour}"
-    uploaded = await resolve(client.voices.upload(name, builtin_audio_file(), BUILTIN_TEXT, overwrite=True))
+    uploaded = await resolve(client.voices.upload(name, builtin_audio_file(), BUILTIN_REFERENCE_TEXT, overwrite=True))
     assert uploaded.name == name and uploaded.sample_rate == 24000 and not uploaded.clipped
     assert name in [v.name for v in await resolve(client.voices.list())]
     spoken = await resolve(client.synthesize("In my own voice.", voice=name, format="mp3", delivery="base64", **QUICK))
@@ -69,7 +69,7 @@ async def test_synthesize_voices_and_health(stack_client, flavour, tmp_path):
     # A one-off reference given as bytes.
     inline = await resolve(
         client.synthesize(
-            "Inline reference.", ref_audio=builtin_audio_file().read_bytes(), ref_text=BUILTIN_TEXT, **QUICK
+            "Inline reference.", ref_audio=builtin_audio_file().read_bytes(), ref_text=BUILTIN_REFERENCE_TEXT, **QUICK
         )
     )
     assert inline.voice == "inline" and inline.duration > 0
@@ -188,7 +188,7 @@ async def test_the_worker_errors_arrive_typed(stack_client, too_large_audio_url)
         await resolve(client.synthesize("Hi", voice="nobody-here"))
     assert info.value.field == "voice" and info.value.job_id
     with pytest.raises(f5.VoiceExists):
-        await resolve(client.voices.upload("default", builtin_audio_file(), BUILTIN_TEXT))
+        await resolve(client.voices.upload("default", builtin_audio_file(), BUILTIN_REFERENCE_TEXT))
     with pytest.raises(f5.InvalidInput) as info:  # a rule only the worker checks: one reference, not two
         await resolve(client.synthesize("Hi", voice="default", ref_audio=b"RIFF", ref_text="x"))
     assert "not both" in str(info.value)

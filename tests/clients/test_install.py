@@ -123,3 +123,15 @@ def test_the_cli_runs(installed):
     assert "usage: f5tts" in result.stdout and "voices" in result.stdout and "say" in result.stdout
     say = subprocess.run([installed / "bin" / "f5tts", "say", "--help"], capture_output=True, text=True, check=False)
     assert "--nfe-step" in say.stdout and "--stream" in say.stdout  # the contract's options
+
+
+def test_the_installed_playground_serves_its_page(installed):
+    """The page is package data: an installed copy (not the checkout) must carry it and serve it."""
+    probe = (
+        "import httpx; from f5tts_client import Client; from f5tts_client.playground import Playground\n"
+        "with Client(api_key='k', endpoint_url='http://127.0.0.1:9/v2/none') as c, Playground(c) as p:\n"
+        "    page = httpx.get(p.url).text\n"
+        "print('Speak' in page, p.token in page, '{{' in page)"
+    )
+    out = subprocess.check_output([installed / "bin" / "python", "-c", probe], text=True, env=PIP_ENV).split()
+    assert out == ["True", "True", "False"]

@@ -17,7 +17,7 @@ from f5tts_client._config import LOAD_BALANCER, QUEUE, detect_endpoint_type
 
 from tests.clients.helpers import FAST, collect, resolve
 from tests.devstack.lb_fixtures import lb_devstack  # noqa: F401 - the shared load-balancer stack
-from worker.voices import BUILTIN_TEXT, builtin_audio_file
+from worker.model_facts import BUILTIN_REFERENCE_TEXT, builtin_audio_file
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(600)]
 QUICK = {"nfe_step": 4}
@@ -57,7 +57,9 @@ async def test_synthesize_voices_and_health_over_the_load_balancer(lb_client):
     by_url = await resolve(lb_client.synthesize("Hello from the bucket.", seed=4, **QUICK))  # the worker has a bucket
     assert by_url.audio_url and len(await resolve(by_url.read())) > 1000
 
-    stored = await resolve(lb_client.voices.upload("lb-voice", builtin_audio_file(), text=BUILTIN_TEXT, overwrite=True))
+    stored = await resolve(
+        lb_client.voices.upload("lb-voice", builtin_audio_file(), text=BUILTIN_REFERENCE_TEXT, overwrite=True)
+    )
     assert stored.name == "lb-voice"
     assert "lb-voice" in {v.name for v in await resolve(lb_client.voices.list())}
     assert (await resolve(lb_client.voices.delete("lb-voice"))).deleted is True

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from devstack.stack import Stack
+from devstack.stack import QueueStack
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ECHO_WORKER = [sys.executable, str(Path(__file__).with_name("echo_worker.py"))]
@@ -25,7 +25,7 @@ TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"}
 T = TypeVar("T")
 
 
-def api(stack: Stack, timeout: float = 60.0, key: str | None = None) -> httpx.Client:
+def api(stack: QueueStack, timeout: float = 60.0, key: str | None = None) -> httpx.Client:
     """An HTTP client of the stack's public API, authorized (or with `key`; "" for no Authorization header)."""
     key = stack.api_key if key is None else key
     headers = {"Authorization": f"Bearer {key}"} if key else {}

@@ -85,14 +85,19 @@ def test_fifty_jobs_at_once_complete_exactly_once_each(pair, capsys):
 def test_worker_logs_hold_no_planted_secret_nor_presigned_url(pair):
     from urllib.parse import parse_qs, urlsplit
 
-    from worker.voices import BUILTIN_TEXT, builtin_audio_file
+    from worker.model_facts import BUILTIN_REFERENCE_TEXT, builtin_audio_file
 
     password, signature = "PLANTED-PASSWORD-2468", "PLANTED-SIGNATURE-1357"
     clip = builtin_audio_file().read_bytes()
     with serve_get(lambda _path: (200, clip)) as base_url:
         port = int(base_url.rsplit(":", 1)[1])
         url = f"http://user:{password}@127.0.0.1:{port}/ref.wav?X-Amz-Signature={signature}"
-        job = {"text": "Nothing secret here.", "ref_audio": {"url": url}, "ref_text": BUILTIN_TEXT, "nfe_step": 4}
+        job = {
+            "text": "Nothing secret here.",
+            "ref_audio": {"url": url},
+            "ref_text": BUILTIN_REFERENCE_TEXT,
+            "nfe_step": 4,
+        }
         with api(pair) as client:
             done = client.post("runsync", params={"wait": 120_000}, json={"input": job}).json()
     assert done["status"] == "COMPLETED", done
@@ -107,14 +112,14 @@ def test_worker_logs_hold_no_planted_secret_nor_presigned_url(pair):
 def test_two_devstack_workers_creating_one_voice_at_once(pair):
     import base64
 
-    from worker.voices import BUILTIN_TEXT, builtin_audio_file
+    from worker.model_facts import BUILTIN_REFERENCE_TEXT, builtin_audio_file
 
     audio = {"base64": base64.b64encode(builtin_audio_file().read_bytes()).decode()}
     s3 = pair.s3_client()
     with api(pair) as client:
         for round_no in range(4):
             name = f"devstack-race-{round_no}"
-            job = {"input": {"action": "upload_voice", "name": name, "audio": audio, "text": BUILTIN_TEXT}}
+            job = {"input": {"action": "upload_voice", "name": name, "audio": audio, "text": BUILTIN_REFERENCE_TEXT}}
             with ThreadPoolExecutor(max_workers=2) as pool:
                 ids = list(pool.map(lambda body: client.post("run", json=body).json()["id"], [job, job]))
             results = [wait_status(client, job_id, TERMINAL, timeout=120) for job_id in ids]

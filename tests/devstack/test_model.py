@@ -16,7 +16,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from devstack import model as devstack_model
-from devstack.model import ModelUnavailable, choose_model, find_real_weights, hub_unreachable_reason
+from devstack.model import ModelChoiceError, choose_model, find_real_weights, hub_unreachable_reason
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -44,7 +44,7 @@ def hub(tmp_path, monkeypatch):
 
 def test_nothing_configured_or_cached_means_no_real_weights(hub):
     assert find_real_weights() is None
-    with pytest.raises(ModelUnavailable, match=r"worker\.prefetch"):
+    with pytest.raises(ModelChoiceError, match=r"worker\.prefetch"):
         choose_model("real")
 
 
@@ -80,7 +80,7 @@ def test_demo_mode_with_an_unreachable_hub_falls_back_at_once_and_says_why(hub, 
     choice = choose_model("auto", fetch=True, out=io.StringIO())
     assert choice.kind == "tiny" and choice.is_noise
     assert "the Hugging Face Hub is unreachable: hub.invalid does not resolve" in choice.description
-    with pytest.raises(ModelUnavailable, match=r"hub\.invalid does not resolve"):
+    with pytest.raises(ModelChoiceError, match=r"hub\.invalid does not resolve"):
         choose_model("real", fetch=True)
     out = io.StringIO()
     devstack_model.announce_model(choice, out)

@@ -24,9 +24,9 @@ from tests.worker.helpers import make_service
 from tests.worker.s3_server import S3Bucket, S3Server, running_s3_server
 from worker.config import ModelSettings, Settings, StorageSettings, WorkerSettings
 from worker.engine import Engine
+from worker.model_facts import builtin_audio_file
 from worker.service import WorkerService
 from worker.tiny import build_tiny_checkpoint
-from worker.voices import builtin_audio_file
 
 
 @pytest.fixture(scope="session")

@@ -18,11 +18,12 @@ import soundfile as sf
 import torch
 from safetensors.torch import load_file
 
-from worker import engine as engine_module
+from worker import model_files
 from worker.config import ModelSettings, Settings, StorageSettings, WorkerSettings
 from worker.crossfade import cross_fade
-from worker.engine import Engine, EngineLoadError, read_model_config
+from worker.engine import Engine
 from worker.model_facts import BUILTIN_REFERENCE_AUDIO, BUILTIN_REFERENCE_TEXT
+from worker.model_files import EngineLoadError, read_model_config
 from worker.schema import ContractError, ErrorBody, ErrorCode
 from worker.service import WorkerService
 from worker.tiny import build_tiny_checkpoint
@@ -224,17 +225,17 @@ def test_load_failures_are_clear(make_model_settings, overrides: dict, message: 
 def test_hub_file_offline_and_not_cached_fails_without_download(monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(EngineLoadError, match="HF_HUB_OFFLINE=1"):
-        engine_module.resolve_file("hf://example-owner/not-a-repo/model.safetensors", "checkpoint")
+        model_files.resolve_file("hf://example-owner/not-a-repo/model.safetensors", "checkpoint")
 
 
 LEAN_IMPORT_PROBE = """
 import json, sys
-import worker.engine as engine
-f5 = engine.import_f5_infer()
+from worker.lean_imports import F5_INFER_FUNCTIONS, import_f5_infer
+f5 = import_f5_infer()
 skipped = ("transformers", "f5_tts.model.trainer", "wandb", "datasets", "accelerate", "gradio", "matplotlib",
            "librosa", "pandas", "einx", "sympy", "scipy.integrate", "torch._dynamo", "pypinyin")
 loaded = sorted(m for m in sys.modules if any(m == s or m.startswith(s + ".") for s in skipped))
-usable = all(callable(f) for f in (f5.load_model, f5.load_vocoder, f5.chunk_text, f5.infer_batch_process))
+usable = all(callable(getattr(f5, name)) for name in F5_INFER_FUNCTIONS)
 # What was skipped still works when asked for: the stand-ins are gone, the real modules load on first use.
 try:
     f5.pipeline("no-such-task")  # F5's Whisper path goes through transformers' real pipeline()

@@ -60,7 +60,7 @@ def test_a_model_that_cannot_load_fails_jobs_with_model_unavailable_instead_of_c
 
 RUNPOD_IMPORT_PROBE = """
 import json, sys
-from worker.handler import import_runpod
+from worker.lean_imports import import_runpod
 runpod = import_runpod()
 from runpod.serverless.utils import rp_debugger  # asked py-cpuinfo (a second interpreter) for the CPU name
 print(json.dumps({

@@ -42,7 +42,7 @@ CHILD = (
 
     from worker import log_redaction
     log_redaction.install(sys.argv[1])
-    from worker.handler import import_runpod
+    from worker.lean_imports import import_runpod
     runpod = import_runpod()
     from runpod.serverless.modules.rp_logger import RunPodLogger
 

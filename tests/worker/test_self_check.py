@@ -105,9 +105,9 @@ def test_self_check_exit_status_and_flash_attn_check(make_model_settings, monkey
 
 
 STAND_IN_PROBE = """
-from worker.engine import _stand_ins
+from worker.lean_imports import f5_stand_ins
 from worker.stand_ins import StandInError, import_with_stand_ins
-stand_ins = _stand_ins()
+stand_ins = f5_stand_ins()
 del stand_ins["transformers"].pipeline  # as if f5-tts now imported a name the stand-in does not provide
 try:
     import_with_stand_ins("f5_tts.infer.utils_infer", stand_ins)
@@ -139,13 +139,13 @@ def test_a_missing_real_module_is_named_as_a_missing_dependency(tmp_path, monkey
 
 RUNPOD_BROKEN_MAIN = """
 import sys
-from worker import handler
+from worker import handler, lean_imports
 from worker.stand_ins import StandInError
 
 def broken():
     raise StandInError("importing runpod (runpod 9.9) with stand-ins failed: it needs cpuinfo.new_probe")
 
-handler.import_runpod = broken
+lean_imports.import_runpod = broken
 sys.argv = ["worker.handler", "--test_input", '{"input": {"action": "health"}}']
 handler.main()
 """

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from tests.worker.s3_server import S3Bucket
+from worker.model_facts import BUILTIN_REFERENCE_TEXT
 from worker.schema import ContractError, ErrorCode, UploadVoiceOutput
 from worker.storage import LocalStore, ObjectStore, open_store
-from worker.voices import BUILTIN_TEXT, VoiceLibrary
+from worker.voices import VoiceLibrary
 
 SR = 24_000
 
@@ -177,7 +178,7 @@ def test_audio_is_cached_on_disk_by_content(local_store: LocalStore, tmp_path: P
 def test_builtin_default_voice(local_store: LocalStore, tmp_path: Path) -> None:
     library = VoiceLibrary(local_store, tmp_path / "cache")
     [default] = library.list()
-    assert default.name == "default" and default.builtin and default.text == BUILTIN_TEXT
+    assert default.name == "default" and default.builtin and default.text == BUILTIN_REFERENCE_TEXT
     voice = library.get("default")
     assert voice.sample_rate == 24_000 and voice.info.builtin
     assert 5.0 < voice.samples.size / voice.sample_rate < 6.0 and np.abs(voice.samples).max() > 0.05

@@ -14,7 +14,7 @@ import base64
 import contextlib
 import json
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
@@ -137,7 +137,7 @@ async def speech(body: SpeechRequest, state: State) -> Response:
     raise AssertionError("unreachable")  # pragma: no cover - the `with` returns or raises
 
 
-async def _sse(audio: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def _sse(audio: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
     """OpenAI's speech SSE: `speech.audio.delta` events (base64 audio), then `speech.audio.done`."""
     async for data in audio:
         event = {"type": "speech.audio.delta", "audio": base64.b64encode(data).decode("ascii")}

@@ -5,6 +5,7 @@
     f5tts say "A long story..." --stream -o - | ffplay -nodisp -autoexit -   # play as chunks arrive
     f5tts voices list | add NAME AUDIO --text "..." | rm NAME
     f5tts health
+    f5tts playground [--port P] [--no-browser]               # a web page to listen, compare and manage voices
 
 Configuration comes from the environment: RUNPOD_API_KEY, and F5TTS_ENDPOINT_ID or F5TTS_ENDPOINT_URL (the
 key is deliberately not a command-line option: it would land in shell history and `ps`). The synthesis options
@@ -250,6 +251,18 @@ def cmd_health(client: Client, args: argparse.Namespace, progress: Progress) -> 
     return EXIT_OK
 
 
+def cmd_playground(client: Client, args: argparse.Namespace, progress: Progress) -> int:
+    from f5tts_client import playground
+
+    try:
+        playground.run(client, args.host, args.port, open_browser=not args.no_browser)
+    except OSError as exc:  # the port is taken, or the address is not this machine's
+        raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    except KeyboardInterrupt:
+        print("f5tts: playground stopped", file=sys.stderr)
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------------------------------- parsing
 def _say_options() -> list[Option]:
     return [o for o in OPTIONS["synthesize"] if o.name not in SAY_OWN_FIELDS]
@@ -368,6 +381,21 @@ def build_parser() -> argparse.ArgumentParser:
     health = commands.add_parser("health", parents=[common], help="ask a worker for its health")
     health.add_argument("--json", action="store_true", help="print JSON")
     health.set_defaults(handler=cmd_health)
+
+    play = commands.add_parser(
+        "playground",
+        parents=[common],
+        help="a local web page to hear, compare and manage voices (the key stays in this process)",
+        description="Serve a web page on this machine that speaks through the configured endpoint. Ctrl-C stops it.",
+    )
+    play.add_argument("--port", type=int, default=8765, help="port to listen on (default 8765; 0: any free port)")
+    play.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; anything else lets others use your key, and says so)",
+    )
+    play.add_argument("--no-browser", action="store_true", help="do not open a browser; just print the URL")
+    play.set_defaults(handler=cmd_playground)
     return parser
 
 
