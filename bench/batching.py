@@ -55,7 +55,7 @@ def load_engine(model: str, device: str, dtype: str, attn_backend: str) -> Any:
     from worker.engine import Engine
 
     if model == "tiny":
-        from bench._common import tiny_model_env
+        from devstack.model import tiny_model_env
 
         env = tiny_model_env()
     else:
@@ -86,6 +86,7 @@ def run_round(service: Any, jobs: Sequence[dict[str, Any]]) -> tuple[float, list
     """All `jobs` started together: (wall seconds, each job's latency, seconds of audio)."""
     latencies = [0.0] * len(jobs)
     audio = [0.0] * len(jobs)
+    errors: list[str] = []
     barrier = threading.Barrier(len(jobs) + 1)
 
     def run(index: int) -> None:
@@ -94,7 +95,8 @@ def run_round(service: Any, jobs: Sequence[dict[str, Any]]) -> tuple[float, list
         items = list(service.run(jobs[index]))
         latencies[index] = time.perf_counter() - started
         if "error" in items[-1]:
-            raise SystemExit(f"a job failed: {items[-1]['error']}")
+            errors.append(items[-1]["error"])
+            return
         audio[index] = items[-1]["duration"]
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
@@ -104,6 +106,8 @@ def run_round(service: Any, jobs: Sequence[dict[str, Any]]) -> tuple[float, list
     barrier.wait()
     for thread in threads:
         thread.join()
+    if errors:
+        raise SystemExit(f"a job failed: {errors[0]}")
     return time.perf_counter() - started, latencies, sum(audio)
 
 
