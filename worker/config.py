@@ -124,7 +124,35 @@ class WorkerSettings(BaseSettings):
     allow_private_urls: bool = Field(
         False, description="Allow reference URLs on loopback/private/link-local addresses (devstack and tests only)."
     )
-    concurrency: int = Field(1, ge=1, le=16, description="Jobs one worker runs at once (RunPod concurrency_modifier).")
+    concurrency: int | None = Field(
+        None,
+        ge=1,
+        le=16,
+        description="Jobs one worker runs at once (queue mode: RunPod's concurrency_modifier; http mode: the "
+        "synthesis slots); default: `F5TTS_MAX_BATCH`, so concurrent jobs can fill a batch.",
+    )
+    max_batch: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="Most text chunks (of one job or of concurrent ones, with the same `nfe_step`, `cfg_strength` "
+        "and `sway_sampling_coef`) sampled in one model call; default: 8 on a GPU (where one chunk leaves it mostly "
+        "idle), 1 on a CPU (where a batch costs what its chunks cost in turn). A chunk's audio never depends on "
+        "its batch mates.",
+    )
+    batch_frames: int = Field(
+        16384,
+        ge=1,
+        description="Most mel frames (~10.7 ms each) one model call pads to: chunks in it x the longest chunk's "
+        "reference + text frames. Bounds the GPU memory a batch takes; a chunk over it alone still runs.",
+    )
+    batch_wait_ms: float | None = Field(
+        None,
+        ge=0,
+        le=1000,
+        description="How long a chunk waits for other jobs' chunks to share its model call; default: 5 on a GPU, "
+        "0 on a CPU.",
+    )
     log_level: str = Field("INFO", description="Python logging level.")
     serve: Literal["queue", "http"] = Field(
         "queue",

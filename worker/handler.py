@@ -20,7 +20,7 @@ import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
-from worker import log_redaction
+from worker import batcher, log_redaction
 from worker.async_bridge import iterate_in_thread
 from worker.config import get_settings
 from worker.lean_imports import load_runpod
@@ -88,11 +88,12 @@ def main() -> None:
         return
     runpod, runpod_failure = load_runpod()  # not at module level: importers of this module (tests, devstack) need none
     build_service(runpod_failure)
+    jobs_at_once = batcher.concurrency(settings)
     local_test = any(arg.startswith("--test_input") for arg in sys.argv[1:])
     runpod.serverless.start(
         {
             "handler": run_collected if local_test else handler,
-            "concurrency_modifier": lambda _current: settings.worker.concurrency,
+            "concurrency_modifier": lambda _current: jobs_at_once,
             "return_aggregate_stream": True,
         }
     )

@@ -101,7 +101,9 @@ def _default_vocab(ckpt_location: str, ckpt_file: Path) -> Path:
 
 
 def read_model_config(path: Path, attn_backend: str) -> tuple[str, dict[str, Any]]:
-    """(backbone class name, architecture kwargs) from an f5-tts model YAML, attention backend overridden."""
+    """(backbone class name, architecture kwargs) from an f5-tts model YAML, attention backend overridden and
+    attention masks on (every shipped config has them off): batched chunks of unequal length are padded, and
+    without the mask a chunk would attend to its batch mates' padding. A batch of one passes no mask at all."""
     try:
         model = yaml.safe_load(path.read_text())["model"]
         backbone, arch, mel = model["backbone"], dict(model["arch"]), model["mel_spec"]
@@ -115,4 +117,5 @@ def read_model_config(path: Path, attn_backend: str) -> tuple[str, dict[str, Any
     if wrong:
         raise EngineLoadError(f"model config {path}: f5-tts's inference needs mel settings {MEL_SETTINGS}, got {wrong}")
     arch["attn_backend"] = attn_backend
+    arch["attn_mask_enabled"] = True
     return backbone, arch

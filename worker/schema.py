@@ -311,6 +311,12 @@ class HealthOutput(BaseModel):
     attn_backend: str
     storage: Literal["s3", "local"]
     sample_rate: int
+    concurrency: int = Field(description="Jobs this worker runs at once (F5TTS_CONCURRENCY).")
+    max_batch: int = Field(description="Most text chunks sampled in one model call (F5TTS_MAX_BATCH).")
+    batch_frames: int = Field(description="Most mel frames one model call pads to (F5TTS_BATCH_FRAMES).")
+    batch_wait_ms: float = Field(
+        description="How long a chunk waits for others to share its call (F5TTS_BATCH_WAIT_MS)."
+    )
 
 
 ACTION_MODELS: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {

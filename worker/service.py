@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from worker import audio, subtitles
+from worker import audio, batcher, subtitles
 from worker.config import Settings
 from worker.crossfade import CrossFader
 from worker.fetch import read_audio_source
@@ -53,17 +53,9 @@ from worker.word_timing import WordTimeline, WordTiming, estimate_all
 
 if TYPE_CHECKING:
     from worker.aligner import Aligner
-    from worker.engine import Engine, GeneratedChunk
+    from worker.engine import ChunkRequest, Engine, GeneratedChunk
 
 log = logging.getLogger("worker")
-
-# Every torch call of the process (load, warm-up, each chunk, transcription) runs on this one thread, one at a
-# time: seeding torch's global RNG and the GPU itself are not shareable between jobs, while fetching, encoding and
-# uploading of concurrent jobs still overlap. One thread, not just a lock, because torch keeps per-thread state
-# (an OpenMP team on the CPU, cuBLAS handles on a GPU): the warm-up then prepares the very thread jobs run on,
-# and no second OpenMP team exists to make libgomp stop spinning between ops (CPU inference ran ~25% slower
-# when jobs ran on the handler's pool threads; see docs/benchmarks.md).
-_inference_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
 
 
 class JobCancelled(Exception):
@@ -86,7 +78,7 @@ class SpeechPiece:
 
 @dataclass
 class _SpokenChunk:
-    """A generated chunk made ready on the inference thread: silence removed, its words timed within it."""
+    """A generated chunk made ready: silence removed, its words timed within it."""
 
     chunk: GeneratedChunk
     wave: np.ndarray
@@ -131,6 +123,7 @@ class WorkerService:
         self._engine_factory = engine_factory
         self.engine: Engine | None = None
         self.startup_error: str | None = None
+        self.batch_limits = batcher.batch_limits(settings)  # refined by the loaded engine's device
         # The word aligner, loaded once on the inference thread (at start with F5TTS_ALIGNER_PRELOAD, else by
         # the first job that wants words); a load failure is kept: jobs then get estimated times, not errors.
         self._aligner: Aligner | None = None
@@ -144,6 +137,7 @@ class WorkerService:
         self.voices.sweep_orphans()  # audio left by saves that crashed or lost a race (best effort)
         try:
             self.engine = self._on_inference_thread(self._engine_factory)
+            self.batch_limits = batcher.batch_limits(self.settings, str(self.engine.device))
             if self.settings.model.warmup:
                 t0 = time.perf_counter()
                 self._on_inference_thread(self.engine.warmup)
@@ -202,7 +196,7 @@ class WorkerService:
         reference = self._resolve_reference(job)
         seed = job.seed if job.seed is not None else secrets.randbelow(2**31)
         # Plans the chunks now (no torch yet): a text that cannot be spoken is refused before any audio.
-        generated = self.engine.generate(
+        requests = self.engine.plan(
             reference.samples,
             reference.sample_rate,
             reference.text,
@@ -214,23 +208,19 @@ class WorkerService:
             seed=seed,
         )
         speech = Speech(voice=reference.name, seed=seed, sample_rate=self.engine.sample_rate, pieces=iter(()))
-        spoken = self._spoken(generated, job, speech.sample_rate)
-        speech.pieces = self._pieces(speech, self._on_inference(spoken, cancelled), job)
+        speech.pieces = self._pieces(speech, self._on_inference(self.engine, requests, job, cancelled), job)
         return speech
 
-    def _spoken(
-        self, chunks: Iterator[GeneratedChunk], job: SynthesizeInput, sample_rate: int
-    ) -> Iterator[_SpokenChunk]:
-        """Each engine chunk with its silences removed and, when the job wants words, its words aligned against
-        that very audio. Runs where `chunks` runs (the inference thread), since the aligner is torch work too.
+    def _spoken(self, chunk: GeneratedChunk, job: SynthesizeInput, sample_rate: int) -> _SpokenChunk:
+        """An engine chunk with its silences removed and, when the job wants words, its words aligned against
+        that very audio (on the inference thread: the aligner is torch work too).
 
         remove_silence works per chunk, before the cross-fade, in every mode: a stream cannot wait for the
         whole wave. A pause spanning a chunk join is then at most the two chunks' edges (0.5 s each), which
         keeps the rule "no pause over 1 s"."""
-        for chunk in chunks:
-            wave = audio.remove_silences(chunk.samples, sample_rate) if job.remove_silence else chunk.samples
-            words = self._time_words(wave, sample_rate, chunk.text) if job.wants_words else None
-            yield _SpokenChunk(chunk, wave, words)
+        wave = audio.remove_silences(chunk.samples, sample_rate) if job.remove_silence else chunk.samples
+        words = self._on_inference_thread(self._time_words, wave, sample_rate, chunk.text) if job.wants_words else None
+        return _SpokenChunk(chunk, wave, words)
 
     def _load_aligner(self) -> Aligner | None:
         """The aligner, loaded on first call (on the inference thread); None, logged once, if it cannot load."""
@@ -293,20 +283,36 @@ class WorkerService:
                 last=chunk.index == chunk.count - 1,
             )
 
-    def _on_inference(self, chunks: Iterator[_SpokenChunk], cancelled: threading.Event) -> Iterator[_SpokenChunk]:
-        """Engine chunks, each computed on the inference thread, one ahead: while a chunk is encoded and delivered
-        (a stream posts it to RunPod), the next one is already being generated, so streaming costs the model no
-        idle time. `cancelled` is checked before each chunk is started."""
+    def _on_inference(
+        self, engine: Engine, requests: list[ChunkRequest], job: SynthesizeInput, cancelled: threading.Event
+    ) -> Iterator[_SpokenChunk]:
+        """The speech's chunks, sampled on the inference thread in the groups `batcher.group_chunks` makes (the
+        first chunk alone), each group possibly batched with other jobs' chunks, one group ahead: while a group
+        is encoded and delivered (a stream posts it to RunPod), the next one is already being generated, so
+        streaming costs the model no idle time. `cancelled` is checked before each group is started; a group
+        still pending when the job stops is withdrawn."""
+        groups = batcher.group_chunks(requests, self.batch_limits)
 
-        def start_next() -> Future[_SpokenChunk | None]:
+        def start(group: list[ChunkRequest]) -> list[Future[batcher.SampledChunk]]:
             if cancelled.is_set():
                 raise JobCancelled
-            return _inference_thread.submit(next, chunks, None)
+            return batcher.inference.sample(engine, group, self.batch_limits, cancelled)
 
-        pending = start_next()
-        while (chunk := pending.result()) is not None:
-            pending = start_next()
-            yield chunk
+        pending = start(groups[0])
+        try:
+            for number, group in enumerate(groups):
+                try:
+                    sampled = [future.result() for future in pending]
+                except CancelledError:  # the inference thread dropped them: the job was cancelled meanwhile
+                    raise JobCancelled from None
+                if number + 1 < len(groups):
+                    pending = start(groups[number + 1])
+                for request, chunk in zip(group, sampled, strict=True):
+                    generated = request.generated(chunk.wave, chunk.inference_s)
+                    yield self._spoken(generated, job, engine.sample_rate)
+        finally:
+            for future in pending:
+                future.cancel()  # a no-op for chunks already done or running
 
     def _synthesize(self, job: SynthesizeInput, started: float, cancelled: threading.Event) -> Iterator[dict[str, Any]]:
         delivery = job.delivery or ("url" if self.store.supports_urls else "base64")
@@ -418,7 +424,7 @@ class WorkerService:
 
     def _on_inference_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         """`fn(*args)` on the inference thread, after whatever is queued there; its exception is raised here."""
-        return _inference_thread.submit(fn, *args).result()
+        return batcher.inference.call(fn, *args).result()
 
     def _check_inline_size(self, size: int) -> None:
         limit = self.settings.worker.max_output_bytes
@@ -479,6 +485,10 @@ class WorkerService:
             attn_backend=engine.attn_backend,
             storage=self.store.kind,
             sample_rate=engine.sample_rate,
+            concurrency=batcher.concurrency(self.settings),
+            max_batch=self.batch_limits.max_batch,
+            batch_frames=self.batch_limits.max_frames,
+            batch_wait_ms=round(self.batch_limits.wait_s * 1000, 3),
         )
 
 

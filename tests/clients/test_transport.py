@@ -107,6 +107,10 @@ async def test_voices_and_health_parse_their_outputs(make_client, fake, tmp_path
                         "attn_backend": "torch",
                         "storage": "s3",
                         "sample_rate": 24000,
+                        "concurrency": 1,
+                        "max_batch": 1,
+                        "batch_frames": 16384,
+                        "batch_wait_ms": 0.0,
                         "new_field_from_a_newer_worker": 1,
                     }
                 ],

@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from worker import batcher
 from worker.config import Settings
 from worker.http_server import elevenlabs, elevenlabs_realtime, native, openai
 from worker.http_server.body_limit import BodyLimitMiddleware
@@ -42,7 +43,7 @@ def create_app(service: WorkerService, settings: Settings, *, start_service: boo
     state = HttpState(
         service=service,
         settings=settings,
-        slots=SynthesisSlots(settings.worker.concurrency, settings.worker.busy_wait_s),
+        slots=SynthesisSlots(batcher.concurrency(settings), settings.worker.busy_wait_s),
         loading=start_service and service.engine is None and service.startup_error is None,
     )
 

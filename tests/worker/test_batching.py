@@ -1,0 +1,422 @@
+"""Batched synthesis (issue 19), through the real f5-tts `CFM.sample` on the tiny checkpoint: a chunk in a batch
+sounds as it does alone, the inference thread batches across jobs and within a job, fairly, and survives
+cancellation and running out of memory; in the queue mode's service and the http mode's app alike."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import io
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from importlib.resources import files
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from tests.worker.helpers import make_service
+from worker import batcher
+from worker.batcher import BatchLimits, InferenceThread, group_chunks
+from worker.config import ModelSettings, Settings, StorageSettings, WorkerSettings
+from worker.engine import TARGET_RMS, ChunkRequest, Engine, seed_everything
+from worker.http_server import create_app
+from worker.model_facts import BUILTIN_REFERENCE_AUDIO, BUILTIN_REFERENCE_TEXT
+from worker.service import WorkerService
+
+pytestmark = pytest.mark.timeout(300)
+
+FAST = {"nfe_step": 4}
+# Float32 rounding of a batched pass (other matmul shapes) moves samples by ~1e-7; without attention masks a
+# padded chunk moved by ~3e-4. The waves peak around 0.1.
+SAME_WITHIN = 1e-5
+LONG = (
+    "The rivers carve the valleys, and the winds shape the mountains over the ages, while the seasons turn "
+    "without asking anyone for permission."
+)
+SHORT = "Hi there, how are you?"
+# Five chunks with the default voice (738, 1506, 1276, 1295 and 1420 mel frames): a first sentence, then four.
+STORY = (
+    "The lamp was lit at dusk. "
+    "He polished the great lens until it shone, then lit the lamp and watched the beam sweep across the water. "
+    "Ships passing in the night would see the light and know that the rocks were near. "
+    "Some of the sailors waved, though they knew he could not see them from so far away. "
+    "When the morning came, he put out the lamp, wrote a line in his logbook, and went down to sleep."
+)
+WIDE = BatchLimits(max_batch=8, max_frames=1_000_000, wait_s=0.0)
+
+
+@pytest.fixture(scope="module")
+def reference() -> tuple[np.ndarray, int]:
+    samples, rate = sf.read(str(files("f5_tts").joinpath(BUILTIN_REFERENCE_AUDIO)), dtype="float32")
+    return samples, rate
+
+
+def request(
+    engine: Engine, reference: tuple[np.ndarray, int], text: str, seed: int, seconds: float = 0
+) -> ChunkRequest:
+    """The first chunk of `text` in the built-in voice (its first `seconds` only, with a shorter transcript, when
+    given: another reference length)."""
+    samples, rate = reference
+    ref_text = BUILTIN_REFERENCE_TEXT
+    if seconds:
+        samples, ref_text = samples[: int(seconds * rate)], "Some call me nature."
+    return engine.plan(samples, rate, ref_text, text, seed=seed, **FAST)[0]
+
+
+def assert_same(batched: np.ndarray, alone: np.ndarray) -> None:
+    assert batched.shape == alone.shape  # same length: no frame gained or lost to a batch mate
+    assert np.abs(batched - alone).max() < SAME_WITHIN, np.abs(batched - alone).max()
+
+
+# ------------------------------------------------------------------------------------------------ engine
+def test_a_chunk_alone_gives_f5_tts_own_bytes(engine: Engine, reference: tuple[np.ndarray, int]) -> None:
+    """The batched path at batch 1 is f5-tts's infer_batch_process, byte for byte (seeded as the worker seeds)."""
+    samples, rate = reference
+    chunk = request(engine, reference, LONG, seed=5)
+    (wave,) = engine.sample([chunk])
+    seed_everything(5)
+    f5_waves = engine._f5.infer_batch_process(
+        (torch.from_numpy(samples.copy()).unsqueeze(0), rate),
+        chunk.prompt.text,
+        [LONG],
+        engine.model,
+        engine.vocoder,
+        progress=None,
+        target_rms=TARGET_RMS,
+        cross_fade_duration=0.0,
+        nfe_step=4,
+        device=engine.device,
+        streaming=True,
+        chunk_size=sys.maxsize,
+    )
+    f5_wave, _ = next(f5_waves)
+    assert np.array_equal(wave, f5_wave)
+    assert np.array_equal(engine.sample([chunk])[0], wave)  # and again: the same seed, the same bytes
+
+
+def test_a_shorter_sentence_in_a_batch_keeps_its_words(engine: Engine, reference: tuple[np.ndarray, int]) -> None:
+    """F5-TTS#1179: the shorter item of a batch (padded to the longer) dropped words. Here each item, another
+    voice length and text, comes out as it does alone; without attention masks the padded one would not."""
+    short, long = request(engine, reference, SHORT, seed=9, seconds=3), request(engine, reference, LONG, seed=11)
+    assert short.frames < long.frames / 2
+    (short_alone,), (long_alone,) = engine.sample([short]), engine.sample([long])
+    long_batched, short_batched = engine.sample([long, short])
+    assert_same(short_batched, short_alone)
+    assert_same(long_batched, long_alone)
+
+    model: Any = engine.model
+    processors = [block.attn.processor for block in model.transformer.transformer_blocks]
+    try:
+        for processor in processors:
+            processor.attn_mask_enabled = False  # f5-tts's shipped setting
+        _, short_unmasked = engine.sample([long, short])
+    finally:
+        for processor in processors:
+            processor.attn_mask_enabled = True
+    assert np.abs(short_unmasked - short_alone).max() > 10 * SAME_WITHIN  # what the mask prevents
+
+
+def test_each_item_has_its_own_noise(engine: Engine, reference: tuple[np.ndarray, int]) -> None:
+    """CFM.sample's one `seed` would give every item the same noise; each item's comes from its own seed."""
+    seven, eight = request(engine, reference, LONG, seed=7), request(engine, reference, LONG, seed=8)
+    (seven_alone,) = engine.sample([seven])
+    batched = engine.sample([seven, eight, seven])
+    assert not np.allclose(batched[0], batched[1], atol=1e-3)
+    assert_same(batched[0], seven_alone)
+    assert_same(batched[2], seven_alone)
+
+
+def test_one_call_takes_one_set_of_sampling_settings(engine: Engine, reference: tuple[np.ndarray, int]) -> None:
+    samples, rate = reference
+    four = request(engine, reference, LONG, seed=1)
+    (eight,) = engine.plan(samples, rate, BUILTIN_REFERENCE_TEXT, LONG, seed=1, nfe_step=8)
+    with pytest.raises(ValueError, match="one set of sampling settings"):
+        engine.sample([four, eight])
+
+
+# ------------------------------------------------------------------------------------------------ limits
+def test_limits_cap_items_padded_frames_and_length_spread() -> None:
+    limits = BatchLimits(max_batch=3, max_frames=3000, wait_s=0)
+    assert limits.admits([5000])  # one chunk always runs, whatever its length
+    assert limits.admits([900, 1000, 800])
+    assert not limits.admits([900, 1000, 800, 900])  # items
+    assert not limits.admits([1000, 1100, 1000])  # 3 x 1100 padded frames
+    assert not limits.admits([400, 1000])  # a long one would pad a short one to 2.5x its length
+
+
+def test_a_speech_groups_its_chunks_first_alone_then_by_the_limits(
+    engine: Engine, reference: tuple[np.ndarray, int]
+) -> None:
+    samples, rate = reference
+    requests = engine.plan(samples, rate, BUILTIN_REFERENCE_TEXT, STORY, seed=3, **FAST)
+    assert len(requests) == 5
+    groups = group_chunks(requests, BatchLimits(max_batch=4, max_frames=100_000, wait_s=0))
+    assert [[r.index for r in group] for group in groups] == [[0], [1, 2, 3, 4]]
+    two = group_chunks(requests, BatchLimits(max_batch=3, max_frames=100_000, wait_s=0))
+    assert [[r.index for r in group] for group in two] == [[0], [1, 2, 3], [4]]
+    by_frames = group_chunks(requests, BatchLimits(max_batch=4, max_frames=2 * 1506, wait_s=0))
+    assert [[r.index for r in group] for group in by_frames] == [[0], [1, 2], [3, 4]]
+    assert [len(g) for g in group_chunks(requests, BatchLimits(1, 100_000, 0))] == [1, 1, 1, 1, 1]
+
+
+def test_defaults_follow_the_device(tmp_path) -> None:
+    def settings(device: str, **worker: Any) -> Settings:
+        return Settings(
+            model=ModelSettings(_env_file=None, device=device),
+            worker=WorkerSettings(_env_file=None, data_dir=tmp_path, **worker),
+        )
+
+    assert batcher.batch_limits(settings("cpu")) == BatchLimits(1, 16384, 0.0)
+    assert batcher.batch_limits(settings("cuda")) == BatchLimits(8, 16384, 0.005)
+    assert batcher.concurrency(settings("cuda")) == 8 and batcher.concurrency(settings("cpu")) == 1
+    assert batcher.batch_limits(settings("cuda", max_batch=3, batch_wait_ms=1)) == BatchLimits(3, 16384, 0.001)
+    assert batcher.concurrency(settings("cpu", max_batch=4)) == 4
+    assert batcher.concurrency(settings("cuda", concurrency=2)) == 2
+    assert batcher.batch_limits(settings("auto"), device="cuda:0").max_batch == 8  # the loaded engine's device
+    assert batcher.batch_limits(settings("cuda"), device="cpu").max_batch == 1
+
+
+# ------------------------------------------------------------------------------------------------ the thread
+@pytest.fixture
+def calls(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    """Each Engine.sample call's chunk seeds (the real call runs)."""
+    made: list[list[int]] = []
+    real = engine.sample
+
+    def recording(requests: Sequence[ChunkRequest]) -> list[np.ndarray]:
+        made.append([r.seed for r in requests])
+        return real(requests)
+
+    monkeypatch.setattr(engine, "sample", recording)
+    return made
+
+
+def held(thread: InferenceThread) -> threading.Event:
+    """Keeps `thread` busy until the returned event is set, so that what is queued meanwhile waits together."""
+    release, started = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        started.set()
+        release.wait(30)
+
+    thread.call(hold)
+    assert started.wait(30)
+    return release
+
+
+def test_pending_chunks_of_several_jobs_share_one_call_by_length(
+    engine: Engine, reference: tuple[np.ndarray, int], calls: list[list[int]]
+) -> None:
+    thread = InferenceThread()
+    release = held(thread)
+    short = [request(engine, reference, SHORT, seed=s, seconds=3) for s in (1, 2, 3)]
+    long = request(engine, reference, LONG, seed=4)
+    never = threading.Event()
+    futures = [thread.sample(engine, [chunk], WIDE, never)[0] for chunk in (short[0], long, short[1], short[2])]
+    release.set()
+    waves = [future.result(60).wave for future in futures]
+    # The oldest chunk goes first with the chunks of its length; the long one, which would pad them, goes alone.
+    assert calls == [[1, 2, 3], [4]]
+    for chunk, wave in zip((short[0], long, short[1], short[2]), waves, strict=True):
+        assert_same(wave, next(engine._one_by_one([chunk])).samples)
+    assert all(future.result().inference_s > 0 for future in futures)
+
+
+def test_a_cancelled_jobs_chunks_leave_the_batch_and_the_others_are_served(
+    engine: Engine, reference: tuple[np.ndarray, int], calls: list[list[int]]
+) -> None:
+    thread = InferenceThread()
+    release = held(thread)
+    stopped, running = threading.Event(), threading.Event()
+    gone = thread.sample(engine, [request(engine, reference, SHORT, seed=s, seconds=3) for s in (1, 2)], WIDE, stopped)
+    kept = thread.sample(engine, [request(engine, reference, SHORT, seed=3, seconds=3)], WIDE, running)
+    withdrawn = thread.sample(engine, [request(engine, reference, SHORT, seed=4, seconds=3)], WIDE, running)
+    stopped.set()  # RunPod cancelled the first job
+    withdrawn[0].cancel()  # a consumer that went away
+    release.set()
+    assert kept[0].result(60).wave.size > 0
+    assert all(future.cancelled() for future in [*gone, *withdrawn])
+    assert calls == [[3]]
+
+
+def test_running_out_of_memory_splits_the_batch_and_retries(
+    engine: Engine, reference: tuple[np.ndarray, int], calls: list[list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A GPU that holds two chunks at a time (simulated: the call raises torch's OOM error above two)."""
+    recording = engine.sample
+
+    def two_at_most(requests: Sequence[ChunkRequest]) -> list[np.ndarray]:
+        if len(requests) > 2:
+            calls.append([-1] * len(requests))
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return recording(requests)
+
+    monkeypatch.setattr(engine, "sample", two_at_most)
+    thread = InferenceThread()
+    release = held(thread)
+    chunks = [request(engine, reference, SHORT, seed=s, seconds=3) for s in range(1, 6)]
+    futures = thread.sample(engine, chunks, WIDE, threading.Event())
+    release.set()
+    waves = [future.result(60).wave for future in futures]
+    assert calls == [[-1] * 5, [1, 2], [-1] * 3, [3], [4, 5]]
+    for chunk, wave in zip(chunks, waves, strict=True):
+        assert_same(wave, next(engine._one_by_one([chunk])).samples)
+
+
+def test_a_failure_reaches_every_chunk_of_its_call_and_the_thread_goes_on(
+    engine: Engine, reference: tuple[np.ndarray, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = engine.sample
+    monkeypatch.setattr(engine, "sample", lambda requests: (_ for _ in ()).throw(RuntimeError("broken")))
+    thread = InferenceThread()
+    futures = thread.sample(engine, [request(engine, reference, SHORT, seed=1, seconds=3)], WIDE, threading.Event())
+    with pytest.raises(RuntimeError, match="broken"):
+        futures[0].result(60)
+    monkeypatch.setattr(engine, "sample", real)
+    assert thread.call(lambda: "still here").result(60) == "still here"
+
+
+# ------------------------------------------------------------------------------------------------ services
+def batching_service(engine: Engine, tmp_path, **worker: object) -> WorkerService:
+    settings = {"max_batch": 4, "batch_wait_ms": 500.0, **worker}
+    return make_service(engine, StorageSettings(_env_file=None), tmp_path, **settings)
+
+
+def pcm(item: dict) -> np.ndarray:
+    samples, _ = sf.read(io.BytesIO(base64.b64decode(item["audio_base64"])), dtype="float32")
+    return samples
+
+
+def concurrently(jobs: list[Callable[[], object]]) -> list[object]:
+    results: list[object] = [None] * len(jobs)
+    barrier = threading.Barrier(len(jobs))
+
+    def run(index: int) -> None:
+        barrier.wait(30)
+        results[index] = jobs[index]()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    return results
+
+
+def job(text: str, seed: int, **fields: object) -> dict:
+    return {"text": text, "seed": seed, "delivery": "base64", "format": "wav", "nfe_step": 4, **fields}
+
+
+def assert_same_pcm(batched: np.ndarray, alone: np.ndarray) -> None:
+    """WAV is 16-bit: float noise may flip the last bit of a sample."""
+    assert batched.shape == alone.shape
+    assert np.abs(batched - alone).max() <= 2 / 32768
+
+
+def test_queue_mode_concurrent_jobs_are_batched_and_sound_as_they_do_alone(
+    engine: Engine, tmp_path, calls: list[list[int]]
+) -> None:
+    service = batching_service(engine, tmp_path, concurrency=3)
+    jobs = [job(SHORT, 1), job(LONG, 2), job("The winds shape the mountains over the ages.", 3)]
+    alone = [pcm(next(service.run(j))) for j in jobs]
+    assert calls == [[1], [2], [3]]
+    calls.clear()
+
+    def run_job(job_input: dict) -> list[dict]:
+        return list(service.run(job_input))
+
+    results: list[Any] = concurrently([functools.partial(run_job, j) for j in jobs])
+    assert max(len(c) for c in calls) > 1, calls  # at least two jobs shared a call
+    for items, wave in zip(results, alone, strict=True):
+        assert_same_pcm(pcm(items[0]), wave)
+
+
+def test_health_reports_the_batching_settings(engine: Engine, tmp_path) -> None:
+    (health,) = batching_service(engine, tmp_path, concurrency=3, batch_frames=9000).run({"action": "health"})
+    assert (health["concurrency"], health["max_batch"], health["batch_frames"]) == (3, 4, 9000)
+    assert health["batch_wait_ms"] == 500.0
+
+
+def test_whole_results_group_chunks_as_streams_do(engine: Engine, tmp_path, calls: list[list[int]]) -> None:
+    service = batching_service(engine, tmp_path, batch_wait_ms=0.0)
+    whole = pcm(next(service.run(job(STORY, 5))))
+    assert calls == [[5], [6, 7, 8, 9]]  # the first chunk alone, then the rest in one call
+    items = list(service.run(job(STORY, 5, stream=True)))
+    streamed = np.concatenate([pcm(item) for item in items[:-1]])
+    assert np.array_equal(streamed, whole)  # sample for sample
+    assert calls[2:] == [[5], [6, 7, 8, 9]]
+
+
+def test_http_mode_concurrent_requests_are_batched_and_sound_as_they_do_alone(
+    engine: Engine, tmp_path, calls: list[list[int]]
+) -> None:
+    settings = Settings(
+        model=ModelSettings(_env_file=None, warmup=False),
+        storage=StorageSettings(_env_file=None),
+        worker=WorkerSettings(_env_file=None, data_dir=tmp_path, max_batch=4, batch_wait_ms=500.0, concurrency=3),
+    )
+    service = WorkerService(settings, engine_factory=lambda: engine)
+    service.start()
+    bodies = [
+        {"model": "tts-1", "input": text, "voice": "default", "seed": seed, "nfe_step": 4, "response_format": "pcm"}
+        for seed, text in enumerate((SHORT, LONG, "The winds shape the mountains over the ages."))
+    ]
+
+    async def speak_all(together: bool) -> list[bytes]:
+        transport = httpx.ASGITransport(app=create_app(service, settings, start_service=False))
+        async with httpx.AsyncClient(transport=transport, base_url="http://worker", timeout=120) as client:
+
+            async def speak(body: dict) -> bytes:
+                response = await client.post("/v1/audio/speech", json=body)
+                assert response.status_code == 200, response.text
+                return response.content
+
+            if together:
+                return list(await asyncio.gather(*(speak(body) for body in bodies)))
+            return [await speak(body) for body in bodies]
+
+    alone = asyncio.run(speak_all(together=False))
+    calls.clear()
+    together = asyncio.run(speak_all(together=True))
+    assert max(len(c) for c in calls) > 1, calls
+    for batched, single in zip(together, alone, strict=True):
+        assert_same_pcm(np.frombuffer(batched, dtype="<i2") / 32768, np.frombuffer(single, dtype="<i2") / 32768)
+
+
+def test_a_cancelled_job_leaves_the_queue_and_its_batch_mate_is_served(
+    engine: Engine, tmp_path, calls: list[list[int]]
+) -> None:
+    """Queue mode's cancel (RunPod stops a job): its waiting chunk is dropped, the other job's chunk runs as alone."""
+    service = batching_service(engine, tmp_path, concurrency=2, batch_wait_ms=0.0)
+    alone = pcm(next(service.run(job(SHORT, 21))))
+    calls.clear()
+    release = held(batcher.inference)
+    stop = threading.Event()
+    outcomes: dict[str, Any] = {}
+
+    def stopped_job() -> None:
+        outcomes["stopped"] = list(service.run(job(STORY, 20), stop))
+
+    def kept_job() -> None:
+        outcomes["kept"] = list(service.run(job(SHORT, 21)))
+
+    threads = [threading.Thread(target=stopped_job), threading.Thread(target=kept_job)]
+    for thread in threads:
+        thread.start()
+    for _ in range(500):  # both first chunks are waiting for the thread
+        if len(batcher.inference._queue) == 2:
+            break
+        threading.Event().wait(0.01)
+    stop.set()
+    release.set()
+    for thread in threads:
+        thread.join(120)
+    assert outcomes["stopped"] == []  # stopped: no result, no error
+    assert calls == [[21]]
+    assert_same_pcm(pcm(outcomes["kept"][0]), alone)
