@@ -56,7 +56,7 @@ def _link_distribution(name: str, target: Path) -> None:
     dist = metadata.distribution(name)
     tops = {Path(str(f)).parts[0] for f in dist.files or [] if not str(f).startswith("..")}
     for top in tops:
-        source = Path(dist.locate_file(top))
+        source = Path(str(dist.locate_file(top)))  # a Path for installed distributions, typed as a protocol
         if source.exists() and not (target / top).exists() and not top.endswith(".pth"):
             (target / top).symlink_to(source)
 

@@ -93,8 +93,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
         self.resources.append(RegisteredResource(args.typ, args.name, args.inputs, outputs))
         return resource_id, outputs
 
-    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
-        return {}
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        return {}, []  # no result, no check failures
 
     def by_kind(self, kind: str) -> RegisteredResource:
         matches = [r for r in self.resources if r.typ.rsplit(":", 1)[-1] == kind]

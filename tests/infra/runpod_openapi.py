@@ -47,7 +47,7 @@ def find_operation(method: str, path: str) -> Operation | None:
     for regex, template in _ROUTES:
         match = regex.match(path)
         op = DOCUMENT["paths"][template].get(method.lower()) if match else None
-        if op:
+        if match and op:
             pointer = f"/paths/{_escape(template)}/{method.lower()}"
             return Operation(op["operationId"], method.upper(), template, match.groupdict(), op, pointer)
     return None

@@ -35,10 +35,12 @@ def _args() -> dict[str, str]:
 
 
 def _env() -> dict[str, str]:
-    env = {}
+    env: dict[str, str] = {}
     for kind, args in _instructions():
         if kind == "ENV":
-            env.update(pair.split("=", 1) for pair in shlex.split(args))
+            for pair in shlex.split(args):
+                key, _, value = pair.partition("=")
+                env[key] = value
     return env
 
 

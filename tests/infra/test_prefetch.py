@@ -13,6 +13,7 @@ from safetensors.numpy import save_file
 
 from tests.infra.helpers import ROOT
 from worker import prefetch
+from worker.model_facts import ALIGNER_BUNDLE
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -41,7 +42,6 @@ def build_cache(hub: Path) -> dict[str, Path]:
 
 def build_aligner(hf_home: Path) -> Path:
     """A baked aligner where `--check` looks for it by default (under HF_HOME): the tiny random one."""
-    from worker.model_facts import ALIGNER_BUNDLE
     from worker.tiny import TINY_ALIGNER, build_random_aligner
 
     dest = hf_home / "f5tts-aligner" / ALIGNER_BUNDLE.lower()
@@ -145,7 +145,7 @@ def test_download_fetches_each_file_into_the_given_cache(tmp_path, monkeypatch):
 
     from worker.tiny import TINY_ALIGNER
 
-    bundle = getattr(torchaudio.pipelines, prefetch.ALIGNER_BUNDLE)
+    bundle = getattr(torchaudio.pipelines, ALIGNER_BUNDLE)
     downloads = []
 
     def fake_get_model(dl_kwargs):

@@ -15,7 +15,8 @@ HUB = json.loads((ROOT / ".runpod" / "hub.json").read_text())
 TESTS = json.loads((ROOT / ".runpod" / "tests.json").read_text())
 
 
-def _cuda(version: str) -> tuple[int, ...]:
+def _cuda(version: str | None) -> tuple[int, ...]:
+    assert version is not None, "the service declares a lowest CUDA version"
     return tuple(int(part) for part in version.split("."))
 
 
@@ -26,7 +27,7 @@ def test_hub_test_inputs_are_valid_jobs(case):
 
 
 def test_hub_tests_cover_health_and_synthesis_with_a_valid_config():
-    actions = {parse_job_input(c["input"]).action for c in TESTS["tests"]}
+    actions = {parse_job_input(c["input"]).model_dump()["action"] for c in TESTS["tests"]}
     assert {"health", "synthesize"} <= actions
     assert len({c["name"] for c in TESTS["tests"]}) == len(TESTS["tests"])
     validate_worker_env({e["key"]: e["value"] for e in TESTS["config"]["env"]})

@@ -79,12 +79,27 @@ def test_long_text_is_generated_in_several_chunks(engine: Engine, reference: tup
     assert per_char[0] > per_char[1] / 2 and per_char[1] > per_char[0] / 2
 
 
-def test_generation_is_lazy_one_chunk_per_step(engine: Engine, reference: tuple[np.ndarray, int]) -> None:
+def test_generation_is_lazy_one_chunk_per_step(
+    engine: Engine, reference: tuple[np.ndarray, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from f5_tts.model import CFM
+
     samples, rate = reference
+    sample = CFM.sample
+    sampled: list[int] = []  # one entry per flow-matching run of the model
+
+    def counted_sample(self: object, *args: object, **kwargs: object) -> object:
+        sampled.append(len(sampled))
+        return sample(self, *args, **kwargs)
+
+    monkeypatch.setattr(CFM, "sample", counted_sample)
     stream = engine.generate(samples, rate, REF_TEXT, TWO_CHUNKS, seed=1, **FAST)
+    assert sampled == []  # the inputs are checked and the text planned, but nothing is generated yet
     first = next(stream)
-    assert first.text and first.samples.size > 0
-    stream.close()
+    assert (first.index, first.count, len(sampled)) == (0, 2, 1) and first.samples.size > 0
+    second = next(stream)
+    assert (second.index, len(sampled)) == (1, 2)
+    assert next(stream, None) is None and len(sampled) == 2
 
 
 def test_very_short_text_gives_audio(engine: Engine, reference: tuple[np.ndarray, int]) -> None:
@@ -193,9 +208,13 @@ def test_flash_attn_setting_reaches_the_model(make_model_settings, tiny_model_en
         with pytest.raises(EngineLoadError, match="flash-attn"):
             Engine.load(settings)
     else:  # a machine with flash-attn: build it, but do not run it on the CPU
+        from f5_tts.model import DiT
+
         loaded = Engine.load(settings)
         assert loaded.attn_backend == "flash_attn"
-        assert loaded.model.transformer.transformer_blocks[0].attn.processor.attn_backend == "flash_attn"
+        transformer = loaded.model.transformer
+        assert isinstance(transformer, DiT)
+        assert transformer.transformer_blocks[0].attn.processor.attn_backend == "flash_attn"
 
 
 def test_dtype_setting_is_applied(make_model_settings, reference: tuple[np.ndarray, int]) -> None:
@@ -234,7 +253,7 @@ f5 = engine.import_f5_infer()
 skipped = ("transformers", "f5_tts.model.trainer", "wandb", "datasets", "accelerate", "gradio", "matplotlib",
            "librosa", "pandas", "einx", "sympy", "scipy.integrate", "torch._dynamo", "pypinyin")
 loaded = sorted(m for m in sys.modules if any(m == s or m.startswith(s + ".") for s in skipped))
-usable = all(callable(f) for f in (f5.load_model, f5.load_vocoder, f5.chunk_text, f5.infer_batch_process))
+usable = all(callable(f) for f in (f5.load_model, f5.load_vocoder, f5.infer_batch_process))
 # What was skipped still works when asked for: the stand-ins are gone, the real modules load on first use.
 try:
     f5.pipeline("no-such-task")  # F5's Whisper path goes through transformers' real pipeline()
