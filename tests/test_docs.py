@@ -11,17 +11,16 @@ import re
 import shlex
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import f5tts_client
 import pytest
 
+from tests.support import REPO_ROOT
 from worker.config import readme_with_table
 
-REPO = Path(__file__).resolve().parents[1]
-README = (REPO / "README.md").read_text()
-CLIENT_README = (REPO / "clients" / "python" / "README.md").read_text()
+README = (REPO_ROOT / "README.md").read_text()
+CLIENT_README = (REPO_ROOT / "clients" / "python" / "README.md").read_text()
 
 
 def test_readme_configuration_table_matches_worker_config():
@@ -34,7 +33,7 @@ def _recipe(target: str) -> list[list[str]]:
     env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
     dry = subprocess.run(
         ["make", "-n", "--no-print-directory", target],
-        cwd=REPO,
+        cwd=REPO_ROOT,
         env=env,
         capture_output=True,
         text=True,

@@ -22,7 +22,9 @@ from pathlib import Path
 
 import pytest
 
-CLIENT_SRC = Path(__file__).resolve().parents[2] / "clients" / "python"
+from tests.support import REPO_ROOT
+
+CLIENT_SRC = REPO_ROOT / "clients" / "python"
 ALLOWED_DEPENDENCIES = {"httpx", "pydantic"}
 # No pip configuration at all: a machine's pip.conf or PIP_* variables may name local wheel folders or indexes.
 PIP_ENV = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/"), "PIP_CONFIG_FILE": os.devnull}

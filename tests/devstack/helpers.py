@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from devstack.stack import Stack
+from tests.support import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 ECHO_WORKER = [sys.executable, str(Path(__file__).with_name("echo_worker.py"))]
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"}
 T = TypeVar("T")

@@ -17,17 +17,11 @@ from safetensors.numpy import save_file
 
 from devstack import model as devstack_model
 from devstack.model import ModelUnavailable, choose_model, find_real_weights, hub_unreachable_reason
-
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
+from tests.support import hf_cache_file
 
 
 def _cache_file(hub: Path, repo: str, filename: str) -> None:
-    folder = hub / f"models--{repo.replace('/', '--')}"
-    (folder / "refs").mkdir(parents=True, exist_ok=True)
-    (folder / "refs" / "main").write_text(COMMIT)
-    path = folder / "snapshots" / COMMIT / filename
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"")
+    hf_cache_file(hub, repo, filename).write_bytes(b"")
 
 
 @pytest.fixture
@@ -114,11 +108,7 @@ def test_demo_mode_with_a_reachable_hub_fetches_the_real_weights_once(hub, monke
 
     def fake_download(repo_id, filename, cache_dir=None):
         fetched.append(f"{repo_id}/{filename}")
-        folder = Path(cache_dir) / f"models--{repo_id.replace('/', '--')}"
-        (folder / "refs").mkdir(parents=True, exist_ok=True)
-        (folder / "refs" / "main").write_text(COMMIT)
-        path = folder / "snapshots" / COMMIT / filename
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = hf_cache_file(Path(cache_dir), repo_id, filename)
         if filename.endswith(".safetensors"):
             save_file({"w": np.zeros(4, dtype=np.float32)}, str(path))
         else:

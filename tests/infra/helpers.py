@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -14,7 +13,6 @@ from pulumi.dynamic import ConfigureRequest
 from pulumi.dynamic.config import Config as ProviderConfig
 from pulumi.runtime import rpc
 
-ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "f5tts"
 
 # A complete stack config: the three required settings plus the three secrets.

@@ -17,7 +17,7 @@ from f5tts_infra.deployment_spec import (
 )
 from f5tts_infra.worker_env import BUCKET_ENV, validate_worker_env, worker_env_fields
 
-from tests.infra.helpers import ROOT
+from tests.support import REPO_ROOT
 
 REQUIRED = {"imageRepository": "acme/f5tts", "imageTag": "v1", "bucketName": "acme-audio-1"}
 
@@ -98,7 +98,7 @@ def test_worker_env_names_are_the_workers_own():
 
 
 def test_example_stack_file_documents_every_setting_with_the_declared_defaults():
-    text = (ROOT / "Pulumi.example.yaml").read_text()
+    text = (REPO_ROOT / "Pulumi.example.yaml").read_text()
     active = yaml.safe_load(text)["config"]
     documented = set(re.findall(r"f5tts:(\w+)", text)) - {REGISTRY_PASSWORD_SETTING}
     keys = {s.key for s in STACK_SETTINGS}
@@ -120,11 +120,11 @@ def test_example_stack_file_documents_every_setting_with_the_declared_defaults()
 
 
 def test_pulumi_project_file():
-    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    project = yaml.safe_load((REPO_ROOT / "Pulumi.yaml").read_text())
     assert project["name"] == "f5tts"  # the config namespace of STACK_SETTINGS
     assert project["runtime"] == "python"
     assert project["main"] == "infra/"
-    assert (ROOT / "infra" / "__main__.py").is_file()
+    assert (REPO_ROOT / "infra" / "__main__.py").is_file()
 
 
 def test_renamed_settings_point_at_settings_that_exist():

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from f5tts_infra.worker_env import validate_worker_env
 
-from tests.infra.helpers import ROOT
+from tests.support import REPO_ROOT
 
-DOCKERFILE = ROOT / "Dockerfile.runpod"
+DOCKERFILE = REPO_ROOT / "Dockerfile.runpod"
 WHEEL = re.compile(
     r"^flash_attn-(?P<version>[\d.]+)\+cu(?P<cuda>\d+)torch(?P<torch>\d+\.\d+)cxx11abi(?P<abi>TRUE|FALSE)"
     r"-cp(?P<py>\d+)-cp\d+-linux_x86_64\.whl$"
@@ -45,7 +45,7 @@ def _env() -> dict[str, str]:
 
 
 def _pin(name: str) -> str:
-    match = re.search(rf"^{re.escape(name)}==(\S+)", (ROOT / "requirements/worker.txt").read_text(), re.MULTILINE)
+    match = re.search(rf"^{re.escape(name)}==(\S+)", (REPO_ROOT / "requirements/worker.txt").read_text(), re.MULTILINE)
     assert match, f"{name} is not pinned in requirements/worker.txt"
     return match.group(1)
 
@@ -78,9 +78,9 @@ def test_flash_attn_wheel_matches_the_pinned_torch_python_and_cuda():
 
     python = args["PYTHON_VERSION"]
     assert python.replace(".", "") == wheel["py"]
-    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    requires = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
     assert f">={python}" in requires
-    assert f"--python-version {python}" in (ROOT / "requirements/worker.txt").read_text()
+    assert f"--python-version {python}" in (REPO_ROOT / "requirements/worker.txt").read_text()
 
     # The base is a slim Python of that version, not a CUDA image: CUDA's user-space libraries come from the
     # nvidia-* pins that torch's wheel depends on (CUDA 12, as the wheel), the driver from the host.
@@ -137,7 +137,7 @@ def test_the_self_check_runs_at_build_after_everything_a_start_needs():
 
 
 def test_dockerignore_sends_only_what_the_image_copies():
-    patterns = [p for p in (ROOT / ".dockerignore").read_text().splitlines() if p and not p.startswith("#")]
+    patterns = [p for p in (REPO_ROOT / ".dockerignore").read_text().splitlines() if p and not p.startswith("#")]
     assert patterns[0] == "*"  # deny by default: no .git, .venv, tests or local secrets in the context
     allowed = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
     sources = []
@@ -159,10 +159,10 @@ def test_dockerignore_sends_only_what_the_image_copies():
     ],
 )
 def test_copied_files_exist(path):
-    assert (ROOT / path).is_file()
+    assert (REPO_ROOT / path).is_file()
 
 
 def test_runpod_hub_builds_the_same_dockerfile():
-    hub_dockerfile = ROOT / ".runpod" / "Dockerfile"
+    hub_dockerfile = REPO_ROOT / ".runpod" / "Dockerfile"
     assert hub_dockerfile.resolve() == DOCKERFILE.resolve()  # a link: one Dockerfile to keep right
-    assert (ROOT / ".runpod" / "handler.py").is_file() and (ROOT / ".runpod" / "README.md").is_file()
+    assert (REPO_ROOT / ".runpod" / "handler.py").is_file() and (REPO_ROOT / ".runpod" / "README.md").is_file()

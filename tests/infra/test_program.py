@@ -19,8 +19,9 @@ from f5tts_infra.program import main
 from f5tts_infra.runpod_endpoint import ENDPOINT_INPUTS, ServerlessEndpointProvider, create_body
 from f5tts_infra.worker_env import BUCKET_ENV, SERVING_ENV, validate_worker_env, worker_env_fields
 
-from tests.infra.helpers import BASE_CONFIG, ROOT, RecordingMocks, is_secret, reveal
+from tests.infra.helpers import BASE_CONFIG, RecordingMocks, is_secret, reveal
 from tests.infra.runpod_openapi import find_operation, validate_request
+from tests.support import REPO_ROOT
 
 REGISTRY = {"f5tts:registryUsername": "acme-bot", "f5tts:registryPassword": "dckr_pat_registry-secret"}
 # Stack configs the invariants run over: the declaration, and the settings that change the endpoint's shape.
@@ -208,7 +209,7 @@ def test_main_module_is_the_whole_program(pulumi_stack):
 
     @pulumi.runtime.test
     def check():
-        runpy.run_path(str(ROOT / "infra" / "__main__.py"), run_name="__main__")
+        runpy.run_path(str(REPO_ROOT / "infra" / "__main__.py"), run_name="__main__")
         return pulumi.Output.from_input(None)
 
     check()

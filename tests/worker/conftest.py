@@ -2,7 +2,7 @@
 f5-tts's real loaders; a real S3 protocol server (moto, loopback) and buckets on it; WorkerService instances
 over both.
 
-Other test modules rely on these names: `tiny_model_env`, `engine`, `make_model_settings`, `s3_server`,
+Other test modules rely on these names (and on `tiny_model_env`, tests/support.py): `engine`, `make_model_settings`, `s3_server`,
 `s3_bucket`, `s3_service`, `local_service`, `bucket_keys`, `reference_wav`...
 """
 
@@ -26,14 +26,7 @@ from tests.worker.s3_server import S3Bucket, S3Server, running_s3_server
 from worker.config import ModelSettings, Settings, StorageSettings, WorkerSettings
 from worker.engine import Engine
 from worker.service import WorkerService
-from worker.tiny import build_tiny_checkpoint
 from worker.voices import builtin_audio_file
-
-
-@pytest.fixture(scope="session")
-def tiny_model_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """`F5TTS_*` variables selecting a tiny checkpoint built for this session (nothing is downloaded)."""
-    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-model"))
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ import soundfile as sf
 import torch
 from safetensors.torch import load_file
 
+from tests.support import REPO_ROOT
 from worker import engine as engine_module
 from worker.config import ModelSettings, Settings, StorageSettings, WorkerSettings
 from worker.crossfade import cross_fade
@@ -29,7 +30,6 @@ from worker.tiny import build_tiny_checkpoint
 
 pytestmark = pytest.mark.timeout(300)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 REF_TEXT = BUILTIN_REFERENCE_TEXT
 LONG_TEXT = (
     "I don't really care what you call me. I've been a silent spectator, watching species evolve, empires rise "
