@@ -16,6 +16,7 @@ import torch
 
 from tests.support import REPO_ROOT, run_handler, worker_env
 from worker.config import Settings
+from worker.engine import cuda_unusable_reason
 from worker.self_check import main as self_check_main
 from worker.self_check import run_checks
 
@@ -56,9 +57,13 @@ def test_self_check_names_a_truncated_checkpoint_and_a_missing_gpu(make_model_se
     assert not results["model files"].ok
     assert f"{broken}: truncated or corrupt safetensors" in results["model files"].detail
     assert results["runpod"].ok and results["f5-tts"].ok
-    if NO_GPU:
+    # The device check asks CUDA itself: it passes on a usable GPU and names CUDA's reason where there is none.
+    reason = cuda_unusable_reason()
+    if reason is None:
+        assert results["device"].ok and f"-> cuda ({torch.cuda.get_device_name()})" in results["device"].detail
+    else:
         assert not results["device"].ok
-        assert "F5TTS_DEVICE='cuda' but no usable GPU" in results["device"].detail
+        assert f"F5TTS_DEVICE='cuda' but no usable GPU: {reason}" in results["device"].detail
 
     # A truncated aligner (or none) fails its own check, naming the file.
     aligner = tmp_path / "aligner"
@@ -93,7 +98,13 @@ def test_self_check_exit_status_and_flash_attn_check(make_model_settings, monkey
         assert "self-check FAIL flash-attn: ModuleNotFoundError: No module named 'flash_attn'" in out.getvalue()
         assert out.getvalue().splitlines()[-1].startswith("self-check failed: flash-attn")
     else:
+        from importlib.metadata import version
+
         assert status == 0, out.getvalue()
+        lines = out.getvalue().splitlines()
+        imported = f"flash-attn: flash-attn {version('flash-attn')} imported"
+        assert any(line.startswith("self-check ok") and line.endswith(imported) for line in lines), lines
+        assert lines[-1].startswith("self-check passed")
 
 
 STAND_IN_PROBE = """
