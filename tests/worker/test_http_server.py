@@ -189,7 +189,7 @@ async def test_malformed_bodies_and_unknown_routes_get_the_same_error_shape(serv
         no_route = await client.get("/v1/nothing")
         wrong_method = await client.get("/v1/audio/speech")
         huge = await client.post("/job", content=b"{}", headers={"content-length": str(31 * 2**20)})
-    assert_openai_error(not_json, 400, "invalid_input", not_json.json()["error"]["param"])
+    assert_openai_error(not_json, 400, "invalid_input", "1")  # FastAPI's location: the offset where the JSON breaks
     assert no_route.status_code == 404 and no_route.json()["error"]["code"] == "not_found"
     assert wrong_method.status_code == 405 and wrong_method.json()["error"]["code"] == "invalid_input"
     assert_openai_error(huge, 413, "audio_too_large")
