@@ -37,7 +37,7 @@ def test_synthesize_is_the_default_action_and_defaults_are_filled() -> None:
 
 
 def test_every_action_parses_to_its_own_model() -> None:
-    jobs = {
+    jobs: dict[str, dict[str, Any]] = {
         "synthesize": {"text": "Hi."},
         "upload_voice": {"name": "alice", "audio": {"base64": "UklGRg=="}, "text": "Hi."},
         "list_voices": {},
