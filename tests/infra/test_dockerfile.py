@@ -9,7 +9,6 @@ import sys
 import tomllib
 from pathlib import Path
 
-import pytest
 from f5tts_infra.worker_env import validate_worker_env
 
 from tests.support import REPO_ROOT
@@ -68,10 +67,10 @@ def test_flash_attn_wheel_matches_the_pinned_torch_python_and_cuda():
     args = _args()
     wheel = WHEEL.match(args["FLASH_ATTN_WHEEL"])
     assert wheel, args["FLASH_ATTN_WHEEL"]
-    assert wheel["version"] == args["FLASH_ATTN_VERSION"] == "2.8.3"
+    assert wheel["version"] == args["FLASH_ATTN_VERSION"]
 
     torch = _pin("torch")
-    assert torch == "2.8.0" and _pin("torchaudio") == "2.8.0"
+    assert _pin("torchaudio") == torch  # released in lockstep: another pair is not a tested set
     assert ".".join(torch.split(".")[:2]) == wheel["torch"]
     # PyPI's torch wheels are built with the C++11 ABI since 2.7; the wheel must be the abiTRUE build.
     assert wheel["abi"] == "TRUE"
@@ -97,9 +96,8 @@ def test_runtime_pins_are_installed_from_the_shared_hash_pinned_file():
     (install,) = installs
     assert "--require-hashes" in install and "--no-deps" in install and '-r "${pins}"' in install
     # The pins are worker.txt, or whisper.txt (the same set plus the Whisper extra) with WITH_WHISPER=true.
-    assert (
-        'if [ "${WITH_WHISPER}" = "true" ]; then pins=requirements/whisper.txt; else pins=requirements/worker.txt; fi'
-        in install
+    assert "${WITH_WHISPER}" in install and {"requirements/worker.txt", "requirements/whisper.txt"} <= set(
+        re.findall(r"requirements/\w+\.txt", install)
     )
     assert _args()["WITH_WHISPER"] == "false"
     assert "scripts/prune-site-packages.sh" in install  # pruned in the same layer, or the files stay in the image
@@ -148,18 +146,16 @@ def test_dockerignore_sends_only_what_the_image_copies():
         assert any(source == a or source.startswith(a + "/") for a in allowed), source
 
 
-@pytest.mark.parametrize(
-    "path",
-    [
-        "worker/prefetch.py",
-        "worker/model_facts.py",
-        "requirements/worker.txt",
-        "requirements/whisper.txt",
-        "scripts/prune-site-packages.sh",
-    ],
-)
-def test_copied_files_exist(path):
-    assert (REPO_ROOT / path).is_file()
+def test_everything_the_image_copies_is_in_the_repository():
+    sources = [
+        source
+        for kind, args in _instructions()
+        if kind == "COPY" and "--from" not in args
+        for source in [s for s in shlex.split(args) if not s.startswith("--")][:-1]
+    ]
+    assert "worker" in sources or any(s.startswith("worker") for s in sources)
+    missing = [source for source in sources if not (REPO_ROOT / source).exists()]
+    assert missing == []
 
 
 def test_runpod_hub_builds_the_same_dockerfile():
