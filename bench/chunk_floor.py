@@ -11,10 +11,9 @@ length up to which joining the next sentence costs little time to first audio.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import time
-
-import numpy as np
 
 from bench._common import machine_line, print_table
 from devstack.model import tiny_model_env
@@ -40,7 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.update(tiny_model_env())
     import soundfile as sf
 
-    from worker.chunk_plan import PlannedChunk, terminated_transcript
+    from worker import chunk_plan
+    from worker.chunk_plan import terminated_transcript
     from worker.config import ModelSettings
     from worker.engine import Engine
     from worker.model_facts import BUILTIN_REFERENCE_TEXT, builtin_audio_file
@@ -55,10 +55,11 @@ def main(argv: list[str] | None = None) -> None:
         times, audio_s = [], 0.0
         for _ in range(args.rounds):
             started = time.perf_counter()
-            for chunk in engine._generate(
-                np.array(samples), rate, ref_text, [PlannedChunk(text)], 1.0, args.nfe, 2.0, -1.0, 0
-            ):
-                audio_s = chunk.samples.size / engine.sample_rate
+            # The planned request of a one-chunk text, with the chunk set to exactly `text` (the plan might cut it).
+            first = engine.plan(samples, rate, ref_text, text, nfe_step=args.nfe)[0]
+            frames = chunk_plan.chunk_frames(text, chunk_plan.Voice(ref_text, samples.size / rate), 1.0)
+            (wave,) = engine.sample([dataclasses.replace(first, text=text, frames=frames, count=1)])
+            audio_s = wave.size / engine.sample_rate
             times.append(time.perf_counter() - started)
         best = min(times)
         base = base or best

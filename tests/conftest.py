@@ -1,9 +1,12 @@
-"""Marks, for every test folder: `integration` on the tests that start processes (a devstack, a browser, an
-installed package, an image build), so `make unit` can run the rest alone in a few minutes."""
+"""For every test folder: the shared fixtures (defined in tests/support.py), and the `integration` mark on the
+tests that start processes (a devstack, a browser, an installed package, an image build), so `make unit` can run
+the rest alone in a few minutes."""
 
 from __future__ import annotations
 
 import pytest
+
+from tests.support import tiny_model_env  # noqa: F401 - a fixture, found by name
 
 # Fixtures that start a stack of processes or a browser; a test that needs any of them (directly or through
 # another fixture) is an integration test.

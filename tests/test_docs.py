@@ -11,17 +11,16 @@ import re
 import shlex
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import f5tts_client
 import pytest
 
+from tests.support import REPO_ROOT
 from worker.config import readme_with_table
 
-REPO = Path(__file__).resolve().parents[1]
-README = (REPO / "README.md").read_text()
-CLIENT_README = (REPO / "clients" / "python" / "README.md").read_text()
+README = (REPO_ROOT / "README.md").read_text()
+CLIENT_README = (REPO_ROOT / "clients" / "python" / "README.md").read_text()
 
 
 def test_readme_configuration_table_matches_worker_config():
@@ -34,7 +33,7 @@ def _recipe(target: str) -> list[list[str]]:
     env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
     dry = subprocess.run(
         ["make", "-n", "--no-print-directory", target],
-        cwd=REPO,
+        cwd=REPO_ROOT,
         env=env,
         capture_output=True,
         text=True,
@@ -66,8 +65,9 @@ def test_the_readmes_two_commands_are_make_targets_that_do_what_it_says():
     demo = _recipe("demo")[-1]
     assert _python_module(demo) == "devstack" and demo[3] == "demo"
     assert importlib.util.find_spec("devstack.__main__") is not None
-    promised = re.search(r"→ (\S+)", commands["demo"]).group(1)
-    assert demo[demo.index("--out") + 1] == promised
+    promised = re.search(r"→ (\S+)", commands["demo"])
+    assert promised, "the README's `make demo` line names the file it writes"
+    assert demo[demo.index("--out") + 1] == promised.group(1)
 
 
 def _return_type(function: Any) -> Any:
@@ -87,17 +87,21 @@ def _value_type(node: ast.expr, names: dict[str, Any]) -> Any:
         assert getter is not None, f"{owner.__name__}.{node.attr} is not a property"
         return _return_type(getter)
     if isinstance(node, ast.Call):
-        placeholders = ([None] * len(node.args), {k.arg: None for k in node.keywords})
+        args: list[None] = [None] * len(node.args)
+        kwargs: dict[str, None] = {}
+        for keyword in node.keywords:
+            assert keyword.arg is not None, f"{ast.unparse(node)}: an example spells its arguments out (no **)"
+            kwargs[keyword.arg] = None
         if isinstance(node.func, ast.Name):  # a class of the package
             cls = names[node.func.id]
-            inspect.signature(cls).bind(*placeholders[0], **placeholders[1])
+            inspect.signature(cls).bind(*args, **kwargs)
             return cls
         assert isinstance(node.func, ast.Attribute)
         owner = _value_type(node.func.value, names)
         method = getattr(owner, node.func.attr, None)
         assert callable(method), f"{owner.__name__} has no method {node.func.attr}"
         try:
-            inspect.signature(method).bind(None, *placeholders[0], **placeholders[1])
+            inspect.signature(method).bind(None, *args, **kwargs)
         except TypeError as exc:
             raise AssertionError(
                 f"{owner.__name__}.{node.func.attr}{ast.unparse(node)[len(ast.unparse(node.func)) :]}: {exc}"
@@ -123,12 +127,14 @@ def test_the_readme_python_examples_call_the_public_client_api(text):
                 continue
             if isinstance(statement, ast.With):  # `with Client() as client:` (the clients enter as themselves)
                 for item in statement.items:
+                    assert isinstance(item.optional_vars, ast.Name), ast.unparse(statement)
                     names[item.optional_vars.id] = _value_type(item.context_expr, names)
                 body = statement.body
             else:
                 body = [statement]
             for inner in body:
                 if isinstance(inner, ast.Assign):
+                    assert isinstance(inner.targets[0], ast.Name), ast.unparse(inner)
                     names[inner.targets[0].id] = _value_type(inner.value, names)
                 else:
                     assert isinstance(inner, ast.Expr), ast.unparse(inner)

@@ -96,12 +96,13 @@ async def stack_client(devstack, flavour: str) -> AsyncIterator[Callable[..., St
             record(request)
 
         if flavour == "sync":
-            http = httpx.Client(event_hooks={"request": [record]})
-            made.client = Client(http_client=http, **options)
+            sync_http = httpx.Client(event_hooks={"request": [record]})
+            made.client = Client(http_client=sync_http, **options)
+            opened.append(sync_http)
         else:
-            http = httpx.AsyncClient(event_hooks={"request": [record_async]})
-            made.client = AsyncClient(http_client=http, **options)
-        opened.append(http)
+            async_http = httpx.AsyncClient(event_hooks={"request": [record_async]})
+            made.client = AsyncClient(http_client=async_http, **options)
+            opened.append(async_http)
         return made
 
     yield make

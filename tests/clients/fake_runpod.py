@@ -108,7 +108,7 @@ class FakeRunPod:
             if fault == LOST_ANSWER:
                 self._answer(request, route)  # processed by the API...
                 raise httpx.ReadTimeout("answer lost", request=request)  # ... but the answer never arrives
-            if isinstance(fault, type) and issubclass(fault, Exception):
+            if isinstance(fault, type) and issubclass(fault, httpx.TransportError):
                 raise fault("injected", request=request)
             if isinstance(fault, tuple):
                 status, headers, body = fault

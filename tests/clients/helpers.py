@@ -5,10 +5,20 @@ from __future__ import annotations
 import inspect
 import io
 import wave
-from typing import Any
+from typing import Any, TypedDict
+
+
+class Timing(TypedDict):
+    """The client options that set how long it waits between retries and polls."""
+
+    backoff_base: float
+    backoff_max: float
+    poll_interval: float
+    poll_interval_max: float
+
 
 # Fast retries and polls: the behaviour under test is the same, the waits are just shorter.
-FAST = {"backoff_base": 0.01, "backoff_max": 0.05, "poll_interval": 0.01, "poll_interval_max": 0.02}
+FAST = Timing(backoff_base=0.01, backoff_max=0.05, poll_interval=0.01, poll_interval_max=0.02)
 
 
 async def resolve(value: Any) -> Any:

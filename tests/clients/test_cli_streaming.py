@@ -8,17 +8,21 @@ import wave
 import httpx
 import pytest
 from f5tts_client import Client, JobState, cli
+from typing_extensions import Buffer
 
 from tests.clients.fake_runpod import API_KEY, ENDPOINT_URL, FakeRunPod, Plan, stream_chunk, stream_end, synth_output
 from tests.clients.helpers import FAST, pcm_wav
 
 
-class Pipe(io.RawIOBase):
+class Pipe(io.BufferedIOBase):
     """stdout as a pipe into a player: not seekable; records how many /stream polls had been answered at each
     write, to show that audio leaves before the stream has ended."""
 
+    name = "<pipe>"  # what TextIOWrapper reports as its file's name
+
     def __init__(self, fake: FakeRunPod) -> None:
-        self.fake, self.data, self.polls_at_write = fake, bytearray(), []
+        self.fake, self.data = fake, bytearray()
+        self.polls_at_write: list[int] = []
 
     def writable(self) -> bool:
         return True
@@ -26,10 +30,10 @@ class Pipe(io.RawIOBase):
     def seekable(self) -> bool:
         return False
 
-    def write(self, data) -> int:
+    def write(self, data: Buffer, /) -> int:
         self.data += data
         self.polls_at_write.append(self.fake.count("GET", "stream"))
-        return len(data)
+        return memoryview(data).nbytes
 
 
 @pytest.fixture

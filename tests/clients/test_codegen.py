@@ -44,10 +44,12 @@ def test_a_new_contract_field_appears_in_both_clients_the_models_and_the_cli(tmp
             names = [a.arg for a in fn.args.kwonlyargs]
             assert "pitch_shift" in names, (cls, method)
             index = names.index("pitch_shift")
-            assert ast.unparse(fn.args.kw_defaults[index]) == "NOT_GIVEN"  # left out unless the caller sets it
-            assert ast.unparse(fn.args.kwonlyargs[index].annotation) == "float | NotGiven"
+            default, annotation = fn.args.kw_defaults[index], fn.args.kwonlyargs[index].annotation
+            assert default is not None and annotation is not None
+            assert ast.unparse(default) == "NOT_GIVEN"  # left out unless the caller sets it
+            assert ast.unparse(annotation) == "float | NotGiven"
             doc = ast.get_docstring(fn)
-            assert "pitch_shift: Pitch shift in semitones. From -12.0 to 12.0. Default: `0.0`." in doc
+            assert doc and "pitch_shift: Pitch shift in semitones. From -12.0 to 12.0. Default: `0.0`." in doc
             assert "'pitch_shift': pitch_shift" in ast.unparse(fn)  # sent with the job
     assert (
         'pitch_shift: Annotated[float, Field(ge=-12.0, le=12.0)] = Field(0.0, description="Pitch shift in semitones.")'

@@ -8,11 +8,11 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
+from tests.support import REPO_ROOT
 from worker.model_facts import builtin_audio_file
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "client.md"
+DOCS = REPO_ROOT / "docs" / "client.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", DOCS.read_text(), flags=re.DOTALL)
 
 

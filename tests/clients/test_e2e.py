@@ -189,19 +189,19 @@ async def test_the_worker_errors_arrive_typed(stack_client, too_large_audio_url)
     assert info.value.field == "voice" and info.value.job_id
     with pytest.raises(f5.VoiceExists):
         await resolve(client.voices.upload("default", builtin_audio_file(), BUILTIN_REFERENCE_TEXT))
-    with pytest.raises(f5.InvalidInput) as info:  # a rule only the worker checks: one reference, not two
+    with pytest.raises(f5.InvalidInput) as invalid:  # a rule only the worker checks: one reference, not two
         await resolve(client.synthesize("Hi", voice="default", ref_audio=b"RIFF", ref_text="x"))
-    assert "not both" in str(info.value)
+    assert "not both" in str(invalid.value)
     with pytest.raises(f5.AudioUnreadable):
         await resolve(client.voices.upload("garbage", b"this is not audio at all", "Some text."))
     with pytest.raises(f5.ReferenceTooLong):  # 14 s without a pause: nowhere to clip it
         await resolve(client.voices.upload("too-long", _noise_wav(14.0), "A transcript.", overwrite=True))
-    with pytest.raises(f5.FetchFailed) as info:
+    with pytest.raises(f5.FetchFailed) as unreachable:
         await resolve(client.voices.upload("unreachable", f"http://127.0.0.1:{_closed_port()}/ref.wav", "Text."))
-    assert info.value.field == "audio.url"
-    with pytest.raises(f5.AudioTooLarge) as info:
+    assert unreachable.value.field == "audio.url"
+    with pytest.raises(f5.AudioTooLarge) as too_large:
         await resolve(client.voices.upload("huge", too_large_audio_url, "Text."))
-    assert info.value.field == "audio.url"
+    assert too_large.value.field == "audio.url"
     with pytest.raises(f5.JobNotFound):
         await resolve(client.job("no-such-job").status())
     with pytest.raises(f5.AuthenticationError) as refused:

@@ -22,7 +22,9 @@ from pathlib import Path
 
 import pytest
 
-CLIENT_SRC = Path(__file__).resolve().parents[2] / "clients" / "python"
+from tests.support import REPO_ROOT
+
+CLIENT_SRC = REPO_ROOT / "clients" / "python"
 ALLOWED_DEPENDENCIES = {"httpx", "pydantic"}
 # No pip configuration at all: a machine's pip.conf or PIP_* variables may name local wheel folders or indexes.
 PIP_ENV = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/"), "PIP_CONFIG_FILE": os.devnull}
@@ -56,7 +58,7 @@ def _link_distribution(name: str, target: Path) -> None:
     dist = metadata.distribution(name)
     tops = {Path(str(f)).parts[0] for f in dist.files or [] if not str(f).startswith("..")}
     for top in tops:
-        source = Path(dist.locate_file(top))
+        source = Path(str(dist.locate_file(top)))  # a Path for installed distributions, typed as a protocol
         if source.exists() and not (target / top).exists() and not top.endswith(".pth"):
             (target / top).symlink_to(source)
 

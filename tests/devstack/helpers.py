@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from devstack.stack import QueueStack
+from tests.support import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 ECHO_WORKER = [sys.executable, str(Path(__file__).with_name("echo_worker.py"))]
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"}
 T = TypeVar("T")
@@ -69,7 +69,7 @@ def group_gone(pgid: int) -> bool:
 
 
 @contextmanager
-def devstack_up(args: list[str], log_path: Path) -> Iterator[tuple[subprocess.Popen, str]]:
+def devstack_up(args: list[str], log_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """`python -m devstack up ARGS` as a developer runs it: yields the process and its first stdout line (read
     with a bounded wait), its stderr going to `log_path`; killed at the end if it is still running."""
     with open(log_path, "w") as log:
@@ -80,9 +80,16 @@ def devstack_up(args: list[str], log_path: Path) -> Iterator[tuple[subprocess.Po
             stderr=log,
             text=True,
         )
+    stdout = proc.stdout
+    assert stdout is not None  # stdout=PIPE
+    lines: queue.Queue[str] = queue.Queue()  # read by a thread, so that the wait for the first line is bounded
+
+    def read_lines() -> None:
+        for line in stdout:
+            lines.put(line)
+
     try:
-        lines: queue.Queue = queue.Queue()  # read by a thread, so that the wait for the first line is bounded
-        threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+        threading.Thread(target=read_lines, daemon=True).start()
         yield proc, lines.get(timeout=60)
     finally:
         if proc.poll() is None:

@@ -12,7 +12,8 @@ import httpx
 import pytest
 import soundfile
 
-from tests.devstack.helpers import ECHO_WORKER, REPO_ROOT, assert_stack_gone, devstack_up
+from tests.devstack.helpers import ECHO_WORKER, assert_stack_gone, devstack_up
+from tests.support import REPO_ROOT
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)

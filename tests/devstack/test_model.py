@@ -17,17 +17,11 @@ from safetensors.numpy import save_file
 
 from devstack import model as devstack_model
 from devstack.model import ModelChoiceError, choose_model, find_real_weights, hub_unreachable_reason
-
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
+from tests.support import hf_cache_file
 
 
 def _cache_file(hub: Path, repo: str, filename: str) -> None:
-    folder = hub / f"models--{repo.replace('/', '--')}"
-    (folder / "refs").mkdir(parents=True, exist_ok=True)
-    (folder / "refs" / "main").write_text(COMMIT)
-    path = folder / "snapshots" / COMMIT / filename
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"")
+    hf_cache_file(hub, repo, filename).write_bytes(b"")
 
 
 @pytest.fixture
@@ -61,7 +55,7 @@ def test_the_default_model_in_the_hf_cache_is_found_only_with_its_vocoder(hub):
 
 def test_a_configured_checkpoint_wins(hub, monkeypatch):
     monkeypatch.setenv("F5TTS_CKPT_FILE", "weights/mine.safetensors")
-    assert "mine.safetensors" in find_real_weights()
+    assert "mine.safetensors" in (find_real_weights() or "")
 
 
 def test_auto_falls_back_to_the_tiny_noise_model(hub):
@@ -101,7 +95,7 @@ def test_a_closed_port_and_offline_mode_are_unreachable(monkeypatch):
         port = sock.getsockname()[1]
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
-    assert f"127.0.0.1:{port} does not accept connections" in hub_unreachable_reason()
+    assert f"127.0.0.1:{port} does not accept connections" in (hub_unreachable_reason() or "")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert hub_unreachable_reason() == "HF_HUB_OFFLINE is set"
 
@@ -114,11 +108,7 @@ def test_demo_mode_with_a_reachable_hub_fetches_the_real_weights_once(hub, monke
 
     def fake_download(repo_id, filename, cache_dir=None):
         fetched.append(f"{repo_id}/{filename}")
-        folder = Path(cache_dir) / f"models--{repo_id.replace('/', '--')}"
-        (folder / "refs").mkdir(parents=True, exist_ok=True)
-        (folder / "refs" / "main").write_text(COMMIT)
-        path = folder / "snapshots" / COMMIT / filename
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = hf_cache_file(Path(cache_dir), repo_id, filename)
         if filename.endswith(".safetensors"):
             save_file({"w": np.zeros(4, dtype=np.float32)}, str(path))
         else:

@@ -4,10 +4,11 @@ local fake that validates every request and response against RunPod's schema."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
+
+from tests.support import REPO_ROOT
 
 # The Pulumi program directory is the import root of `f5tts_infra`, exactly as for `pulumi up`.
-_INFRA = str(Path(__file__).resolve().parents[2] / "infra")
+_INFRA = str(REPO_ROOT / "infra")
 if _INFRA not in sys.path:
     sys.path.insert(0, _INFRA)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -14,7 +13,6 @@ from pulumi.dynamic import ConfigureRequest
 from pulumi.dynamic.config import Config as ProviderConfig
 from pulumi.runtime import rpc
 
-ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "f5tts"
 
 # A complete stack config: the three required settings plus the three secrets.
@@ -93,8 +91,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
         self.resources.append(RegisteredResource(args.typ, args.name, args.inputs, outputs))
         return resource_id, outputs
 
-    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
-        return {}
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        return {}, []  # no result, no check failures
 
     def by_kind(self, kind: str) -> RegisteredResource:
         matches = [r for r in self.resources if r.typ.rsplit(":", 1)[-1] == kind]

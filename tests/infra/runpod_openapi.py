@@ -14,9 +14,9 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from tests.infra.helpers import ROOT
+from tests.support import REPO_ROOT
 
-SCHEMA_PATH = ROOT / "infra" / "runpod_schema" / "runpod-rest-v2.json"
+SCHEMA_PATH = REPO_ROOT / "infra" / "runpod_schema" / "runpod-rest-v2.json"
 DOCUMENT = json.loads(SCHEMA_PATH.read_text())
 _URI = "urn:runpod-rest-v2"
 _REGISTRY = Registry().with_resource(_URI, Resource.from_contents(DOCUMENT, default_specification=DRAFT202012))
@@ -47,7 +47,7 @@ def find_operation(method: str, path: str) -> Operation | None:
     for regex, template in _ROUTES:
         match = regex.match(path)
         op = DOCUMENT["paths"][template].get(method.lower()) if match else None
-        if op:
+        if match and op:
             pointer = f"/paths/{_escape(template)}/{method.lower()}"
             return Operation(op["operationId"], method.upper(), template, match.groupdict(), op, pointer)
     return None

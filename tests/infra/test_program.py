@@ -19,14 +19,13 @@ from f5tts_infra.program import main
 from f5tts_infra.runpod_endpoint import ENDPOINT_INPUTS, ServerlessEndpointProvider, create_body
 from f5tts_infra.worker_env import BUCKET_ENV, SERVING_ENV, validate_worker_env, worker_env_fields
 
-from tests.infra.helpers import BASE_CONFIG, ROOT, RecordingMocks, is_secret, reveal
+from tests.infra.helpers import BASE_CONFIG, RecordingMocks, is_secret, reveal
 from tests.infra.runpod_openapi import find_operation, validate_request
+from tests.support import REPO_ROOT
 
-HAS_HTTP_MODE = {"F5TTS_SERVE", "PORT", "PORT_HEALTH"} <= set(worker_env_fields())
-needs_http_mode = pytest.mark.skipif(not HAS_HTTP_MODE, reason="worker/config.py has no http serving mode yet")
 REGISTRY = {"f5tts:registryUsername": "acme-bot", "f5tts:registryPassword": "dckr_pat_registry-secret"}
 # Stack configs the invariants run over: the declaration, and the settings that change the endpoint's shape.
-STACKS = {
+STACKS: dict[str, dict[str, Any]] = {
     "declared": {},
     "request-count": {"f5tts:scalerType": "REQUEST_COUNT", "f5tts:scalerValue": "2"},
     "pinned": {
@@ -59,12 +58,6 @@ def _run(pulumi_stack, config: dict[str, Any], verify, stack: str = "dev") -> Re
     return mocks
 
 
-def _stack(name: str) -> dict[str, Any]:
-    if name == "load-balancer" and not HAS_HTTP_MODE:
-        pytest.skip("worker/config.py has no http serving mode yet")
-    return STACKS[name]
-
-
 def _settings(config: dict[str, Any]) -> dict[str, Any]:
     return {k.split(":", 1)[1]: v for k, v in config.items() if k.startswith("f5tts:")}
 
@@ -79,7 +72,7 @@ def _norm(value: Any) -> Any:
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_the_endpoint_is_the_stack_settings_in_runpods_schema(pulumi_stack, stack):
-    config = _stack(stack)
+    config = STACKS[stack]
 
     def verify(mocks, _deployment, _env, _outputs, _outputs_secret):
         kinds = sorted(r.typ.rsplit(":", 1)[-1] for r in mocks.resources)
@@ -101,14 +94,16 @@ def test_the_endpoint_is_the_stack_settings_in_runpods_schema(pulumi_stack, stac
         # RunPod's schema accepts the create body the provider builds from these inputs, and so does its check.
         props = {k: inputs[k] for k in ENDPOINT_INPUTS if k in inputs}
         assert ServerlessEndpointProvider().check({}, props).failures == []
-        assert validate_request(find_operation("POST", "/v2/serverless"), {}, create_body(props)) == []
+        create = find_operation("POST", "/v2/serverless")
+        assert create is not None
+        assert validate_request(create, {}, create_body(props)) == []
 
     _run(pulumi_stack, config, verify)
 
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_every_worker_env_var_the_program_sets_is_one_the_worker_reads(pulumi_stack, stack):
-    config = _stack(stack)
+    config = STACKS[stack]
 
     def verify(mocks, _deployment, env, _outputs, _outputs_secret):
         known = worker_env_fields()
@@ -177,7 +172,6 @@ def test_endpoint_keeps_its_resource_identity_across_the_v2_migration(pulumi_sta
     _run(pulumi_stack, {}, verify)
 
 
-@needs_http_mode
 def test_load_balancer_url_is_the_endpoints_own_host(pulumi_stack):
     def verify(_mocks, _deployment, _env, outputs, _secret):
         assert (outputs["endpointType"], outputs["endpointUrl"]) == ("LOAD_BALANCER", "https://ep0001.api.runpod.ai")
@@ -203,7 +197,7 @@ def test_resource_names_are_unique_and_carry_the_stack(pulumi_stack):
 
 
 def test_stack_outputs_are_exported(pulumi_stack, monkeypatch):
-    exported = {}
+    exported: dict[str, object] = {}
     monkeypatch.setattr(pulumi, "export", lambda name, value: exported.__setitem__(name, value))
     _run(pulumi_stack, {}, lambda *_: None)
     assert {"endpointId", "endpointUrl", "endpointType", "bucketName", "s3Endpoint", "image"} == set(exported)
@@ -215,7 +209,7 @@ def test_main_module_is_the_whole_program(pulumi_stack):
 
     @pulumi.runtime.test
     def check():
-        runpy.run_path(str(ROOT / "infra" / "__main__.py"), run_name="__main__")
+        runpy.run_path(str(REPO_ROOT / "infra" / "__main__.py"), run_name="__main__")
         return pulumi.Output.from_input(None)
 
     check()

@@ -18,7 +18,7 @@ from f5tts_infra.runpod_endpoint import (
 )
 from pulumi.dynamic.dynamic import serialize_provider
 
-from tests.infra.helpers import ROOT
+from tests.support import REPO_ROOT
 
 HOST = """
 import base64, sys, dill
@@ -51,7 +51,7 @@ def test_pickled_providers_load_in_the_provider_host_from_the_program_directory(
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = subprocess.run(
         [sys.executable, "-c", HOST, *blobs],
-        cwd=ROOT / "infra",
+        cwd=REPO_ROOT / "infra",
         env=env,
         check=False,
         capture_output=True,

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 from f5tts_infra.deployment_spec import SERVICE
 from f5tts_infra.worker_env import validate_worker_env, worker_env_fields
 
-from tests.infra.helpers import ROOT
+from tests.support import REPO_ROOT, worker_env
 from worker.schema import parse_job_input
 
-HUB = json.loads((ROOT / ".runpod" / "hub.json").read_text())
-TESTS = json.loads((ROOT / ".runpod" / "tests.json").read_text())
+HUB = json.loads((REPO_ROOT / ".runpod" / "hub.json").read_text())
+TESTS = json.loads((REPO_ROOT / ".runpod" / "tests.json").read_text())
 
 
-def _cuda(version: str) -> tuple[int, ...]:
+def _cuda(version: str | None) -> tuple[int, ...]:
+    assert version is not None, "the service declares a lowest CUDA version"
     return tuple(int(part) for part in version.split("."))
 
 
@@ -26,7 +29,7 @@ def test_hub_test_inputs_are_valid_jobs(case):
 
 
 def test_hub_tests_cover_health_and_synthesis_with_a_valid_config():
-    actions = {parse_job_input(c["input"]).action for c in TESTS["tests"]}
+    actions = {parse_job_input(c["input"]).model_dump()["action"] for c in TESTS["tests"]}
     assert {"health", "synthesize"} <= actions
     assert len({c["name"] for c in TESTS["tests"]}) == len(TESTS["tests"])
     validate_worker_env({e["key"]: e["value"] for e in TESTS["config"]["env"]})
@@ -66,20 +69,12 @@ def test_hub_hardware_is_the_declared_service():
 
 
 @pytest.mark.timeout(300)
-def test_hub_handler_runs_the_worker_entry_point(tmp_path):
+def test_hub_handler_runs_the_worker_entry_point(tiny_model_env, tmp_path):
     """`.runpod/handler.py` (what the Hub looks for) is the worker's own main(): its self-check passes."""
-    import os
-    import subprocess
-    import sys
-
-    from devstack.model import tiny_model_env
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("F5TTS_", "RUNPOD_", "HF_"))}
-    env.update(tiny_model_env(), HOME=str(tmp_path), HF_HOME=str(tmp_path / "hf"))
     done = subprocess.run(
-        [sys.executable, str(ROOT / ".runpod" / "handler.py"), "--self-check"],
+        [sys.executable, str(REPO_ROOT / ".runpod" / "handler.py"), "--self-check"],
         cwd=tmp_path,
-        env=env,
+        env=worker_env(tmp_path, **tiny_model_env),
         capture_output=True,
         text=True,
         timeout=240,

@@ -8,6 +8,7 @@ providers see what they see under `pulumi up`.
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import dill
 import pytest
@@ -341,7 +342,7 @@ def test_wrong_or_missing_api_key(runpod_api):
 def test_the_fake_rejects_what_runpods_schema_rejects(runpod_api):
     """The fake is strict: a body outside RunPod's schema is refused (and would fail any provider test)."""
     client = RunpodRestClient(BASE_CONFIG["runpod:token"], max_attempts=1)
-    good = {
+    good: dict[str, Any] = {
         "name": "x",
         "type": "QUEUE",
         "image": "a:b",

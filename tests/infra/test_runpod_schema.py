@@ -10,13 +10,15 @@ import re
 import pytest
 from f5tts_infra import runpod_rest
 
-from tests.infra.helpers import ROOT
 from tests.infra.runpod_openapi import DOCUMENT, SCHEMA_PATH, find_operation
+from tests.support import REPO_ROOT
 
-_spec = importlib.util.spec_from_file_location("extract", ROOT / "infra" / "runpod_schema" / "extract.py")
+# A script, not a package module: loaded from its file as `python infra/runpod_schema/extract.py` runs it.
+_spec = importlib.util.spec_from_file_location("extract", REPO_ROOT / "infra" / "runpod_schema" / "extract.py")
+assert _spec is not None and _spec.loader is not None
 extract = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(extract)
-REFERENCE = ROOT / extract.DEFAULT_REFERENCE
+REFERENCE = REPO_ROOT / extract.DEFAULT_REFERENCE
 
 
 @pytest.mark.skipif(

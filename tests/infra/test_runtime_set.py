@@ -8,9 +8,9 @@ from importlib.metadata import requires
 
 from packaging.requirements import Requirement
 
-from tests.infra.helpers import ROOT
+from tests.support import REPO_ROOT
 
-REQUIREMENTS = ROOT / "requirements"
+REQUIREMENTS = REPO_ROOT / "requirements"
 
 
 def _names(path_name: str) -> list[str]:

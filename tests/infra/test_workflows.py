@@ -11,9 +11,9 @@ from pathlib import Path
 
 import yaml
 
-from tests.infra.helpers import ROOT
+from tests.support import REPO_ROOT
 
-WORKFLOWS = ROOT / ".github" / "workflows"
+WORKFLOWS = REPO_ROOT / ".github" / "workflows"
 
 
 def _load(name: str) -> dict:
@@ -50,7 +50,7 @@ def test_ci_runs_the_makefiles_test_target_on_every_push_and_pull_request():
     ci = _load("ci.yml")
     assert "push" in ci["on"] and "pull_request" in ci["on"]
     targets = [step["run"].split()[1] for step in _steps(ci) if step.get("run", "").startswith("make ")]
-    makefile = (ROOT / "Makefile").read_text()
+    makefile = (REPO_ROOT / "Makefile").read_text()
     recipe = re.search(r"^test:.*\n((?:\t.*\n)+)", makefile, re.MULTILINE)
     assert "test" in targets and recipe and "pytest" in recipe.group(1)
 
@@ -72,7 +72,10 @@ def test_the_program_virtualenv_of_the_workflows_holds_every_module_the_program_
         runs = " ".join(step.get("run", "") for step in _steps(_load(name)))
         assert "--require-hashes --no-deps -r requirements/dev.txt" in runs, name
     # The program's own modules and the worker modules they import (worker.config, worker.storage, worker.schema).
-    sources = [*(ROOT / "infra").rglob("*.py"), *(ROOT / "worker" / f"{m}.py" for m in ("config", "storage", "schema"))]
+    sources = [
+        *(REPO_ROOT / "infra").rglob("*.py"),
+        *(REPO_ROOT / "worker" / f"{m}.py" for m in ("config", "storage", "schema")),
+    ]
     imported = set()
     for source in sources:
         for node in ast.walk(ast.parse(source.read_text())):
@@ -80,7 +83,9 @@ def test_the_program_virtualenv_of_the_workflows_holds_every_module_the_program_
                 imported |= {alias.name.split(".")[0] for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 imported.add(node.module.split(".")[0])
-    pinned = set(re.findall(r"^([A-Za-z0-9_.-]+)==", (ROOT / "requirements" / "dev.txt").read_text(), re.MULTILINE))
+    pinned = set(
+        re.findall(r"^([A-Za-z0-9_.-]+)==", (REPO_ROOT / "requirements" / "dev.txt").read_text(), re.MULTILINE)
+    )
     pinned = {p.lower().replace("_", "-") for p in pinned}
     providers = {  # module -> the installed distributions that provide it (several share a namespace, e.g. google)
         module: {d.lower().replace("_", "-") for d in dists}
@@ -135,5 +140,5 @@ def test_every_secret_and_variable_the_workflows_use_is_documented():
     for path in WORKFLOWS.glob("*.yml"):
         used |= set(re.findall(r"\b(?:secrets|vars)\.([A-Z0-9_]+)", path.read_text()))
     used.discard("GITHUB_TOKEN")  # provided by GitHub
-    docs = (ROOT / "docs" / "deploy.md").read_text()
+    docs = (REPO_ROOT / "docs" / "deploy.md").read_text()
     assert used and not {name for name in used if f"`{name}`" not in docs}

@@ -2,7 +2,7 @@
 f5-tts's real loaders; a real S3 protocol server (moto, loopback) and buckets on it; WorkerService instances
 over both.
 
-Other test modules rely on these names: `tiny_model_env`, `engine`, `make_model_settings`, `s3_server`,
+Other test modules rely on these names (and on `tiny_model_env`, tests/support.py): `engine`, `make_model_settings`, `s3_server`,
 `s3_bucket`, `s3_service`, `local_service`, `bucket_keys`, `reference_wav`...
 """
 
@@ -14,42 +14,36 @@ import socket
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
+from typing import Unpack
 
 import numpy as np
 import pytest
 import soundfile as sf
 from pydantic import SecretStr
 
-from tests.worker.helpers import make_service
+from tests.worker.helpers import ModelOverrides, make_service
 from tests.worker.s3_server import S3Bucket, S3Server, running_s3_server
 from worker.config import ModelSettings, Settings, StorageSettings, WorkerSettings
 from worker.engine import Engine
 from worker.model_facts import builtin_audio_file
 from worker.service import WorkerService
-from worker.tiny import build_tiny_checkpoint
-
-
-@pytest.fixture(scope="session")
-def tiny_model_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """`F5TTS_*` variables selecting a tiny checkpoint built for this session (nothing is downloaded)."""
-    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-model"))
 
 
 @pytest.fixture(scope="session")
 def make_model_settings(tiny_model_env: dict[str, str]) -> Callable[..., ModelSettings]:
     """ModelSettings for the tiny model, fields overridable (`make_model_settings(attn_backend="flash_attn")`).
 
-    Built with the process's own F5TTS_* variables hidden, so a developer's environment cannot leak in;
-    os.environ is left as it was.
+    Read from the tiny model's F5TTS_* variables as a worker reads them, with the process's own hidden, so a
+    developer's environment cannot leak in; os.environ is left as it was.
     """
 
-    def make(**overrides: object) -> ModelSettings:
-        values = {key.removeprefix("F5TTS_").lower(): value for key, value in tiny_model_env.items()}
-        values.update(overrides)
+    def make(**overrides: Unpack[ModelOverrides]) -> ModelSettings:
         with pytest.MonkeyPatch.context() as mp:
             for key in [k for k in os.environ if k.startswith("F5TTS_")]:
                 mp.delenv(key)
-            return ModelSettings(_env_file=None, **values)
+            for key, value in tiny_model_env.items():
+                mp.setenv(key, value)
+            return ModelSettings(_env_file=None, **overrides)
 
     return make
 

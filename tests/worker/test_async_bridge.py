@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import AsyncGenerator
 
 import pytest
 
@@ -75,6 +76,7 @@ async def test_a_consumer_that_stops_early_stops_the_job_and_its_finally_runs_on
             closed_on.append(threading.get_ident())
 
     items = iterate_in_thread(job())
+    assert isinstance(items, AsyncGenerator)  # what a consumer leaving early closes
     assert await anext(items) == 0
     await items.aclose()
     release.set()

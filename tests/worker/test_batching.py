@@ -283,8 +283,8 @@ def test_a_failure_reaches_every_chunk_of_its_call_and_the_thread_goes_on(
 
 
 # ------------------------------------------------------------------------------------------------ services
-def batching_service(engine: Engine, tmp_path, **worker: object) -> WorkerService:
-    settings = {"max_batch": 4, "batch_wait_ms": 500.0, **worker}
+def batching_service(engine: Engine, tmp_path, **worker: Any) -> WorkerService:
+    settings: dict[str, Any] = {"max_batch": 4, "batch_wait_ms": 500.0, **worker}
     return make_service(engine, StorageSettings(_env_file=None), tmp_path, **settings)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import unicodedata
 
-import numpy as np
 import pytest
 import regex
 
@@ -16,7 +15,6 @@ from worker.chunk_plan import (
     nbytes,
     plan_chunks,
 )
-from worker.crossfade import CrossFader, cross_fade
 from worker.schema import ContractError, ErrorCode
 
 # f5-tts's example reference: its transcript as F5 gets it, and its length.
@@ -171,16 +169,3 @@ def test_an_unsplittable_cluster_over_the_limit_gets_a_coded_error() -> None:
     with pytest.raises(ContractError) as caught:
         plan(zalgo, speed=0.3)
     assert caught.value.code == ErrorCode.invalid_input and caught.value.body.field == "speed"
-
-
-# ------------------------------------------------------------------------------------------------ cross-fade
-@pytest.mark.parametrize("seconds", [0.0, 0.15, 1.0])
-def test_pushing_waves_one_by_one_gives_the_whole_join(seconds: float) -> None:
-    rng = np.random.default_rng(7)
-    waves = [rng.standard_normal(n).astype(np.float32) for n in (30_000, 256, 5_000, 24_000, 700, 40_000)]
-    fader = CrossFader(24000, seconds)
-    pieces = [fader.push(w) for w in waves]
-    pieces[-1] = np.concatenate([pieces[-1], fader.finish()])
-    assert np.array_equal(np.concatenate(pieces), cross_fade(waves, 24000, seconds))
-    held = int(seconds * 24000)
-    assert pieces[0].size == waves[0].size - held  # the first piece holds back exactly the fade

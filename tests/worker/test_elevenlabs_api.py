@@ -13,6 +13,7 @@ import base64
 import itertools
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import numpy as np
@@ -40,7 +41,7 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def settings_with_aligner(tmp_path, make_model_settings, **worker: object) -> Settings:
+def settings_with_aligner(tmp_path, make_model_settings, **worker: Any) -> Settings:
     """The http tests' settings, with the tiny word aligner (the timestamps come from it)."""
     settings = settings_for(tmp_path, **worker)
     settings.model = make_model_settings(warmup=False)

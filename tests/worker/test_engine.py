@@ -18,6 +18,7 @@ import soundfile as sf
 import torch
 from safetensors.torch import load_file
 
+from tests.support import REPO_ROOT
 from worker import model_files
 from worker.config import ModelSettings, Settings, StorageSettings, WorkerSettings
 from worker.crossfade import cross_fade
@@ -30,7 +31,6 @@ from worker.tiny import build_tiny_checkpoint
 
 pytestmark = pytest.mark.timeout(300)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 REF_TEXT = BUILTIN_REFERENCE_TEXT
 LONG_TEXT = (
     "I don't really care what you call me. I've been a silent spectator, watching species evolve, empires rise "
@@ -80,12 +80,27 @@ def test_long_text_is_generated_in_several_chunks(engine: Engine, reference: tup
     assert per_char[0] > per_char[1] / 2 and per_char[1] > per_char[0] / 2
 
 
-def test_generation_is_lazy_one_chunk_per_step(engine: Engine, reference: tuple[np.ndarray, int]) -> None:
+def test_generation_is_lazy_one_chunk_per_step(
+    engine: Engine, reference: tuple[np.ndarray, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from f5_tts.model import CFM
+
     samples, rate = reference
+    sample = CFM.sample
+    sampled: list[int] = []  # one entry per flow-matching run of the model
+
+    def counted_sample(self: object, *args: object, **kwargs: object) -> object:
+        sampled.append(len(sampled))
+        return sample(self, *args, **kwargs)
+
+    monkeypatch.setattr(CFM, "sample", counted_sample)
     stream = engine.generate(samples, rate, REF_TEXT, TWO_CHUNKS, seed=1, **FAST)
+    assert sampled == []  # the inputs are checked and the text planned, but nothing is generated yet
     first = next(stream)
-    assert first.text and first.samples.size > 0
-    stream.close()
+    assert (first.index, first.count, len(sampled)) == (0, 2, 1) and first.samples.size > 0
+    second = next(stream)
+    assert (second.index, len(sampled)) == (1, 2)
+    assert next(stream, None) is None and len(sampled) == 2
 
 
 def test_very_short_text_gives_audio(engine: Engine, reference: tuple[np.ndarray, int]) -> None:
@@ -194,9 +209,13 @@ def test_flash_attn_setting_reaches_the_model(make_model_settings, tiny_model_en
         with pytest.raises(EngineLoadError, match="flash-attn"):
             Engine.load(settings)
     else:  # a machine with flash-attn: build it, but do not run it on the CPU
+        from f5_tts.model import DiT
+
         loaded = Engine.load(settings)
         assert loaded.attn_backend == "flash_attn"
-        assert loaded.model.transformer.transformer_blocks[0].attn.processor.attn_backend == "flash_attn"
+        transformer = loaded.model.transformer
+        assert isinstance(transformer, DiT)
+        assert transformer.transformer_blocks[0].attn.processor.attn_backend == "flash_attn"
 
 
 def test_dtype_setting_is_applied(make_model_settings, reference: tuple[np.ndarray, int]) -> None:

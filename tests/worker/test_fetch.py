@@ -65,9 +65,15 @@ class _Handler(BaseHTTPRequestHandler):
             pass
         self.close_connection = True
 
+    def _slow(self) -> None:
+        time.sleep(1.5)
+        self._send(200, AUDIO)
+
     def do_GET(self) -> None:
         self.seen.append((self.path, self.headers.get("Host", "")))
-        port = self.server.server_address[1]
+        address = self.server.server_address
+        assert isinstance(address, tuple)  # an IPv4 socket's (host, port)
+        port = address[1]
         routes = {
             "/audio.wav": lambda: self._send(200, AUDIO, {"Content-Type": "audio/wav"}),
             "/declared-too-big": lambda: self._send(200, b"x" * (CAP + 1)),
@@ -79,7 +85,7 @@ class _Handler(BaseHTTPRequestHandler):
             "/redirect-loop": lambda: self._send(302, headers={"Location": "/redirect-loop"}),
             "/redirect-to-metadata": lambda: self._send(302, headers={"Location": "http://169.254.169.254/latest/"}),
             "/redirect-to-ftp": lambda: self._send(302, headers={"Location": f"ftp://127.0.0.1:{port}/a.wav"}),
-            "/slow": lambda: (time.sleep(1.5), self._send(200, AUDIO)),
+            "/slow": self._slow,
             "/trickle": lambda: self._chunked(iter([b"x" * 16] * 10), pause_s=0.2),
             "/trickle-headers": self._trickle_headers,
         }
@@ -102,9 +108,10 @@ def http_server() -> Iterator[tuple[str, list[tuple[str, str]]]]:
         thread.join(timeout=5)
 
 
-def settings(**overrides: object) -> WorkerSettings:
-    values = {"max_audio_bytes": CAP, "fetch_timeout_s": 5.0, "allow_private_urls": False} | overrides
-    return WorkerSettings(_env_file=None, **values)
+def settings(*, allow_private_urls: bool = False, fetch_timeout_s: float = 5.0) -> WorkerSettings:
+    return WorkerSettings(
+        _env_file=None, max_audio_bytes=CAP, fetch_timeout_s=fetch_timeout_s, allow_private_urls=allow_private_urls
+    )
 
 
 def fetch_error(src: AudioSource, worker: WorkerSettings) -> ContractError:

@@ -5,38 +5,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def run_handler(tmp_path: Path, env_overrides: dict[str, str], job_input: dict) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("F5TTS_", "BUCKET_", "RUNPOD_"))}
-    env.update(
-        HOME=str(tmp_path),
-        PYTHONPATH=str(REPO),
-        F5TTS_DATA_DIR=str(tmp_path / "data"),
-        RUNPOD_SKIP_AUTO_SYSTEM_CHECKS="true",
-        RUNPOD_SKIP_GPU_CHECK="true",
-        **env_overrides,
-    )
-    return subprocess.run(
-        [sys.executable, "-m", "worker.handler", "--test_input", json.dumps({"input": job_input})],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+from tests.support import REPO_ROOT, run_handler, worker_env
 
 
 @pytest.mark.timeout(300)
@@ -74,7 +52,12 @@ print(json.dumps({
 
 def test_runpod_is_imported_without_its_cpu_probe_subprocess_or_ssh_stack():
     done = subprocess.run(
-        [sys.executable, "-c", RUNPOD_IMPORT_PROBE], cwd=REPO, capture_output=True, text=True, timeout=120, check=True
+        [sys.executable, "-c", RUNPOD_IMPORT_PROBE],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     )
     probe = json.loads(done.stdout.strip().splitlines()[-1])
     assert probe["serverless"] is True
@@ -92,10 +75,8 @@ def _free_port() -> int:
 @pytest.mark.timeout(300)
 def test_http_mode_serves_the_health_check_on_its_own_port_too(tiny_model_env, tmp_path):
     port, health_port = _free_port(), _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("F5TTS_", "BUCKET_", "RUNPOD_"))}
-    env.update(
-        HOME=str(tmp_path),
-        PYTHONPATH=str(REPO),
+    env = worker_env(
+        tmp_path,
         F5TTS_DATA_DIR=str(tmp_path / "data"),
         F5TTS_SERVE="http",
         F5TTS_BIND_HOST="127.0.0.1",

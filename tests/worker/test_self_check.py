@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -15,28 +14,22 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.worker.test_handler import run_handler
+from tests.support import REPO_ROOT, run_handler, worker_env
 from worker.config import Settings
+from worker.engine import cuda_unusable_reason
 from worker.self_check import main as self_check_main
 from worker.self_check import run_checks
 
 pytestmark = pytest.mark.timeout(300)
 
-REPO = Path(__file__).resolve().parents[2]
 NO_GPU = not torch.cuda.is_available()
-
-
-def _env(tiny_model_env: dict[str, str], tmp_path: Path, **overrides: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("F5TTS_", "BUCKET_", "RUNPOD_", "HF_"))}
-    env.update(HOME=str(tmp_path), PYTHONPATH=str(REPO), HF_HOME=str(tmp_path / "hf"), **tiny_model_env, **overrides)
-    return env
 
 
 def test_self_check_passes_through_the_real_entry_point(tiny_model_env, tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "worker.handler", "--self-check"],
         cwd=tmp_path,
-        env=_env(tiny_model_env, tmp_path),
+        env=worker_env(tmp_path, **tiny_model_env),
         capture_output=True,
         text=True,
         timeout=240,
@@ -64,9 +57,13 @@ def test_self_check_names_a_truncated_checkpoint_and_a_missing_gpu(make_model_se
     assert not results["model files"].ok
     assert f"{broken}: truncated or corrupt safetensors" in results["model files"].detail
     assert results["runpod"].ok and results["f5-tts"].ok
-    if NO_GPU:
+    # The device check asks CUDA itself: it passes on a usable GPU and names CUDA's reason where there is none.
+    reason = cuda_unusable_reason()
+    if reason is None:
+        assert results["device"].ok and f"-> cuda ({torch.cuda.get_device_name()})" in results["device"].detail
+    else:
         assert not results["device"].ok
-        assert "F5TTS_DEVICE='cuda' but no usable GPU" in results["device"].detail
+        assert f"F5TTS_DEVICE='cuda' but no usable GPU: {reason}" in results["device"].detail
 
     # A truncated aligner (or none) fails its own check, naming the file.
     aligner = tmp_path / "aligner"
@@ -101,7 +98,13 @@ def test_self_check_exit_status_and_flash_attn_check(make_model_settings, monkey
         assert "self-check FAIL flash-attn: ModuleNotFoundError: No module named 'flash_attn'" in out.getvalue()
         assert out.getvalue().splitlines()[-1].startswith("self-check failed: flash-attn")
     else:
+        from importlib.metadata import version
+
         assert status == 0, out.getvalue()
+        lines = out.getvalue().splitlines()
+        imported = f"flash-attn: flash-attn {version('flash-attn')} imported"
+        assert any(line.startswith("self-check ok") and line.endswith(imported) for line in lines), lines
+        assert lines[-1].startswith("self-check passed")
 
 
 STAND_IN_PROBE = """
@@ -118,7 +121,7 @@ except StandInError as exc:
 
 def test_a_broken_stand_in_names_the_module_attribute_and_versions():
     done = subprocess.run(
-        [sys.executable, "-c", STAND_IN_PROBE], cwd=REPO, capture_output=True, text=True, timeout=120, check=True
+        [sys.executable, "-c", STAND_IN_PROBE], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=True
     )
     from importlib.metadata import version
 
@@ -155,7 +158,7 @@ def test_a_runpod_import_failure_is_kept_and_every_job_gets_model_unavailable(ti
     done = subprocess.run(
         [sys.executable, "-c", RUNPOD_BROKEN_MAIN],
         cwd=tmp_path,
-        env=_env(tiny_model_env, tmp_path, F5TTS_DATA_DIR=str(tmp_path / "data"), RUNPOD_SKIP_GPU_CHECK="true"),
+        env=worker_env(tmp_path, **tiny_model_env, F5TTS_DATA_DIR=str(tmp_path / "data"), RUNPOD_SKIP_GPU_CHECK="true"),
         capture_output=True,
         text=True,
         timeout=240,
@@ -185,7 +188,7 @@ def test_tests_run_on_the_runtime_set_without_whisper():
     kept_out = [
         line.split("#")[0].strip()
         for name in ("excludes.txt", "whisper.in")
-        for line in (REPO / "requirements" / name).read_text().splitlines()
+        for line in (REPO_ROOT / "requirements" / name).read_text().splitlines()
     ]
     installed = []
     for name in filter(None, kept_out):

@@ -18,7 +18,9 @@ from worker.storage import LocalStore, ObjectNotFound, ObjectStore, S3Store, ope
 
 
 def s3_store(bucket: S3Bucket, prefix: str = "") -> S3Store:
-    return open_store(bucket.settings(prefix=prefix), local_root=Path("unused"))
+    store = open_store(bucket.settings(prefix=prefix), local_root=Path("unused"))
+    assert isinstance(store, S3Store)  # a bucket is configured
+    return store
 
 
 @pytest.fixture(params=["s3", "local"])
@@ -63,6 +65,7 @@ def test_etag_changes_with_content(store: ObjectStore) -> None:
     time.sleep(0.01)
     store.put("a/b", b"second")
     second = store.head("a/b")
+    assert first is not None and second is not None
     assert first.etag != second.etag and second.size == 6
 
 

@@ -73,6 +73,7 @@ def store_factory(request, tmp_path: Path) -> Callable[[], ObjectStore]:
 
     def make() -> ObjectStore:
         store = open_store(bucket.settings(), local_root=Path("unused"))
+        assert isinstance(store, S3Store)  # a bucket is configured
         return without_conditional_writes(store) if "without" in request.param else store
 
     return make

@@ -5,32 +5,22 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from tests.infra.helpers import ROOT
+from tests.support import REPO_ROOT, hf_cache_file
 from worker import prefetch
-
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-def _cache_file(hub: Path, repo_id: str, filename: str) -> Path:
-    """Place a file where huggingface_hub's cache layout puts it: models--owner--name/snapshots/<commit>/<file>."""
-    repo = hub / f"models--{repo_id.replace('/', '--')}"
-    (repo / "refs").mkdir(parents=True, exist_ok=True)
-    (repo / "refs" / "main").write_text(COMMIT)
-    path = repo / "snapshots" / COMMIT / filename
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
+from worker.model_facts import ALIGNER_BUNDLE, PUBLISHED_MODELS, HubFile
 
 
 def build_cache(hub: Path) -> dict[str, Path]:
     paths = {}
     for hub_file in prefetch.required_files("F5TTS_v1_Base"):
-        path = _cache_file(hub, hub_file.repo_id, hub_file.filename)
+        path = hf_cache_file(hub, hub_file.repo_id, hub_file.filename)
         if path.suffix == ".safetensors":
             save_file({"w": np.zeros((4, 4), dtype=np.float32)}, str(path))
         else:
@@ -41,7 +31,6 @@ def build_cache(hub: Path) -> dict[str, Path]:
 
 def build_aligner(hf_home: Path) -> Path:
     """A baked aligner where `--check` looks for it by default (under HF_HOME): the tiny random one."""
-    from worker.model_facts import ALIGNER_BUNDLE
     from worker.tiny import TINY_ALIGNER, build_random_aligner
 
     dest = hf_home / "f5tts-aligner" / ALIGNER_BUNDLE.lower()
@@ -53,7 +42,7 @@ def run_prefetch(*args: str, hf_home: Path, **extra_env: str) -> subprocess.Comp
     env.update(HF_HOME=str(hf_home), HF_HUB_OFFLINE="1", **extra_env)
     return subprocess.run(
         [sys.executable, "-m", "worker.prefetch", *args],
-        cwd=ROOT,
+        cwd=REPO_ROOT,
         env=env,
         check=False,
         capture_output=True,
@@ -62,13 +51,33 @@ def run_prefetch(*args: str, hf_home: Path, **extra_env: str) -> subprocess.Comp
     )
 
 
-def test_required_files_are_the_published_f5tts_v1_base_and_vocos():
-    assert [f.uri for f in prefetch.required_files("F5TTS_v1_Base")] == [
-        "hf://SWivid/F5-TTS/F5TTS_v1_Base/model_1250000.safetensors",
-        "hf://SWivid/F5-TTS/F5TTS_v1_Base/vocab.txt",
-        "hf://charactr/vocos-mel-24khz/config.yaml",
-        "hf://charactr/vocos-mel-24khz/pytorch_model.bin",
-    ]
+@pytest.mark.parametrize("model", list(PUBLISHED_MODELS))
+def test_required_files_are_the_model_f5_tts_configures_and_the_vocoder_it_fetches(model, tiny_model_env, monkeypatch):
+    """What the image bakes for `model`: its checkpoint and vocabulary, in the model's folder of the repository, for a
+    model f5-tts ships a config of; then the vocoder files f5-tts's own load_vocoder asks the Hub for (its download
+    faked: answered with the tiny model's vocoder)."""
+    from worker.lean_imports import import_f5_infer
+
+    utils_infer = import_f5_infer()  # as the worker imports it (its Whisper and training stacks stood in)
+    asked: list[HubFile] = []
+    tiny_vocos = Path(tiny_model_env["F5TTS_VOCODER_DIR"])
+
+    def fake_hf_hub_download(repo_id: str, filename: str, cache_dir: str | None = None) -> str:
+        asked.append(HubFile(repo_id, filename))
+        return str(tiny_vocos / filename)
+
+    monkeypatch.setattr(utils_infer, "hf_hub_download", fake_hf_hub_download)
+    utils_infer.load_vocoder("vocos", is_local=False, device="cpu")
+    checkpoint, vocab, *vocoder = prefetch.required_files(model)
+    assert vocoder == asked
+    assert files("f5_tts").joinpath(f"configs/{model}.yaml").is_file()
+    assert checkpoint.repo_id == vocab.repo_id and checkpoint.filename.startswith(f"{model}/")
+    assert checkpoint.filename.endswith(".safetensors") and vocab.filename == f"{model}/vocab.txt"
+
+
+def test_unknown_models_have_no_required_files():
+    with pytest.raises(prefetch.PrefetchError, match="F5TTS_v1_Base"):
+        prefetch.required_files("E3TTS")
 
 
 def test_check_passes_on_a_complete_cache(tmp_path):
@@ -146,7 +155,7 @@ def test_prefetch_check_imports_neither_torch_nor_f5_tts(tmp_path):
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'f5_tts', 'torchaudio', 'vocos')))"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, check=False, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", code], cwd=REPO_ROOT, check=False, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
@@ -160,7 +169,7 @@ def test_download_fetches_each_file_into_the_given_cache(tmp_path, monkeypatch):
 
     def fake_download(repo_id, filename, cache_dir=None):
         calls.append((repo_id, filename, cache_dir))
-        path = _cache_file(Path(cache_dir), repo_id, filename)
+        path = hf_cache_file(Path(cache_dir), repo_id, filename)
         if filename.endswith(".safetensors"):
             save_file({"w": np.ones(2, dtype=np.float32)}, str(path))
         else:
@@ -173,7 +182,7 @@ def test_download_fetches_each_file_into_the_given_cache(tmp_path, monkeypatch):
 
     from worker.tiny import TINY_ALIGNER
 
-    bundle = getattr(torchaudio.pipelines, prefetch.ALIGNER_BUNDLE)
+    bundle = getattr(torchaudio.pipelines, ALIGNER_BUNDLE)
     downloads = []
 
     def fake_get_model(dl_kwargs):

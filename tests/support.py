@@ -1,0 +1,69 @@
+"""Helpers shared by the test folders: the repository root, a worker child process's environment and
+`python -m worker.handler --test_input`, a fake Hugging Face cache, and the tiny model's environment (a session
+fixture, registered for every folder by tests/conftest.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Settings a developer's shell may carry that would reach a worker child process.
+WORKER_ENV_PREFIXES = ("F5TTS_", "BUCKET_", "RUNPOD_", "HF_")
+HF_COMMIT = "0123456789abcdef0123456789abcdef01234567"  # the revision every fake cache entry is filed under
+
+
+@pytest.fixture(scope="session")
+def tiny_model_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """`F5TTS_*` variables selecting a tiny checkpoint built for this session (nothing is downloaded)."""
+    from worker.tiny import build_tiny_checkpoint  # imports torch: only when a test needs the model
+
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-model"))
+
+
+def worker_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
+    """The environment of a worker child process: this one's without a developer's worker, bucket, RunPod or
+    Hugging Face settings, HOME and HF_HOME under `tmp_path`, this checkout importable; then `overrides`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(WORKER_ENV_PREFIXES)}
+    env.update(HOME=str(tmp_path), HF_HOME=str(tmp_path / "hf"), PYTHONPATH=str(REPO_ROOT))
+    env.update(overrides)
+    return env
+
+
+def run_handler(
+    tmp_path: Path, env_overrides: dict[str, str], job_input: dict[str, Any]
+) -> subprocess.CompletedProcess[str]:
+    """`python -m worker.handler --test_input` (runpod's own one-job mode) as the image runs it."""
+    env = worker_env(
+        tmp_path,
+        F5TTS_DATA_DIR=str(tmp_path / "data"),
+        RUNPOD_SKIP_AUTO_SYSTEM_CHECKS="true",
+        RUNPOD_SKIP_GPU_CHECK="true",
+        **env_overrides,
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "worker.handler", "--test_input", json.dumps({"input": job_input})],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+
+
+def hf_cache_file(hub: Path, repo_id: str, filename: str) -> Path:
+    """Where huggingface_hub's cache layout puts `filename` of `repo_id` (models--owner--name/snapshots/<commit>/),
+    with the `main` ref pointing there; the folders are made, the file is left for the caller to write."""
+    repo = hub / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(HF_COMMIT)
+    path = repo / "snapshots" / HF_COMMIT / filename
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
