@@ -1,5 +1,7 @@
 """Worker configuration: every setting comes from an environment variable, read once per process.
 
+A variable set to an empty string counts as unset: RunPod's console and Hub form leave a blank field empty.
+
 The README's "Configuration" table is generated from the field descriptions here
 (`python -m worker.config --update-readme`; a test fails when it is stale), so a setting is documented where it
 is declared.
@@ -30,7 +32,11 @@ class ModelSettings(BaseSettings):
     the environment."""
 
     model_config = SettingsConfigDict(
-        env_prefix="F5TTS_", extra="ignore", protected_namespaces=(), env_file=IMAGE_SETTINGS_FILE
+        env_prefix="F5TTS_",
+        extra="ignore",
+        env_ignore_empty=True,
+        protected_namespaces=(),
+        env_file=IMAGE_SETTINGS_FILE,
     )
 
     model: str = Field(
@@ -87,7 +93,7 @@ class ModelSettings(BaseSettings):
 class StorageSettings(BaseSettings):
     """The S3-compatible bucket (Backblaze B2 in production). Names follow RunPod's own `BUCKET_*` convention."""
 
-    model_config = SettingsConfigDict(env_prefix="BUCKET_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="BUCKET_", extra="ignore", env_ignore_empty=True)
 
     endpoint_url: str | None = Field(
         None, description="S3 endpoint, e.g. `https://s3.us-west-004.backblazeb2.com`. Unset: no bucket."
@@ -107,7 +113,7 @@ class StorageSettings(BaseSettings):
 class WorkerSettings(BaseSettings):
     """Limits and local paths of the worker process."""
 
-    model_config = SettingsConfigDict(env_prefix="F5TTS_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="F5TTS_", extra="ignore", env_ignore_empty=True)
 
     data_dir: Path = Field(
         default_factory=_default_data_dir, description="Local voices (no bucket) and the voice cache."
@@ -194,7 +200,7 @@ class WorkerSettings(BaseSettings):
 class HttpSettings(BaseSettings):
     """Where the http serving mode listens: RunPod's own variable names for load-balancing endpoints."""
 
-    model_config = SettingsConfigDict(env_prefix="", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", env_ignore_empty=True)
 
     port: int = Field(80, ge=1, le=65535, description="http mode: port of the API server (RunPod's default is 80).")
     port_health: int | None = Field(

@@ -38,11 +38,6 @@ pytestmark = pytest.mark.timeout(600)
 ROUTE = "/elevenlabs/v1/text-to-speech/{voice}/stream-input"
 SENTENCES = ["The fox runs far away into the forest. ", "It hides there from the dog until night. "]
 
-# Known regression at this merge: after the HTTP-reliability changes (h11 wire, send-timeout middleware) landed beside
-# the realtime route, the WebSocket handshake through the load-balancer emulator times out. The in-process realtime
-# tests (tests/worker/test_elevenlabs_realtime.py) still run; this module is off until the handshake is fixed.
-pytestmark = pytest.mark.skip(reason="WebSocket handshake through the emulator times out after the reliability merge")
-
 
 def ws_url(stack: Any, voice: str = "default", query: str = "output_format=pcm_24000") -> str:
     return stack.base_url.replace("http://", "ws://") + ROUTE.format(voice=voice) + f"?{query}"

@@ -42,6 +42,18 @@ def test_each_group_reads_its_own_prefix(monkeypatch: pytest.MonkeyPatch) -> Non
     assert (settings.storage.name, settings.storage.url_expiry_s) == ("acme-audio", 600)
 
 
+def test_a_blank_variable_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RunPod's console and Hub form send a field left blank as an empty string: it means the default."""
+    monkeypatch.setenv("F5TTS_CONCURRENCY", "")
+    monkeypatch.setenv("F5TTS_API_KEY", "")
+    monkeypatch.setenv("BUCKET_NAME", "")
+    monkeypatch.setenv("PORT", "")
+    worker = WorkerSettings(_env_file=None)
+    assert (worker.concurrency, worker.api_key) == (None, None)
+    assert StorageSettings(_env_file=None).name == StorageSettings.model_fields["name"].default
+    assert HttpSettings(_env_file=None).port == HttpSettings.model_fields["port"].default
+
+
 @pytest.mark.parametrize(
     ("variable", "value"),
     [("F5TTS_CONCURRENCY", "0"), ("F5TTS_FETCH_TIMEOUT_S", "-1"), ("F5TTS_ATTN_BACKEND", "xformers")],
@@ -63,8 +75,11 @@ def test_the_table_lists_every_variable_once_with_its_description() -> None:
     ]
     assert variables == expected and len(set(variables)) == len(variables)
     assert all(row.count("|") == 4 and not row.endswith("| None |") for row in rows)
+    # A default the code computes (None) reads "unset"; a literal one is quoted as it is.
     concurrency = next(row for row in rows if row.startswith("| `F5TTS_CONCURRENCY`"))
-    assert f"`{WorkerSettings.model_fields['concurrency'].default}`" in concurrency
+    assert WorkerSettings.model_fields["concurrency"].default is None and "| unset |" in concurrency
+    busy_wait = next(row for row in rows if row.startswith("| `F5TTS_BUSY_WAIT_S`"))
+    assert f"| `{WorkerSettings.model_fields['busy_wait_s'].default}` |" in busy_wait
 
 
 def test_the_readme_table_is_replaced_between_its_markers_only() -> None:
