@@ -25,6 +25,8 @@ from pydantic import SecretStr
 from tests.worker.helpers import WorkerOverrides, worker_settings
 from worker.config import HttpSettings, ModelSettings, Settings, StorageSettings
 from worker.http_server import create_app
+from worker.http_server.errors import MAX_MESSAGE_CHARS, HttpError
+from worker.schema import MAX_ECHO_CHARS
 from worker.service import WorkerService
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.anyio]
@@ -189,10 +191,19 @@ async def test_malformed_bodies_and_unknown_routes_get_the_same_error_shape(serv
         no_route = await client.get("/v1/nothing")
         wrong_method = await client.get("/v1/audio/speech")
         huge = await client.post("/job", content=b"{}", headers={"content-length": str(31 * 2**20)})
+        # uvicorn's h11 refuses such a head itself; another ASGI server may pass it on (in-process here).
+        no_number = await client.post("/job", content=b"{}", headers={"content-length": "2e9"})
     assert_openai_error(not_json, 400, "invalid_input", "1")  # FastAPI's location: the offset where the JSON breaks
     assert no_route.status_code == 404 and no_route.json()["error"]["code"] == "not_found"
     assert wrong_method.status_code == 405 and wrong_method.json()["error"]["code"] == "invalid_input"
     assert_openai_error(huge, 413, "audio_too_large")
+    assert "Content-Length" in assert_openai_error(no_number, 400, "invalid_input")["message"]
+
+
+def test_an_error_message_is_cut_to_at_most_640_characters_and_its_field_to_80():
+    error = HttpError(400, "invalid_input", "m" * 5000, "f" * 5000)
+    assert len(error.message) == MAX_MESSAGE_CHARS == 640 and error.message.endswith("…")  # as docs/http.md says
+    assert error.field is not None and len(error.field) == MAX_ECHO_CHARS == 80 and error.field.endswith("…")
 
 
 # ------------------------------------------------------------------------------------------------ health

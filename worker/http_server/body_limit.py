@@ -1,6 +1,7 @@
 """The request body cap (`F5TTS_MAX_REQUEST_BYTES`, RunPod's 30 MB by default), for every route.
 
-A body announced larger (Content-Length) is refused before it is read. A chunked body announces nothing: its
+A body announced larger (Content-Length) is refused before it is read (413), one whose Content-Length is no
+number is a 400 (uvicorn's h11 refuses that itself; other servers may pass it on). A chunked body announces nothing: its
 bytes are counted as they arrive, and the read that passes the cap raises `BodyTooLarge` (a 413 the API's error
 envelope answers), so no more than the cap is ever held, whatever the route does with the body.
 """
@@ -34,10 +35,13 @@ class BodyLimitMiddleware:
             return
         request = Request(scope)
         length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            message = BodyTooLarge(self.max_bytes).detail
-            response = envelope_for(request)(HttpError.of(ErrorBody(code=ErrorCode.audio_too_large, message=message)))
-            await response(scope, receive, send)
+        refusal = None
+        if length is not None and not length.isdigit():
+            refusal = ErrorBody(code=ErrorCode.invalid_input, message="Content-Length is not a number of bytes")
+        elif length is not None and int(length) > self.max_bytes:
+            refusal = ErrorBody(code=ErrorCode.audio_too_large, message=BodyTooLarge(self.max_bytes).detail)
+        if refusal is not None:
+            await envelope_for(request)(HttpError.of(refusal))(scope, receive, send)
             return
         received = 0
 

@@ -320,7 +320,7 @@ class Session:
             raise SessionError(ErrorCode.invalid_input.value, "messages are JSON text", Close.INVALID_DATA) from None
         try:
             data = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser recurses
             raise SessionError(
                 ErrorCode.invalid_input.value, "a message is not JSON: " + raw[:40], Close.INVALID_DATA
             ) from None

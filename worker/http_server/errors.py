@@ -53,10 +53,11 @@ class HttpError:
     schema_mismatch: bool = False
 
     def __post_init__(self) -> None:
+        # Cut with the "…" counted in: at most MAX_MESSAGE_CHARS (and MAX_ECHO_CHARS) in all, as docs/http.md says.
         if len(self.message) > MAX_MESSAGE_CHARS:
-            object.__setattr__(self, "message", self.message[:MAX_MESSAGE_CHARS] + "…")
+            object.__setattr__(self, "message", self.message[: MAX_MESSAGE_CHARS - 1] + "…")
         if self.field is not None and len(self.field) > MAX_ECHO_CHARS:
-            object.__setattr__(self, "field", self.field[:MAX_ECHO_CHARS] + "…")
+            object.__setattr__(self, "field", self.field[: MAX_ECHO_CHARS - 1] + "…")
 
     @classmethod
     def of(cls, body: ErrorBody, status: int | None = None, *, schema_mismatch: bool = False) -> HttpError:
