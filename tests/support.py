@@ -1,6 +1,6 @@
 """Helpers shared by the test folders: the repository root, a worker child process's environment and
-`python -m worker.handler --test_input`, a fake Hugging Face cache, and the tiny model's environment (a session
-fixture, registered for every folder by tests/conftest.py)."""
+`python -m worker.handler --test_input`, a fake Hugging Face cache, FFmpeg's reading of any audio, and the tiny
+model's environment (a session fixture, registered for every folder by tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -67,3 +68,24 @@ def hf_cache_file(hub: Path, repo_id: str, filename: str) -> Path:
     path = repo / "snapshots" / HF_COMMIT / filename
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def ffmpeg_decode(data: bytes, sample_rate: int = 24000, *, quiet: bool = False) -> np.ndarray:
+    """Any audio FFmpeg reads, as float32 mono samples at `sample_rate`. `quiet`: it must read it without a
+    complaint (nothing on stderr)."""
+    result = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", "pipe:0", "-f", "f32le", "-ac", "1", "-ar", str(sample_rate), "pipe:1"],
+        input=data,
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    assert not quiet or result.stderr == b"", result.stderr.decode(errors="replace")
+    return np.frombuffer(result.stdout, dtype="<f4")
+
+
+def decoded_seconds(data: bytes) -> float:
+    """How long the audio `data` lasts; it must be sound, not silence."""
+    samples = ffmpeg_decode(data)
+    assert np.abs(samples).max() > 0.01
+    return len(samples) / 24000

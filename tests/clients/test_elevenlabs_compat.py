@@ -7,17 +7,15 @@ from __future__ import annotations
 import base64
 import itertools
 import re
-import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
-import numpy as np
 import pytest
 from elevenlabs import ElevenLabs, VoiceSettings
 from elevenlabs.core import ApiError
 from elevenlabs.errors import UnprocessableEntityError
 
 from tests.devstack.lb_fixtures import lb_devstack  # noqa: F401 - the shared load-balancer stack
+from tests.support import REPO_ROOT, decoded_seconds
 from worker.model_facts import builtin_audio_file
 
 pytestmark = pytest.mark.timeout(600)
@@ -37,18 +35,6 @@ def client(lb_devstack) -> ElevenLabs:  # noqa: F811
         headers={"Authorization": f"Bearer {lb_devstack.api_key}"},
         timeout=120,
     )
-
-
-def decoded_seconds(data: bytes) -> float:
-    pcm = subprocess.run(
-        ["ffmpeg", "-v", "error", "-i", "pipe:0", "-f", "f32le", "-ac", "1", "-ar", "24000", "-"],
-        input=data,
-        capture_output=True,
-        check=True,
-    ).stdout
-    samples = np.frombuffer(pcm, dtype=np.float32)
-    assert np.abs(samples).max() > 0.01
-    return len(samples) / 24000
 
 
 def joined(chunks: Iterator[bytes]) -> bytes:
@@ -175,7 +161,7 @@ def test_the_models_list_has_the_one_tts_model(client):
 
 def test_the_docs_example_runs_as_written(lb_devstack, tmp_path, monkeypatch):  # noqa: F811
     """docs/http.md's ElevenLabs example, against the devstack: its URL and key are the devstack's."""
-    docs = (Path(__file__).resolve().parents[2] / "docs" / "http.md").read_text()
+    docs = (REPO_ROOT / "docs" / "http.md").read_text()
     section = docs[docs.index("## ElevenLabs SDK and apps") :]
     block = re.search(r"```python\n(.*?)```", section, flags=re.DOTALL)
     assert block, "docs/http.md has lost its ElevenLabs example"

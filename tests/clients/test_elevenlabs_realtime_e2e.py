@@ -32,6 +32,7 @@ from websockets.sync.client import ClientConnection, connect
 from devstack.load_balancer import Backend, LoadBalancer, LoadBalancerConfig
 from devstack.serving import LoopbackServer
 from tests.devstack.lb_fixtures import lb_devstack  # noqa: F401 - the shared load-balancer stack
+from tests.support import REPO_ROOT
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -165,7 +166,7 @@ def test_the_sdk_raises_its_api_error_with_our_message(tls_base_url, lb_devstack
 
 def test_the_docs_example_runs_as_written(tls_base_url, lb_devstack):  # noqa: F811
     """docs/http.md's realtime example, against the devstack (through the TLS emulator)."""
-    docs = (Path(__file__).resolve().parents[2] / "docs" / "http.md").read_text()
+    docs = (REPO_ROOT / "docs" / "http.md").read_text()
     section = docs[docs.index("## ElevenLabs realtime input") :]
     block = re.search(r"```python\n(.*?)```", section, flags=re.DOTALL)
     assert block, "docs/http.md has lost its realtime example"

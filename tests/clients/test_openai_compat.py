@@ -3,14 +3,13 @@ real worker in http mode (`F5TTS_SERVE=http`, tiny model). What an OpenAI-TTS ap
 
 from __future__ import annotations
 
-import subprocess
 import time
 
-import numpy as np
 import openai
 import pytest
 
 from tests.devstack.lb_fixtures import lb_devstack  # noqa: F401 - the shared load-balancer stack
+from tests.support import decoded_seconds
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -22,18 +21,6 @@ LONG_TEXT = " ".join(["The fox runs far away into the forest to hide from the do
 @pytest.fixture(scope="module")
 def client(lb_devstack) -> openai.OpenAI:  # noqa: F811
     return openai.OpenAI(base_url=f"{lb_devstack.base_url}/v1", api_key=lb_devstack.api_key, max_retries=0, timeout=120)
-
-
-def decoded_seconds(data: bytes) -> float:
-    pcm = subprocess.run(
-        ["ffmpeg", "-v", "error", "-i", "pipe:0", "-f", "f32le", "-ac", "1", "-ar", "24000", "-"],
-        input=data,
-        capture_output=True,
-        check=True,
-    ).stdout
-    samples = np.frombuffer(pcm, dtype=np.float32)
-    assert np.abs(samples).max() > 0.01
-    return len(samples) / 24000
 
 
 def test_every_response_format_decodes(client):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from tests.support import ffmpeg_decode
 from worker import audio
 from worker.schema import ContractError, ErrorCode
 
@@ -30,17 +31,6 @@ def wav_bytes(samples: np.ndarray, sample_rate: int = SR, subtype: str = "PCM_16
     buffer = io.BytesIO()
     sf.write(buffer, samples, sample_rate, format="WAV", subtype=subtype)
     return buffer.getvalue()
-
-
-def ffmpeg_decode(data: bytes, sample_rate: int = SR) -> np.ndarray:
-    out = subprocess.run(
-        ["ffmpeg", "-v", "error", "-i", "pipe:0", "-f", "f32le", "-ac", "1", "-ar", str(sample_rate), "pipe:1"],
-        input=data,
-        capture_output=True,
-        check=True,
-        timeout=60,
-    ).stdout
-    return np.frombuffer(out, dtype="<f4")
 
 
 def code_of(excinfo: pytest.ExceptionInfo[ContractError]) -> ErrorCode:

@@ -23,7 +23,8 @@ from elevenlabs.core import ApiError
 from elevenlabs.errors import UnprocessableEntityError
 from pydantic import SecretStr
 
-from tests.worker.test_http_server import decode, settings_for
+from tests.support import ffmpeg_decode
+from tests.worker.test_http_server import settings_for
 from worker.config import Settings
 from worker.http_server import create_app
 from worker.service import WorkerService
@@ -104,7 +105,7 @@ async def test_convert_and_stream_give_the_same_bytes_and_the_seed_decides_them(
     assert await convert(8) != whole
     streamed = await joined(sdk.text_to_speech.stream("default", text=TEXT, seed=7, request_options=EXTRA))
     assert streamed == whole
-    samples = decode(whole)
+    samples = ffmpeg_decode(whole)
     assert np.abs(samples).max() > 0.01 and samples.size / 24000 > 0.5
 
 
@@ -130,7 +131,7 @@ async def test_output_format_sets_the_codec_and_rate(http, output_format, conten
     elif output_format == "ulaw_8000":
         assert len(other.content) / 8000 == pytest.approx(seconds, abs=0.01)
     else:
-        assert decode(other.content).size / 24000 == pytest.approx(seconds, abs=0.1)
+        assert ffmpeg_decode(other.content).size / 24000 == pytest.approx(seconds, abs=0.1)
 
 
 async def test_voice_settings_speed_and_f5_fields_reach_the_synthesis(sdk):
@@ -167,7 +168,7 @@ async def test_with_timestamps_times_exactly_the_characters_of_the_text(sdk):
     timed = await sdk.text_to_speech.convert_with_timestamps("default", text=text, seed=4, request_options=EXTRA)
     audio = base64.b64decode(timed.audio_base_64)
     assert audio == whole
-    duration = decode(audio).size / 24000
+    duration = ffmpeg_decode(audio).size / 24000
     check_alignment(timed.alignment, text, duration)
     assert "".join(timed.normalized_alignment.characters) == "Hello there! Ready? Go, now."
     # The break tag spans the half second of silence: its characters start after "Ready?" ends and end before "Go".
@@ -305,7 +306,7 @@ async def test_voices_add_list_get_speak_and_delete(sdk, reference_wav):
     searched = await sdk.voices.search(search="nature")
     assert [v.voice_id for v in searched.voices] == ["mother-nature"] and searched.has_more is False
     audio = await joined(sdk.text_to_speech.convert("mother-nature", text=TEXT, seed=2, request_options=EXTRA))
-    assert decode(audio).size > 0
+    assert ffmpeg_decode(audio).size > 0
 
     with pytest.raises(ApiError) as caught:
         await sdk.voices.ivc.create(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +18,7 @@ import pytest
 from pydantic import SecretStr
 from starlette.testclient import TestClient
 
+from tests.support import ffmpeg_decode
 from tests.worker.helpers import TEST_MAX_AUDIO_BYTES
 from worker.config import HttpSettings, ModelSettings, Settings, StorageSettings, WorkerSettings
 from worker.http_server import create_app
@@ -101,18 +101,6 @@ def test_sentences_are_spoken_as_they_complete_then_flush_and_the_end(client):
     assert pcm(first).size > 0 and pcm(second).size > 0
 
 
-def decoded(data: bytes) -> np.ndarray:
-    """Any stream FFmpeg reads, at 24 kHz; it must read it without a complaint."""
-    result = subprocess.run(
-        ["ffmpeg", "-v", "error", "-i", "pipe:0", "-f", "f32le", "-ac", "1", "-ar", "24000", "-"],
-        input=data,
-        capture_output=True,
-        check=True,
-    )
-    assert result.stderr == b""
-    return np.frombuffer(result.stdout, dtype=np.float32)
-
-
 def test_the_same_seed_gives_the_same_audio_and_the_messages_join_into_one_stream(client):
     def session(output_format: str) -> list[bytes]:
         with client.websocket_connect(url(output_format=output_format)) as ws:
@@ -134,7 +122,9 @@ def test_the_same_seed_gives_the_same_audio_and_the_messages_join_into_one_strea
     assert b"".join(wav)[44:] == pcm_24k
     for output_format in ("mp3_44100_128", "mp3_22050_32", "opus_48000_64"):
         # Each piece adds its encoder's padding (MP3: about 50 ms).
-        assert decoded(b"".join(session(output_format))).size / 24000 == pytest.approx(seconds, abs=0.2)
+        assert ffmpeg_decode(b"".join(session(output_format)), quiet=True).size / 24000 == pytest.approx(
+            seconds, abs=0.2
+        )
 
 
 def test_text_buffer_keeps_short_sentences_for_more_and_paragraph_pauses():

@@ -12,7 +12,6 @@ import base64
 import contextlib
 import json
 import socket
-import subprocess
 import threading
 import time
 from typing import Unpack
@@ -22,6 +21,7 @@ import numpy as np
 import pytest
 from pydantic import SecretStr
 
+from tests.support import ffmpeg_decode
 from tests.worker.helpers import WorkerOverrides, worker_settings
 from worker.config import HttpSettings, ModelSettings, Settings, StorageSettings
 from worker.http_server import create_app
@@ -61,17 +61,6 @@ def service(engine, settings) -> WorkerService:
     service = WorkerService(settings, engine_factory=lambda: engine)
     service.start()
     return service
-
-
-def decode(data: bytes) -> np.ndarray:
-    """Any container FFmpeg reads, as float32 mono samples at 24 kHz."""
-    pcm = subprocess.run(
-        ["ffmpeg", "-v", "error", "-i", "pipe:0", "-f", "f32le", "-ac", "1", "-ar", "24000", "-"],
-        input=data,
-        capture_output=True,
-        check=True,
-    ).stdout
-    return np.frombuffer(pcm, dtype=np.float32)
 
 
 def speech_body(**fields: object) -> dict:
@@ -114,7 +103,7 @@ async def test_every_response_format_is_audio_of_its_content_type_and_the_same_l
             if fmt == "pcm":
                 samples = np.frombuffer(response.content, dtype="<i2").astype(np.float32) / 32767
             else:
-                samples = decode(response.content)
+                samples = ffmpeg_decode(response.content)
             lengths[fmt] = len(samples) / 24000
             assert np.abs(samples).max() > 0.01  # sound, not silence
     # Lossy encoders pad a little (priming, frame size); every format carries the same audio.
