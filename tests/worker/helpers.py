@@ -1,14 +1,22 @@
-"""Building WorkerService instances over the tiny engine for tests (the fixtures are in conftest.py)."""
+"""Building WorkerService instances over the tiny engine for tests (the fixtures are in conftest.py), and serving
+an http-mode app under uvicorn on 127.0.0.1 for tests through a real server."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal, TypedDict, Unpack
+from typing import Any, Literal, TypedDict, Unpack
 
+from fastapi import FastAPI
 from pydantic import SecretStr
 
 from worker.config import ModelSettings, Settings, StorageSettings, WorkerSettings
 from worker.engine import Engine
+from worker.http_wire import bounded_server_options
 from worker.service import WorkerService
 
 # Small enough that the bad-input table can send an oversize payload cheaply.
@@ -58,3 +66,45 @@ def make_service(
     service = WorkerService(settings, engine_factory=lambda: engine)
     service.start()
     return service
+
+
+@contextlib.contextmanager
+def serving(app: FastAPI) -> Iterator[int]:
+    """`app` under uvicorn on a free loopback port (a thread of this process), stopped on exit; yields the port.
+
+    Its connections have a small kernel send buffer (accepted sockets inherit it from the listening one), as a
+    busy host's may be: loopback's would otherwise grow to megabytes, and a test would need that much audio
+    before the server blocks sending to a client that does not read."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", **bounded_server_options())
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        for _ in range(500):
+            if server.started:
+                break
+            time.sleep(0.01)
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def counting_chunks(service: WorkerService) -> list[object]:
+    """The engine chunks the service makes from now on, as the inference thread makes them."""
+    made: list[object] = []
+    original = service._on_inference
+
+    def counting(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        for item in original(*args, **kwargs):
+            made.append(item)
+            yield item
+
+    service._on_inference = counting  # type: ignore[method-assign]
+    return made

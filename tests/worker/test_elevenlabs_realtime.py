@@ -10,16 +10,22 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from pydantic import SecretStr
 from starlette.testclient import TestClient
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection
+from websockets.sync.client import connect as ws_connect
 
+from tests.hostile_http import connect
 from tests.support import ffmpeg_decode
-from tests.worker.helpers import TEST_MAX_AUDIO_BYTES
+from tests.worker.helpers import TEST_MAX_AUDIO_BYTES, counting_chunks, serving
 from worker.config import HttpSettings, ModelSettings, Settings, StorageSettings, WorkerSettings
 from worker.http_server import create_app
 from worker.http_server.elevenlabs_realtime import TextBuffer
@@ -35,7 +41,7 @@ FIRST = "Hello there, this is the first sentence. "
 SECOND = "And here is a second one"
 
 
-def make_client(engine, tmp_path, **worker: Any) -> TestClient:
+def make_service(engine, tmp_path, **worker: Any) -> WorkerService:
     settings = Settings(
         model=ModelSettings(_env_file=None, warmup=False),
         storage=StorageSettings(_env_file=None),
@@ -44,7 +50,12 @@ def make_client(engine, tmp_path, **worker: Any) -> TestClient:
     )
     service = WorkerService(settings, engine_factory=lambda: engine)
     service.start()
-    return TestClient(create_app(service, settings, start_service=False))
+    return service
+
+
+def make_client(engine, tmp_path, **worker: Any) -> TestClient:
+    service = make_service(engine, tmp_path, **worker)
+    return TestClient(create_app(service, service.settings, start_service=False))
 
 
 @pytest.fixture
@@ -204,13 +215,6 @@ def test_a_session_holds_its_slot_and_a_second_one_is_told_to_retry(client):
     assert_slot_is_free(client)
 
 
-def test_a_client_that_goes_away_mid_speech_frees_the_slot(client):
-    with client.websocket_connect(url(output_format="pcm_24000")) as ws:
-        ws.send_json({**OPEN, **QUICK})
-        ws.send_json({"text": FIRST + FIRST + FIRST, "flush": True})
-    assert_slot_is_free(client)
-
-
 def test_the_key_is_checked_from_the_handshake_or_the_first_message(engine, tmp_path):
     with make_client(engine, tmp_path, api_key=SecretStr("sesame"), busy_wait_s=0.5) as client:
         message, code = refused(client, url(), OPEN)
@@ -228,3 +232,112 @@ def test_the_key_is_checked_from_the_handshake_or_the_first_message(engine, tmp_
                 ws.send_json({"text": ""})  # nothing to speak: the session ends at once
                 messages, code = until_close(ws)
             assert (messages, code) == ([{"isFinal": True}], 1000), headers
+
+
+# ------------------------------------------------------------------------------------------------ a real server
+# uvicorn on 127.0.0.1 and a `websockets` client. TestClient cancels the app's task when a test leaves its `with`,
+# which frees the slot whatever the session does; a real server leaves it to the session to notice a client gone.
+LONG = " ".join(["The fox runs far away into the forest to hide from the dog."] * 20)  # ten chunks or so
+
+
+@pytest.fixture
+def served(engine, tmp_path) -> Iterator[tuple[int, WorkerService]]:
+    """The app on a real server, with one slot (a request waits 0.5 s for it) and a send timeout of 1 s."""
+    service = make_service(engine, tmp_path, concurrency=1, busy_wait_s=0.5, send_timeout_s=1.0)
+    with serving(create_app(service, service.settings, start_service=False)) as port:
+        yield port, service
+
+
+def open_ws(port: int, path: str, **options: Any) -> ClientConnection:
+    return ws_connect(f"ws://127.0.0.1:{port}{path}", proxy=None, open_timeout=10, **options)
+
+
+def closing(ws: ClientConnection) -> tuple[list[dict[str, Any]], int | None]:
+    """Every message up to the server's close, and its close code."""
+    messages = []
+    with pytest.raises(ConnectionClosed):
+        while True:
+            messages.append(json.loads(ws.recv(timeout=60)))
+    return messages, ws.close_code
+
+
+def seconds_until_the_slot_is_free(port: int, within_s: float) -> float:
+    """How long until a new session gets the one slot and speaks (each try waits at most busy_wait_s for it)."""
+    started = time.monotonic()
+    while time.monotonic() - started < within_s:
+        with open_ws(port, url(output_format="pcm_24000")) as probe:
+            probe.send(json.dumps({**OPEN, **QUICK}))
+            probe.send(json.dumps({"text": FIRST, "flush": True}))
+            answer = json.loads(probe.recv(timeout=60))
+        if "audio" in answer:
+            return time.monotonic() - started
+        assert answer["error"] == "overloaded", answer
+    raise AssertionError(f"the slot was not free within {within_s} s")
+
+
+def test_a_client_that_goes_away_mid_speech_or_between_sentences_frees_the_slot_at_once(served):
+    port, service = served
+    chunks = counting_chunks(service)
+    with open_ws(port, url(output_format="pcm_24000")) as ws:  # gone after the first of ten chunks
+        ws.send(json.dumps({**OPEN, **QUICK}))
+        ws.send(json.dumps({"text": LONG, "flush": True}))
+        assert "audio" in json.loads(ws.recv(timeout=60))
+    made_at_close = len(chunks)
+    assert seconds_until_the_slot_is_free(port, within_s=10) < 3
+    assert len(chunks) <= made_at_close + 3, (made_at_close, len(chunks))  # the abandoned text stopped; the probe's
+    with open_ws(port, url(output_format="pcm_24000")) as ws:  # gone while the session waits for more text
+        ws.send(json.dumps({**OPEN, **QUICK}))
+        ws.send(json.dumps({"text": FIRST, "flush": True}))
+        assert "audio" in json.loads(ws.recv(timeout=60))
+    # A session that missed the close would hold the slot for its inactivity timeout (20 s).
+    assert seconds_until_the_slot_is_free(port, within_s=10) < 3
+
+
+def test_a_client_that_stops_reading_mid_speech_is_dropped_after_the_send_timeout(served, caplog):
+    port, _ = served
+    # A small receive window, and a client that stops reading from its socket once it holds one message: the
+    # server's sends block within the next one or two (each piece is about 200 kB of base64 audio).
+    sock = connect(port, receive_buffer=4096)
+    slow = open_ws(port, url(output_format="pcm_24000"), sock=sock, max_queue=1)
+    slow.send(json.dumps({**OPEN, **QUICK}))
+    slow.send(json.dumps({"text": LONG, "flush": True}))
+    started = time.monotonic()
+    while "dropped a client" not in caplog.text and time.monotonic() - started < 15:
+        time.sleep(0.02)
+    assert "took no response data for 1 s: WebSocket /elevenlabs/" in caplog.text  # not uvicorn's ping, 40 s on
+    messages, code = closing(slow)  # read now: what was sent, then the close (the frame waited behind the data)
+    assert code == 1008 and messages and all("audio" in m for m in messages)
+    assert seconds_until_the_slot_is_free(port, within_s=10) < 3
+
+
+def test_a_message_nested_past_the_json_parsers_depth_is_invalid_input_without_a_traceback(served, caplog):
+    port, _ = served
+    with open_ws(port, url()) as ws:
+        ws.send("[" * 100_000 + "]" * 100_000)
+        messages, code = closing(ws)
+    assert (messages[-1]["error"], code) == ("invalid_input", 1007)
+    assert "Traceback" not in caplog.text and "RecursionError" not in caplog.text
+
+
+def test_a_seed_past_f5s_range_is_folded_as_the_rest_routes_fold_it(served):
+    port, _ = served
+    seed = 2**32 - 1  # ElevenLabs' largest; F5's seeds are below 2**31
+
+    def realtime(query_seed: int | None, message_seed: int | None) -> bytes:
+        query = {"output_format": "pcm_24000"} | ({"seed": query_seed} if query_seed is not None else {})
+        opening = {**OPEN, "nfe_step": 4} | ({"seed": message_seed} if message_seed is not None else {})
+        with open_ws(port, url(**query)) as ws:
+            ws.send(json.dumps(opening))
+            ws.send(json.dumps({"text": FIRST}))
+            ws.send(json.dumps({"text": ""}))
+            messages, code = closing(ws)
+        assert code == 1000, messages
+        return b"".join(base64.b64decode(m["audio"]) for m in messages[:-1])
+
+    rest = httpx.post(
+        f"http://127.0.0.1:{port}/elevenlabs/v1/text-to-speech/default?output_format=pcm_24000",
+        json={"text": FIRST, "seed": seed, "nfe_step": 4},
+        timeout=60,
+    )
+    assert rest.status_code == 200 and rest.headers["x-seed"] == str(seed % 2**31)
+    assert realtime(seed, None) == realtime(None, seed) == rest.content == realtime(seed % 2**31, None)

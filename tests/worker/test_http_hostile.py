@@ -14,7 +14,6 @@ import json
 import os
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,6 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from tests.hostile_http import (
     chunk,
@@ -34,10 +32,10 @@ from tests.hostile_http import (
     request_head,
     send_endlessly,
 )
+from tests.worker.helpers import counting_chunks, serving
 from tests.worker.test_http_server import settings_for, speech_body
 from worker.engine import Engine
 from worker.http_server import create_app
-from worker.http_wire import bounded_server_options
 from worker.service import WorkerService
 
 pytestmark = pytest.mark.timeout(240)
@@ -48,52 +46,10 @@ MB = 2**20
 LONG_TEXT = " ".join(["The fox runs far away into the forest to hide from the dog."] * 20)
 
 
-@contextlib.contextmanager
-def serving(app: FastAPI) -> Iterator[int]:
-    """`app` under uvicorn on a free loopback port (a thread of this process), stopped on exit; yields the port.
-
-    Its connections have a small kernel send buffer (accepted sockets inherit it from the listening one), as a
-    busy host's may be: loopback's would otherwise grow to megabytes, and a test would need that much audio
-    before the server blocks sending to a client that does not read."""
-    import uvicorn
-
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", **bounded_server_options())
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        for _ in range(500):
-            if server.started:
-                break
-            time.sleep(0.01)
-        yield sock.getsockname()[1]
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-
-
 def started_service(engine: Engine, tmp_path: Path, **worker: Any) -> WorkerService:
     service = WorkerService(settings_for(tmp_path, **worker), engine_factory=lambda: engine)
     service.start()
     return service
-
-
-def counting_chunks(service: WorkerService) -> list[object]:
-    """The engine chunks the service makes from now on, as the inference thread makes them."""
-    made: list[object] = []
-    original = service._on_inference
-
-    def counting(*args: Any, **kwargs: Any) -> Iterator[Any]:
-        for item in original(*args, **kwargs):
-            made.append(item)
-            yield item
-
-    service._on_inference = counting  # type: ignore[method-assign]
-    return made
 
 
 def wait_for_a_free_slot(port: int, within_s: float) -> list[int]:

@@ -23,12 +23,12 @@ import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile
 
 from worker.async_bridge import iterate_in_thread
@@ -58,9 +58,11 @@ from worker.service import Speech, SpeechPiece
 PREFIX = "/elevenlabs"
 # ElevenLabs' model ids all start so: apps with one hard-coded (`eleven_multilingual_v2`) work; all are F5-TTS.
 ELEVENLABS_MODEL_PREFIX = "eleven_"
-# ElevenLabs' seeds are unsigned 32-bit, F5's below 2**31: larger ones are folded into F5's range.
+# ElevenLabs' seeds are unsigned 32-bit, F5's below 2**31: larger ones are folded into F5's range (`seed mod 2**31`),
+# on every ElevenLabs route alike (the REST routes and the realtime WebSocket take their seeds as this type).
 ELEVENLABS_MAX_SEED = 2**32 - 1
 F5_SEEDS = 2**31
+ElevenLabsSeed = Annotated[int, Field(ge=0, le=ELEVENLABS_MAX_SEED), AfterValidator(lambda seed: seed % F5_SEEDS)]
 # F5TTS_v1_Base's training data (Emilia) is English and Chinese.
 LANGUAGES = [{"language_id": "en", "name": "English"}, {"language_id": "zh", "name": "Chinese"}]
 # The transcript of an uploaded clip comes in this label (ElevenLabs' `labels` are free-form strings).
@@ -123,7 +125,7 @@ class TextToSpeechRequest(BaseModel):
     text: str = Field(description=f'Text to speak, 1-{MAX_TEXT_CHARS} characters; `<break time="1s"/>` pauses.')
     model_id: str | None = Field(None, description=f"`{MODEL_ID}`, or any of ElevenLabs' (`eleven_…`): all F5-TTS.")
     voice_settings: VoiceSettings | None = None
-    seed: int | None = Field(None, ge=0, le=ELEVENLABS_MAX_SEED, description="Same seed, same audio.")
+    seed: ElevenLabsSeed | None = Field(None, description="Same seed, same audio.")
     # ElevenLabs' fields that F5-TTS has no use for: accepted (apps send them), ignored.
     language_code: str | None = None
     pronunciation_dictionary_locators: list[dict[str, Any]] | None = None
@@ -153,11 +155,9 @@ class TextToSpeechRequest(BaseModel):
                 "model_id",
             )
         f5 = self.model_dump(
-            include={"nfe_step", "cfg_strength", "sway_sampling_coef", "cross_fade_duration", "remove_silence"},
+            include={"seed", "nfe_step", "cfg_strength", "sway_sampling_coef", "cross_fade_duration", "remove_silence"},
             exclude_none=True,
         )
-        if self.seed is not None:
-            f5["seed"] = self.seed % F5_SEEDS
         if self.voice_settings is not None and self.voice_settings.speed is not None:
             f5["speed"] = self.voice_settings.speed
         job_input = {"text": self.text, "voice": check_voice_id(voice_id), **f5, "word_timestamps": word_timestamps}

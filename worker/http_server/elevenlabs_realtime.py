@@ -19,7 +19,8 @@ ElevenLabs' input-streaming protocol, as voice agents speak it (an LLM's text ar
 
 A session holds one synthesis slot (`slots.py`) from its first message to its close, so a voice agent is never
 refused in mid-sentence. Every failure is one error message, `{"message", "error": <our code>, "code": <close
-code>}`, then a close with that code; the slot and the job's thread are released however the session ends.
+code>}`, then a close with that code; a client that takes no data for `F5TTS_SEND_TIMEOUT_S` is dropped with
+1008 (`send_timeout.py`). The slot and the job's thread are released however the session ends.
 """
 
 from __future__ import annotations
@@ -45,10 +46,11 @@ from worker import markup
 from worker.async_bridge import iterate_in_thread
 from worker.audio_stream import ffmpeg_stream, streaming_wav_header
 from worker.chunk_plan import MIN_CHUNK_BYTES, complete_sentences_end, nbytes, speakable
-from worker.http_server.elevenlabs import check_voice_id
+from worker.http_server.elevenlabs import ElevenLabsSeed, check_voice_id
 from worker.http_server.elevenlabs_alignment import AlignmentBuilder
 from worker.http_server.elevenlabs_formats import OutputFormat, encode_output, parse_output_format
 from worker.http_server.jobs import speech_items
+from worker.http_server.send_timeout import ClientTooSlow
 from worker.http_server.state import HttpState
 from worker.schema import MAX_TEXT_CHARS, ContractError, ErrorCode, SynthesizeInput, parse_job_input
 from worker.service import Speech, SpeechPiece
@@ -104,7 +106,7 @@ class StreamQuery(BaseModel):
 
     output_format: str = "mp3_44100_128"
     inactivity_timeout: int = Field(DEFAULT_INACTIVITY_S, ge=1, le=MAX_INACTIVITY_S)
-    seed: int | None = None
+    seed: ElevenLabsSeed | None = None
 
 
 class VoiceSettings(BaseModel):
@@ -123,8 +125,8 @@ class TextMessage(BaseModel):
     voice_settings: VoiceSettings | None = None
     xi_api_key: str | None = Field(None, alias="xi-api-key")
     authorization: str | None = None
-    # F5-TTS's own settings (the job contract's ranges), taken from the first message
-    seed: int | None = None
+    # F5-TTS's own settings (the job contract's ranges; the seed ElevenLabs'), taken from the first message
+    seed: ElevenLabsSeed | None = None
     nfe_step: int | None = None
     cfg_strength: float | None = None
     sway_sampling_coef: float | None = None
@@ -248,6 +250,8 @@ class Session:
             await self._fail(SessionError.of(exc))
         except WebSocketDisconnect:
             log.info("realtime session: the client went away")
+        except ClientTooSlow:
+            raise  # its sends are stuck: nothing more can be said; the send timeout's middleware drops it
         except Exception:
             log.exception("realtime session failed")
             await self._fail(

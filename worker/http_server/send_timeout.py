@@ -1,8 +1,9 @@
-"""A bound on how long one send to the client may take (`F5TTS_SEND_TIMEOUT_S`), for every route.
+"""A bound on how long one send to the client may take (`F5TTS_SEND_TIMEOUT_S`), for every route, WebSockets too.
 
 A client that stays connected but reads nothing (or reads slower than a trickle) would block the server in its
-send forever, and with it the synthesis slot the response holds. Past the timeout the response is abandoned:
-what it holds is released (`responses.OwningStreamingResponse`) and the connection is closed.
+send forever, and with it the synthesis slot the response (or realtime session) holds. Past the timeout the send
+raises `ClientTooSlow`: the response is abandoned, what it holds is released (`responses.OwningStreamingResponse`,
+the realtime session's own `try/finally`), and the connection is closed.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("worker.http")
+
+# The close code a WebSocket client that took no data gets (RFC 6455 §7.4.1: "policy violation"), as the realtime
+# session's silent client does.
+CLOSE_TOO_SLOW = 1008
 
 
 class ClientTooSlow(Exception):
@@ -28,7 +33,7 @@ class SendTimeoutMiddleware:
         self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
 
@@ -41,10 +46,22 @@ class SendTimeoutMiddleware:
         try:
             await self.app(scope, receive, bounded_send)
         except* ClientTooSlow:  # raised through task groups (Starlette's streaming, middleware), maybe grouped
-            # Returning with the response unfinished makes the server close the connection (uvicorn logs that).
             log.warning(
                 "dropped a client that took no response data for %g s: %s %s",
                 self.timeout_s,
-                scope["method"],
+                scope.get("method", "WebSocket"),
                 scope["path"][:200],
             )
+            if scope["type"] == "websocket":
+                await self._close(send)
+            # Returning with the response unfinished makes the server close the connection (uvicorn logs that).
+
+    async def _close(self, send: Send) -> None:
+        """A WebSocket's close frame, should the client take it within one more timeout (its data waits in front of
+        the frame); past that the server closes the connection without one."""
+        reason = f"send timeout: the client took no data for {self.timeout_s:g} s"
+        with anyio.move_on_after(self.timeout_s):
+            try:
+                await send({"type": "websocket.close", "code": CLOSE_TOO_SLOW, "reason": reason})
+            except (OSError, RuntimeError):  # gone already (uvicorn's ClientDisconnected is an OSError)
+                pass
