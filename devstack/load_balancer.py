@@ -9,7 +9,8 @@ What it does, as RunPod documents it (serverless/load-balancing):
   (status 503 here; RunPod's docs give the body, not the status);
 - request and response bodies are capped at 30 MB (a chunked request body is counted as it arrives), and a
   request may run 5.5 min; request heads are bounded (431), as any proxy's are;
-- the path is forwarded as received (percent-encoding kept), or refused with 400 when it cannot be;
+- the path is forwarded as received (percent-encoding kept), or refused with 400 when it cannot be (WebSocket
+  handshakes alike);
 - responses are streamed through as the worker sends them (an httpx streaming proxy); nothing is retried;
 - WebSockets pass through to the worker (RunPod's load-balancing endpoints carry them): the same key check and
   routing at the handshake (a refusal is an HTTP answer, as for a request), then every message both ways, and
@@ -37,7 +38,7 @@ import httpx
 import websockets
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -198,7 +199,7 @@ class LoadBalancer:
             return too_large
         target = _forwarded_target(request)
         if target is None:
-            return JSONResponse({"error": "the request path cannot be forwarded as received"}, status_code=400)
+            return _unforwardable()
         # Requests are small (≤ the limit); responses are what streams. A chunked body announces no length: its
         # bytes are counted as they arrive, and reading stops at the limit.
         body = bytearray()
@@ -241,14 +242,17 @@ class LoadBalancer:
         if (refusal := self._unauthorized(websocket.headers)) is not None:
             await websocket.send_denial_response(refusal)
             return
+        target = _forwarded_target(websocket)
+        if target is None:
+            await websocket.send_denial_response(_unforwardable())
+            return
         backend = await self._pick()
         if backend is None:
             await websocket.send_denial_response(JSONResponse({"error": "no workers available"}, status_code=503))
             return
         skipped = _HOP_HEADERS | _WEBSOCKET_HEADERS | {"authorization"}
         headers = [(k, v) for k, v in websocket.headers.items() if k.lower() not in skipped]
-        query = f"?{websocket.url.query}" if websocket.url.query else ""
-        url = "ws" + backend.url.removeprefix("http") + websocket.url.path + query
+        url = "ws" + backend.url.removeprefix("http") + target.decode("ascii")  # an ASCII URL, as checked
         backend.in_flight += 1
         backend.served += 1
         try:
@@ -317,9 +321,15 @@ async def _relay(client: WebSocket, upstream: websockets.ClientConnection) -> No
         await asyncio.gather(forward, return_exceptions=True)
 
 
-def _forwarded_target(request: Request) -> bytes | None:
-    """The request's path and query exactly as received (still percent-encoded: `%2f` is not a `/` to the worker),
-    or None when the client that forwards it would rewrite it (dot segments, bytes a URL cannot carry)."""
+def _unforwardable() -> Response:
+    """The answer to a request or handshake whose path would reach the worker rewritten (`_forwarded_target`)."""
+    return JSONResponse({"error": "the request path cannot be forwarded as received"}, status_code=400)
+
+
+def _forwarded_target(request: HTTPConnection) -> bytes | None:
+    """The path and query of a request or WebSocket handshake exactly as received (still percent-encoded: `%2f` is
+    not a `/` to the worker), or None when the client that forwards it would rewrite it (dot segments, bytes a URL
+    cannot carry)."""
     received = request.scope.get("raw_path") or request.scope["path"].encode()
     query = request.scope.get("query_string", b"")
     target = received + (b"?" + query if query else b"")

@@ -5,7 +5,8 @@ emulator in tests/clients/test_openai_compat.py and test_load_balancer_e2e.py).
 ECHO_READY_AFTER_S: the health check says 204 (initialising) for this long, then 200. ECHO_HEALTH_STATUS: answer
 the health check with this status instead (e.g. 500: unhealthy).
 
-WebSockets: `/ws/echo` first says who it is and what it was given, then echoes every message; the text
+WebSockets: `/ws/echo` (and any path under it) first says who it is and what it was given, then echoes every
+message; the text
 `close <code> <reason>` makes it close with that code, and the code a client closed with is kept for
 `GET /ws/closes`. `/ws/refuse` refuses the handshake.
 """
@@ -62,12 +63,14 @@ CLIENT_CLOSES: list[list[object]] = []
 
 
 @app.websocket("/ws/echo")
+@app.websocket("/ws/echo/{rest:path}")
 async def ws_echo(websocket: WebSocket) -> None:
     await websocket.accept()
     await websocket.send_json(
         {
             "worker": WORKER,
             "path": websocket.url.path,
+            "raw_path": websocket.scope["raw_path"].decode("latin-1"),
             "query": websocket.url.query,
             "authorization": websocket.headers.get("authorization"),
             "xi-api-key": websocket.headers.get("xi-api-key"),

@@ -77,6 +77,7 @@ def test_websockets_pass_through_with_the_same_key_check_and_close_codes_both_wa
             assert hello == {
                 "worker": "local-lb-worker-1",
                 "path": "/ws/echo",
+                "raw_path": "/ws/echo",
                 "query": "x=1&y=2",
                 "authorization": None,  # the endpoint's key stays at the load balancer
                 "xi-api-key": "app-key",  # the app's own headers reach the worker

@@ -1,6 +1,6 @@
 """The load-balancer emulator (devstack/load_balancer.py) under hostile clients, on raw sockets: a chunked body
 without end stops at the payload limit, a header without end at the head bound (431), and the path reaches the
-worker as it was sent (`%2f` stays encoded) or is refused (400). The emulator runs in this process, so its memory
+worker as it was sent (`%2f` stays encoded), WebSocket handshakes alike, or is refused (400). The emulator runs in this process, so its memory
 is this process's; the workers are stand-ins (tests/devstack/http_echo_worker.py).
 
 The worker's own server under the same clients is tested in tests/worker/test_http_hostile.py.
@@ -8,8 +8,12 @@ The worker's own server under the same clients is tested in tests/worker/test_ht
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect as ws_connect
 
 from devstack.load_balancer import LoadBalancerConfig
 from tests.devstack.test_load_balancer import lb_stack
@@ -79,3 +83,16 @@ def test_a_path_the_worker_would_get_rewritten_is_refused_with_400() -> None:
         sock.close()
     assert response.status == 400 and "cannot be forwarded" in response.json()["error"]
     assert "Traceback" not in response.body.decode()
+
+
+def test_a_websocket_path_reaches_the_worker_as_it_was_sent_or_is_refused_with_400() -> None:
+    with lb_stack(1) as stack:
+        key = {"Authorization": f"Bearer {stack.api_key}"}
+        ws_url = stack.base_url.replace("http://", "ws://")
+        for sent in ("/ws/echo/..%2f..%2fping?q=%2f..", "/ws/echo/a%00b", "/ws/echo/no%3Fsuch"):
+            with ws_connect(ws_url + sent, additional_headers=key, proxy=None, open_timeout=10) as ws:
+                hello = json.loads(ws.recv(timeout=10))
+            assert hello["raw_path"] + (f"?{hello['query']}" if hello["query"] else "") == sent
+        with pytest.raises(InvalidStatus) as refused:
+            ws_connect(ws_url + "/ws/echo/a/../../ping", additional_headers=key, proxy=None).close()
+        assert refused.value.response.status_code == 400 and b"cannot be forwarded" in refused.value.response.body
