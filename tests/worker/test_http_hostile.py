@@ -34,6 +34,7 @@ from tests.hostile_http import (
 )
 from tests.worker.helpers import counting_chunks, serving
 from tests.worker.test_http_server import settings_for, speech_body
+from worker.audio import REFERENCE_DEMUXERS
 from worker.engine import Engine
 from worker.http_server import create_app
 from worker.service import WorkerService
@@ -355,6 +356,21 @@ def test_a_reference_that_is_a_playlist_naming_other_inputs_is_refused(
         assert answer.json()["error"]["code"] == "audio_unreadable"
     allowed = upload(port, "m4a", on_disk.read_bytes())  # the same audio sent as itself is a voice
     assert allowed.status_code == 201, allowed.text
+
+
+def test_a_reference_in_a_container_outside_the_fixed_demuxer_list_is_refused(port: int, reference_wav: bytes) -> None:
+    # Debian's ffmpeg already refuses the playlists above by its own defaults; a container it reads well, and
+    # libsndfile not at all, shows that the worker's own list decides what ffmpeg may open.
+    assert "avi" not in REFERENCE_DEMUXERS
+    avi = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", "pipe:0", "-c:a", "pcm_s16le", "-f", "avi", "pipe:1"],
+        input=reference_wav,
+        capture_output=True,
+        check=True,
+    ).stdout
+    answer = upload(port, "avi", avi)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["code"] == "audio_unreadable"
 
 
 # ------------------------------------------------------------------------------------------------ the probe's baseline
