@@ -128,6 +128,37 @@ def test_a_client_gone_while_the_server_is_blocked_sending_frees_its_slot_at_onc
     assert len(chunks_made) <= made_at_close + 2, (made_at_close, len(chunks_made))
 
 
+# ------------------------------------------------------------------------------------------------ whole files
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/elevenlabs/v1/text-to-speech/default", {"text": LONG_TEXT, "nfe_step": 4}),
+        ("/elevenlabs/v1/text-to-speech/default/with-timestamps", {"text": LONG_TEXT, "nfe_step": 4}),
+        ("/job", {"input": {"text": LONG_TEXT, "nfe_step": 4, "delivery": "base64"}}),
+    ],
+)
+def test_a_client_that_leaves_before_a_whole_file_answer_stops_its_synthesis(
+    engine: Engine, tmp_path: Path, path: str, body: dict[str, Any]
+) -> None:
+    # These routes make the whole answer before sending any of it: nothing is sent that could fail, so the
+    # server must notice the client leave by itself.
+    service = started_service(engine, tmp_path, concurrency=1, busy_wait_s=0.1)
+    chunks_made = counting_chunks(service)
+    with serving(create_app(service, service.settings, start_service=False)) as port:
+        sock = connect(port)
+        sock.sendall(json_request(path, body))
+        end = time.monotonic() + 60
+        while not chunks_made and time.monotonic() < end:
+            time.sleep(0.01)
+        sock.close()
+        made_at_close = len(chunks_made)
+        statuses = wait_for_a_free_slot(port, within_s=15)
+        made = len(chunks_made)
+    assert statuses[-1] == 200, statuses
+    # The abandoned job (of ten chunks) stopped after the chunk it was computing; the next request made one.
+    assert made <= made_at_close + 2, (made_at_close, made)
+
+
 # ------------------------------------------------------------------------------------------------ fault 2
 def test_a_client_that_stays_connected_and_never_reads_is_dropped_after_the_send_timeout(
     engine: Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture

@@ -16,7 +16,8 @@ package only translates HTTP to service calls and back. One module per part (see
   `/elevenlabs/v1/text-to-speech/{voice_id}/stream-input`.
 - `errors.py`: the status of each error code, and the error envelope of each API (picked by the request's path).
 - `slots.py`: the synthesis slots (at most `F5TTS_CONCURRENCY` at once, a bounded wait, then 503).
-- `jobs.py`: driving a service job from a request, and the bodies streamed from its items.
+- `jobs.py`: driving a service job from a request, the bodies streamed from its items, and the whole-file answers
+  stopped when their client leaves.
 - `responses.py`: the streamed response that releases what its request holds (slot, job, encoder) however it ends.
 - `send_timeout.py`: every send to a client bounded (`F5TTS_SEND_TIMEOUT_S`); a client that does not read is dropped.
 - `body_limit.py`: the request body cap (`F5TTS_MAX_REQUEST_BYTES`), chunked bodies counted as they arrive.

@@ -39,7 +39,7 @@ from worker.http_server.elevenlabs_formats import (
     encode_output,
     parse_output_format,
 )
-from worker.http_server.jobs import run_one, speech_items
+from worker.http_server.jobs import run_one, speech_items, unless_client_leaves
 from worker.http_server.openai import MODEL_ID
 from worker.http_server.responses import OwningStreamingResponse
 from worker.http_server.state import HttpState, State
@@ -226,13 +226,23 @@ def _streamed(body: AsyncGenerator[bytes, None], opened: _OpenSpeech, media_type
     response_class=Response,
 )
 async def text_to_speech(
-    voice_id: str, body: TextToSpeechRequest, state: State, output_format: str = OutputFormatQuery
+    voice_id: str, body: TextToSpeechRequest, state: State, request: Request, output_format: str = OutputFormatQuery
 ) -> Response:
+    return await unless_client_leaves(request, _whole_file(voice_id, body, state, output_format))
+
+
+async def _whole_file(voice_id: str, body: TextToSpeechRequest, state: HttpState, output_format: str) -> Response:
     output = parse_output_format(output_format)
     opened = await _open_speech(state, body.to_job(voice_id))
     async with opened.resources:  # the whole file is made before the answer: any failure gets its status
-        data = b"".join([d async for d in encode_output(_samples(opened.pieces), opened.speech.sample_rate, output)])
+        data = await _encoded(_samples(opened.pieces), opened.speech.sample_rate, output)
     return Response(data, media_type=output.content_type, headers=opened.headers)
+
+
+async def _encoded(samples: AsyncIterator[np.ndarray], sample_rate: int, output: OutputFormat) -> bytes:
+    """The whole of `samples` in `output`; the encoder closed however it ends (an error, a client gone)."""
+    async with contextlib.aclosing(encode_output(samples, sample_rate, output)) as encoded:
+        return b"".join([data async for data in encoded])
 
 
 @router.post(
@@ -254,7 +264,13 @@ async def text_to_speech_stream(
     summary="Speak text with the time of each of its characters (ElevenLabs-compatible)",
 )
 async def text_to_speech_with_timestamps(
-    voice_id: str, body: TextToSpeechRequest, state: State, output_format: str = OutputFormatQuery
+    voice_id: str, body: TextToSpeechRequest, state: State, request: Request, output_format: str = OutputFormatQuery
+) -> Response:
+    return await unless_client_leaves(request, _whole_file_with_timestamps(voice_id, body, state, output_format))
+
+
+async def _whole_file_with_timestamps(
+    voice_id: str, body: TextToSpeechRequest, state: HttpState, output_format: str
 ) -> JSONResponse:
     output = parse_output_format(output_format)
     opened = await _open_speech(state, body.to_job(voice_id, word_timestamps=True))
@@ -267,7 +283,7 @@ async def text_to_speech_with_timestamps(
             yield piece.samples
 
     async with opened.resources:
-        data = b"".join([d async for d in encode_output(samples(), opened.speech.sample_rate, output)])
+        data = await _encoded(samples(), opened.speech.sample_rate, output)
     alignments.extend(builder.finish(opened.speech.duration))
     content = {"audio_base64": base64.b64encode(data).decode("ascii"), **alignments.to_json()}
     return JSONResponse(content, headers=opened.headers)

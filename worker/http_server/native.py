@@ -9,15 +9,15 @@ import contextlib
 import threading
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from worker.async_bridge import iterate_in_thread
 from worker.http_server.errors import error_item
-from worker.http_server.jobs import ndjson
+from worker.http_server.jobs import ndjson, unless_client_leaves
 from worker.http_server.responses import OwningStreamingResponse
-from worker.http_server.state import State
+from worker.http_server.state import HttpState, State
 from worker.schema import ContractError, ErrorCode
 
 router = APIRouter()
@@ -37,7 +37,12 @@ class JobRequest(BaseModel):
     summary="Run one job of the native contract: the same input and output as the queue mode's jobs",
     responses={200: {"content": {"application/json": {}, "application/x-ndjson": {}}}},
 )
-async def job(body: JobRequest, state: State) -> Response:
+async def job(body: JobRequest, state: State, request: Request) -> Response:
+    # The answer (or a stream's first item) is made before anything is sent: stopped if the client leaves first.
+    return await unless_client_leaves(request, _job(body, state))
+
+
+async def _job(body: JobRequest, state: HttpState) -> Response:
     action = body.input.get("action", "synthesize")
     async with contextlib.AsyncExitStack() as stack:
         if action in HEAVY_ACTIONS:
