@@ -25,6 +25,11 @@ VOICE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 MAX_TEXT_CHARS = 5000
 MAX_REF_TEXT_CHARS = 1000
 MAX_REFERENCE_SECONDS = 12.0
+# A voice's own notes (ElevenLabs' `description` and `labels`), stored with it and returned as they came.
+MAX_VOICE_DESCRIPTION_CHARS = 500
+MAX_VOICE_LABELS = 16
+MAX_LABEL_KEY_CHARS = 64
+MAX_LABEL_VALUE_CHARS = 200
 # Job inputs are flat: anything nested deeper is refused before validation (whose error formatting recurses).
 MAX_INPUT_DEPTH = 32
 # Caller input quoted in an error message or a log line is cut to this many characters.
@@ -183,6 +188,16 @@ def _transcript_required(schema: dict[str, Any]) -> None:
     schema["required"] = [*schema.get("required", []), "text"]
 
 
+VoiceDescription = Annotated[str, Field(max_length=MAX_VOICE_DESCRIPTION_CHARS)]
+VoiceLabels = Annotated[
+    dict[
+        Annotated[str, Field(min_length=1, max_length=MAX_LABEL_KEY_CHARS)],
+        Annotated[str, Field(max_length=MAX_LABEL_VALUE_CHARS)],
+    ],
+    Field(max_length=MAX_VOICE_LABELS),
+]
+
+
 class UploadVoiceInput(_Strict):
     """Store a reference clip and its transcript under a name."""
 
@@ -193,6 +208,10 @@ class UploadVoiceInput(_Strict):
     audio: AudioSource
     text: str | None = Field(None, min_length=1, max_length=MAX_REF_TEXT_CHARS, description="Transcript of the audio.")
     overwrite: bool = Field(False, description="Replace an existing voice of that name.")
+    description: VoiceDescription | None = Field(None, description="A note about the voice, returned with it.")
+    labels: VoiceLabels | None = Field(
+        None, description="Free-form labels of the voice (accent, age, ...), returned with it."
+    )
 
 
 class ListVoicesInput(_Strict):
@@ -286,6 +305,8 @@ class VoiceInfo(BaseModel):
     sample_rate: int
     builtin: bool = False
     created_at: str | None = None
+    description: str | None = Field(None, description="The note the voice was stored with.")
+    labels: dict[str, str] | None = Field(None, description="The labels the voice was stored with.")
 
 
 class UploadVoiceOutput(VoiceInfo):

@@ -471,6 +471,8 @@ class WorkerService:
             overwrite=job.overwrite,
             original_duration=prepared.original_duration,
             clipped=prepared.clipped,
+            description=job.description,
+            labels=job.labels,
         )
 
     def _health(self) -> HealthOutput:

@@ -85,6 +85,9 @@ class VoiceMeta(BaseModel):
     original_duration: float | None = None  # absent in metadata written before clipping was reported
     clipped: bool = False
     created_at: str | None = None
+    # The caller's own notes (absent in metadata written before they were kept); their bounds are the contract's.
+    description: str | None = None
+    labels: dict[str, str] | None = None
 
     def info(self) -> VoiceInfo:
         return VoiceInfo(
@@ -94,6 +97,8 @@ class VoiceMeta(BaseModel):
             sample_rate=self.sample_rate,
             builtin=False,
             created_at=self.created_at,
+            description=self.description,
+            labels=self.labels,
         )
 
 
@@ -214,8 +219,11 @@ class VoiceLibrary:
         overwrite: bool = False,
         original_duration: float | None = None,
         clipped: bool = False,
+        description: str | None = None,
+        labels: dict[str, str] | None = None,
     ) -> UploadVoiceOutput:
-        """Store `samples` (float32 mono, normally 24 kHz) with their transcript as voice `name`."""
+        """Store `samples` (float32 mono, normally 24 kHz) with their transcript (and the caller's description and
+        labels) as voice `name`."""
         _check_name(name, "name")
         if name == BUILTIN_VOICE:
             raise ContractError(ErrorCode.voice_exists, f"{name!r} is a built-in voice and cannot be replaced", "name")
@@ -243,6 +251,8 @@ class VoiceLibrary:
             original_duration=round(original_duration if original_duration is not None else duration, 3),
             clipped=bool(clipped),
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            description=description,
+            labels=labels,
         )
         encoded_meta = meta.model_dump_json(indent=2).encode()
 

@@ -1,8 +1,9 @@
 """Reading the contract's JSON Schema into the small set of shapes the templates need.
 
 The contract (`worker.schema.contract_schema()`) uses a narrow subset of JSON Schema: objects of scalar, enum,
-const, array and `$ref` properties, nullability as `anyOf [X, null]`, and the constraints pydantic emits
-(`minLength`, `maxLength`, `pattern`, `minimum`, `maximum`). Anything outside that subset fails loudly here
+const, array, string-keyed mapping (`additionalProperties`) and `$ref` properties, nullability as
+`anyOf [X, null]`, and the constraints pydantic emits (`minLength`, `maxLength`, `pattern`, `minimum`,
+`maximum`, and a mapping's `maxProperties`). Anything outside that subset fails loudly here
 rather than being generated wrong.
 """
 
@@ -21,19 +22,22 @@ _CONSTRAINTS = {
     "pattern": "pattern",
     "minimum": "ge",
     "maximum": "le",
+    "minProperties": "min_length",  # of a mapping: its number of entries
+    "maxProperties": "max_length",
 }
 
 
 @dataclass(frozen=True)
 class TypeSpec:
-    """One property's type: a scalar, a literal set, a list, or a reference to another definition."""
+    """One property's type: a scalar, a literal set, a list, a mapping, or a reference to another definition."""
 
-    kind: str  # "scalar" | "literal" | "list" | "ref"
+    kind: str  # "scalar" | "literal" | "list" | "dict" | "ref"
     name: str = ""  # python scalar name (scalar) or definition name (ref)
     values: tuple[Any, ...] = ()  # literal values
-    item: TypeSpec | None = None  # list item type
+    item: TypeSpec | None = None  # list item type, a mapping's value type
     nullable: bool = False
     constraints: tuple[tuple[str, Any], ...] = ()  # (pydantic keyword, value), schema order
+    key: TypeSpec | None = None  # a mapping's key type (a string)
 
 
 @dataclass(frozen=True)
@@ -99,7 +103,7 @@ class Contract:
 def _refs(t: TypeSpec) -> list[str]:
     if t.kind == "ref":
         return [t.name]
-    if t.kind == "list" and t.item is not None:
+    if t.kind in ("list", "dict") and t.item is not None:
         return _refs(t.item)
     return []
 
@@ -117,7 +121,7 @@ def parse_type(prop: dict[str, Any]) -> TypeSpec:
         if len(branches) != 1 or len(prop["anyOf"]) != 2:
             raise ValueError(f"only `anyOf [X, null]` is supported, got {prop['anyOf']!r}")
         inner = parse_type(branches[0])
-        return TypeSpec(inner.kind, inner.name, inner.values, inner.item, True, inner.constraints)
+        return TypeSpec(inner.kind, inner.name, inner.values, inner.item, True, inner.constraints, inner.key)
     if "$ref" in prop:
         return TypeSpec("ref", _ref_name(prop["$ref"]))
     if "const" in prop:
@@ -127,6 +131,10 @@ def parse_type(prop: dict[str, Any]) -> TypeSpec:
     kind = prop.get("type")
     if kind == "array":
         return TypeSpec("list", item=parse_type(prop["items"]))
+    if kind == "object" and isinstance(prop.get("additionalProperties"), dict):
+        key = parse_type({"type": "string", **prop.get("propertyNames", {})})
+        constraints = tuple((_CONSTRAINTS[k], prop[k]) for k in ("minProperties", "maxProperties") if k in prop)
+        return TypeSpec("dict", item=parse_type(prop["additionalProperties"]), key=key, constraints=constraints)
     if kind in _SCALARS:
         constraints = tuple((_CONSTRAINTS[k], prop[k]) for k in _CONSTRAINTS if k in prop)
         return TypeSpec("scalar", _SCALARS[kind], constraints=constraints)

@@ -47,11 +47,15 @@ def _base_annotation(t: TypeSpec, ref_prefix: str, *, constrained: bool) -> str:
         text = f"list[{_base_annotation(t.item, ref_prefix, constrained=constrained)}]"
     elif t.kind == "ref":
         text = ref_prefix + t.name
+    elif t.kind == "dict":
+        assert t.key is not None and t.item is not None, "a dict TypeSpec names its key and value types"
+        key = _base_annotation(t.key, ref_prefix, constrained=constrained)
+        text = f"dict[{key}, {_base_annotation(t.item, ref_prefix, constrained=constrained)}]"
     else:
         text = t.name
-        if constrained and t.constraints:
-            args = ", ".join(f"{k}={py_literal(v)}" for k, v in t.constraints)
-            text = f"Annotated[{text}, Field({args})]"
+    if constrained and t.constraints and t.kind in ("scalar", "dict"):
+        args = ", ".join(f"{k}={py_literal(v)}" for k, v in t.constraints)
+        text = f"Annotated[{text}, Field({args})]"
     return text
 
 
@@ -88,7 +92,16 @@ def field_declaration(f: FieldSpec) -> str:
 def constraint_text(t: TypeSpec) -> str:
     c = dict(t.constraints)
     parts = []
-    if "min_length" in c or "max_length" in c:
+    if t.kind == "dict":
+        assert t.key is not None and t.item is not None, "a dict TypeSpec names its key and value types"
+        if "max_length" in c:
+            parts.append(f"at most {c['max_length']} entries")
+        parts += [
+            f"{what} {text}"
+            for what, text in (("keys", constraint_text(t.key)), ("values", constraint_text(t.item)))
+            if text
+        ]
+    elif "min_length" in c or "max_length" in c:
         if "min_length" in c and "max_length" in c:
             parts.append(f"{c['min_length']} to {c['max_length']} characters")
         elif "max_length" in c:

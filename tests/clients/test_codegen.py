@@ -16,6 +16,7 @@ from f5tts_client._sync._base import ClientBase
 
 from clients.codegen import CONTRACT, PACKAGE, REPO, SYNC_NAMES, generate, unused_sync_names
 from clients.codegen.contract import parse_type
+from clients.codegen.render import constraint_text, model_annotation, param_annotation
 
 
 def _functions(source: str, cls: str) -> dict[str, ast.FunctionDef | ast.AsyncFunctionDef]:
@@ -152,9 +153,32 @@ def test_the_sync_twins_imports_are_sorted_as_ruff_sorts_them():
         {"oneOf": [{"type": "string"}, {"type": "integer"}]},
         {"anyOf": [{"type": "string"}, {"type": "integer"}]},
         {"$ref": "https://example.test/other.json"},
-        {"type": "object", "additionalProperties": {"type": "string"}},
+        {"type": "object", "additionalProperties": True},  # values of any type
+        {"type": "object", "properties": {"a": {"type": "string"}}},  # an object defined inline
     ],
 )
 def test_unsupported_schema_constructs_fail_loudly(schema):
     with pytest.raises(ValueError):
         parse_type(schema)
+
+
+def test_a_mapping_of_strings_keeps_its_bounds_in_the_model_and_the_docs():
+    labels = parse_type(
+        {
+            "anyOf": [
+                {
+                    "type": "object",
+                    "additionalProperties": {"type": "string", "maxLength": 200},
+                    "propertyNames": {"minLength": 1, "maxLength": 64},
+                    "maxProperties": 16,
+                },
+                {"type": "null"},
+            ]
+        }
+    )
+    assert model_annotation(labels) == (
+        "Annotated[dict[Annotated[str, Field(min_length=1, max_length=64)], Annotated[str, Field(max_length=200)]], "
+        "Field(max_length=16)] | None"
+    )
+    assert param_annotation(labels) == "dict[str, str] | None"
+    assert constraint_text(labels) == "at most 16 entries; keys 1 to 64 characters; values at most 200 characters"

@@ -302,7 +302,9 @@ async def test_voices_add_list_get_speak_and_delete(sdk, reference_wav):
     assert set(listed) == {"default", "mother-nature"}
     assert listed["default"].category == "premade" and listed["mother-nature"].category == "cloned"
     voice = await sdk.voices.get("mother-nature")
-    assert voice.name == "mother-nature" and voice.labels == {"transcript": TRANSCRIPT}
+    assert voice.name == "mother-nature" and voice.labels == {"accent": "american", "transcript": TRANSCRIPT}
+    assert voice.description == "the f5-tts example clip"
+    assert listed["mother-nature"].description == voice.description and listed["default"].description is None
     searched = await sdk.voices.search(search="nature")
     assert [v.voice_id for v in searched.voices] == ["mother-nature"] and searched.has_more is False
     audio = await joined(sdk.text_to_speech.convert("mother-nature", text=TEXT, seed=2, request_options=EXTRA))
@@ -341,6 +343,9 @@ async def test_voices_add_list_get_speak_and_delete(sdk, reference_wav):
         ("Ünïcode voice!", 1, {"transcript": TRANSCRIPT}, "name", "a-z, 0-9"),
         ("x" * 65, 1, {"transcript": TRANSCRIPT}, "name", "1-64"),
         ("default", 1, {"transcript": TRANSCRIPT}, "name", "already exists"),
+        ("Nature", 1, {"transcript": TRANSCRIPT} | {f"k{i}": "v" for i in range(17)}, "labels", "at most 16"),
+        ("Nature", 1, {"transcript": TRANSCRIPT, "accent": "x" * 201}, "labels.accent", "at most 200 characters"),
+        ("Nature", 1, {"transcript": TRANSCRIPT, "k" * 65: "v"}, f"labels.{'k' * 65}.[key]", "at most 64 characters"),
     ],
 )
 async def test_a_voice_that_cannot_be_added_gets_a_clear_error_and_nothing_is_stored(
@@ -374,7 +379,16 @@ async def test_unreadable_audio_and_bad_labels_are_refused(http):
     nested = await http.post("/v1/voices/add", data={"name": "x", "labels": "[" * 100_000}, files=files)
     assert nested.status_code == 400 and nested.json()["detail"]["param"] == "labels"
     not_a_string = await http.post("/v1/voices/add", data={"name": "x", "labels": '{"transcript": 3}'}, files=files)
-    assert not_a_string.status_code == 400 and "must be a string" in not_a_string.json()["detail"]["message"]
+    assert not_a_string.status_code == 400 and "a JSON object of strings" in not_a_string.json()["detail"]["message"]
+    long_description = {"name": "x", "labels": labels, "description": "d" * 501}
+    too_long = await http.post("/v1/voices/add", data=long_description, files=files)
+    assert too_long.status_code == 400, too_long.text
+    assert too_long.json()["detail"] | {"message": ""} == {
+        "status": "invalid_input",
+        "param": "description",
+        "message": "",
+    }
+    assert "at most 500 characters" in too_long.json()["detail"]["message"]
 
 
 async def test_models_list_one_tts_model(sdk):

@@ -324,9 +324,11 @@ def test_a_seed_past_f5s_range_is_folded_as_the_rest_routes_fold_it(served):
     seed = 2**32 - 1  # ElevenLabs' largest; F5's seeds are below 2**31
 
     def realtime(query_seed: int | None, message_seed: int | None) -> bytes:
-        query = {"output_format": "pcm_24000"} | ({"seed": query_seed} if query_seed is not None else {})
+        query: dict[str, object] = {"output_format": "pcm_24000"}
+        if query_seed is not None:
+            query["seed"] = query_seed
         opening = {**OPEN, "nfe_step": 4} | ({"seed": message_seed} if message_seed is not None else {})
-        with open_ws(port, url(**query)) as ws:
+        with open_ws(port, url("default", **query)) as ws:
             ws.send(json.dumps(opening))
             ws.send(json.dumps({"text": FIRST}))
             ws.send(json.dumps({"text": ""}))

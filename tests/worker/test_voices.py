@@ -240,6 +240,23 @@ def test_failed_delete_of_metadata_keeps_the_voice(local_store: LocalStore, tmp_
     assert not VoiceLibrary(local_store, tmp_path / "cache").exists("alice")
 
 
+def test_a_description_and_labels_are_kept_and_metadata_written_without_them_still_reads(
+    local_store: LocalStore, tmp_path: Path
+) -> None:
+    library = VoiceLibrary(local_store, tmp_path / "cache")
+    saved = library.save("alice", tone(220), SR, "Hi.", description="warm", labels={"accent": "scottish"})
+    assert (saved.description, saved.labels) == ("warm", {"accent": "scottish"})
+    [listed] = [v for v in library.list() if v.name == "alice"]
+    assert (listed.description, listed.labels) == ("warm", {"accent": "scottish"})
+    # meta.json as it was written before voices kept these: the voice reads, with neither.
+    meta = json.loads(local_store.get("voices/alice/meta.json"))
+    del meta["description"], meta["labels"]
+    local_store.put("voices/alice/meta.json", json.dumps(meta).encode())
+    assert library.get("alice").info.text == "Hi."
+    [listed] = [v for v in library.list() if v.name == "alice"]
+    assert (listed.description, listed.labels) == (None, None)
+
+
 def test_corrupt_metadata(local_store: LocalStore, tmp_path: Path) -> None:
     library = VoiceLibrary(local_store, tmp_path / "cache")
     library.save("good", tone(220), SR, "Fine.", overwrite=False)

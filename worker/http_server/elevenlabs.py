@@ -330,14 +330,15 @@ async def _timestamped_lines(opened: _OpenSpeech, text: str, output: OutputForma
 
 # ------------------------------------------------------------------------------------------------ voices
 def _voice(info: VoiceInfo) -> dict[str, Any]:
-    """A stored voice as ElevenLabs describes one; its transcript is `labels["transcript"]`."""
+    """A stored voice as ElevenLabs describes one: its labels and description as it was added, its transcript
+    `labels["transcript"]`."""
     created = datetime.fromisoformat(info.created_at) if info.created_at else None
     return {
         "voice_id": info.name,
         "name": info.name,
         "category": "premade" if info.builtin else "cloned",
-        "labels": {TRANSCRIPT_LABEL: info.text},
-        "description": None,
+        "labels": {**(info.labels or {}), TRANSCRIPT_LABEL: info.text},
+        "description": info.description,
         "preview_url": None,
         "samples": None,
         "settings": None,
@@ -398,7 +399,7 @@ def voice_id_for(name: str) -> str:
     return voice_id
 
 
-UPLOAD_FIELDS = {"audio": "files", "text": "labels"}
+UPLOAD_FIELDS = {"audio": "files", "text": "labels"}  # the contract's fields as this route names them
 MAX_UPLOAD_FILES = 25  # ElevenLabs' own limit: more is refused by the form parser, fewer get a clear message
 
 
@@ -438,7 +439,8 @@ async def add_voice(request: Request, state: State) -> dict[str, Any]:
             f"files: send exactly one clip (got {len(files)}): F5-TTS clones a voice from one clip and its transcript",
             "files",
         )
-    transcript = _transcript_label(form.get("labels"))
+    labels = _labels(form.get("labels"))
+    transcript = labels.pop(TRANSCRIPT_LABEL, "").strip() or None  # kept as the voice's text, not as a label
     if transcript is None and not state.settings.model.auto_transcribe:
         raise ContractError(
             ErrorCode.invalid_input,
@@ -454,30 +456,33 @@ async def add_voice(request: Request, state: State) -> dict[str, Any]:
     }
     if transcript is not None:
         job["text"] = transcript
+    if labels:
+        job["labels"] = labels
+    description = form.get("description")
+    if isinstance(description, str) and description.strip():
+        job["description"] = description.strip()
     async with state.slots.slot():
         with _fields_named(UPLOAD_FIELDS):
             await run_one(state.service, job)
     return {"voice_id": voice_id, "requires_verification": False}
 
 
-def _transcript_label(labels: object) -> str | None:
-    """`labels["transcript"]` from the form's `labels` (a JSON object of strings), None when absent or blank."""
+def _labels(labels: object) -> dict[str, str]:
+    """The form's `labels`: a JSON object of strings (empty when absent). Their number and sizes are the
+    contract's to check (`upload_voice.labels`)."""
     if not isinstance(labels, str) or labels.strip() in ("", "null"):
-        return None
+        return {}
     try:
         parsed = json.loads(labels)
     except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
         parsed = None
-    if not isinstance(parsed, dict):
+    if not isinstance(parsed, dict) or not all(isinstance(value, str) for value in parsed.values()):
         raise ContractError(
             ErrorCode.invalid_input,
             'labels: must be a JSON object of strings, e.g. {"transcript": "<exactly what the clip says>"}',
             "labels",
         )
-    transcript = parsed.get(TRANSCRIPT_LABEL)
-    if transcript is not None and not isinstance(transcript, str):
-        raise ContractError(ErrorCode.invalid_input, 'labels: "transcript" must be a string', "labels")
-    return transcript if transcript and transcript.strip() else None
+    return parsed
 
 
 # ------------------------------------------------------------------------------------------------ models

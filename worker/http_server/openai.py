@@ -34,6 +34,8 @@ from worker.schema import (
     ListVoicesInput,
     SynthesizeInput,
     UploadVoiceInput,
+    VoiceDescription,
+    VoiceLabels,
     echo,
     parse_job_input,
 )
@@ -115,6 +117,8 @@ class VoiceUploadJSON(BaseModel):
     audio: AudioSource
     text: str | None = None
     overwrite: bool = False
+    description: VoiceDescription | None = None
+    labels: VoiceLabels | None = None
 
 
 # ------------------------------------------------------------------------------------------------ speech

@@ -8,6 +8,7 @@ the realtime session's own `try/finally`), and the connection is closed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import anyio
@@ -60,8 +61,6 @@ class SendTimeoutMiddleware:
         """A WebSocket's close frame, should the client take it within one more timeout (its data waits in front of
         the frame); past that the server closes the connection without one."""
         reason = f"send timeout: the client took no data for {self.timeout_s:g} s"
-        with anyio.move_on_after(self.timeout_s):
-            try:
-                await send({"type": "websocket.close", "code": CLOSE_TOO_SLOW, "reason": reason})
-            except (OSError, RuntimeError):  # gone already (uvicorn's ClientDisconnected is an OSError)
-                pass
+        # OSError, RuntimeError: gone already (uvicorn's ClientDisconnected is an OSError).
+        with anyio.move_on_after(self.timeout_s), contextlib.suppress(OSError, RuntimeError):
+            await send({"type": "websocket.close", "code": CLOSE_TOO_SLOW, "reason": reason})

@@ -99,6 +99,8 @@ class VoiceInfo(BaseModel):
     sample_rate: int
     builtin: bool = False
     created_at: str | None = None
+    description: str | None = Field(None, description="The note the voice was stored with.")
+    labels: dict[str, str] | None = Field(None, description="The labels the voice was stored with.")
 
 
 class ListVoicesOutput(BaseModel):
@@ -225,6 +227,16 @@ class UploadVoiceInput(BaseModel):
         description="Transcript of the audio. Required unless the worker runs with F5TTS_AUTO_TRANSCRIBE=true."
     )
     overwrite: bool = Field(False, description="Replace an existing voice of that name.")
+    description: Annotated[str, Field(max_length=500)] | None = Field(
+        None, description="A note about the voice, returned with it."
+    )
+    labels: (
+        Annotated[
+            dict[Annotated[str, Field(min_length=1, max_length=64)], Annotated[str, Field(max_length=200)]],
+            Field(max_length=16),
+        ]
+        | None
+    ) = Field(None, description="Free-form labels of the voice (accent, age, ...), returned with it.")
 
 
 class UploadVoiceOutput(BaseModel):
@@ -234,6 +246,8 @@ class UploadVoiceOutput(BaseModel):
     sample_rate: int
     builtin: bool = False
     created_at: str | None = None
+    description: str | None = Field(None, description="The note the voice was stored with.")
+    labels: dict[str, str] | None = Field(None, description="The labels the voice was stored with.")
     clipped: bool = Field(False, description="The upload was longer than 12 s and was clipped at a silence.")
     original_duration: float
 

@@ -221,6 +221,16 @@ OPTIONS: dict[str, tuple[Option, ...]] = {
             maximum=None,
             help="Replace an existing voice of that name. Default: `False`.",
         ),
+        Option(
+            "description",
+            "str",
+            required=False,
+            default=None,
+            choices=(),
+            minimum=None,
+            maximum=None,
+            help="A note about the voice, returned with it. At most 500 characters.",
+        ),
     ),
     "list_voices": (),
     "delete_voice": (

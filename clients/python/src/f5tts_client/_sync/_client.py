@@ -34,6 +34,8 @@ class Voices:
         text: str,
         *,
         overwrite: bool | NotGiven = NOT_GIVEN,
+        description: str | NotGiven | None = NOT_GIVEN,
+        labels: dict[str, str] | NotGiven | None = NOT_GIVEN,
         timeout: float | None = None,
     ) -> models.UploadVoiceOutput:
         """Upload a reference clip (a file path, raw bytes or an http(s) URL) as a stored voice.
@@ -48,6 +50,9 @@ class Voices:
             text: Transcript of the audio. Required unless the worker runs with F5TTS_AUTO_TRANSCRIBE=true. 1 to
                 1000 characters.
             overwrite: Replace an existing voice of that name. Default: `False`.
+            description: A note about the voice, returned with it. At most 500 characters.
+            labels: Free-form labels of the voice (accent, age, ...), returned with it. At most 16 entries; keys
+                1 to 64 characters; values at most 200 characters.
             timeout: Seconds this call may take in all, queueing included; default: the client's `timeout`.
 
         Returns:
@@ -62,6 +67,8 @@ class Voices:
             "audio": audio_source(audio, "audio"),
             "text": text,
             "overwrite": overwrite,
+            "description": description,
+            "labels": labels,
         }
         return self._client._call("upload_voice", values, models.UploadVoiceOutput, timeout=timeout)
 
