@@ -1,27 +1,33 @@
 """The official `elevenlabs` SDK, unchanged, against the load-balancer devstack: RunPod's load balancer emulated
 in front of a real worker in http mode (tiny model, tiny word aligner), the ElevenLabs API under `/elevenlabs`.
-What an ElevenLabs app does once its base URL points here, with the Authorization header RunPod needs."""
+What an ElevenLabs app does once its base URL points here, with the Authorization header RunPod needs.
+
+The errors only a differently set worker gives (its own key, one busy slot, a small body cap) come from a second,
+small devstack started once for this module (`guarded`)."""
 
 from __future__ import annotations
 
 import base64
 import itertools
+import json
 import re
 from collections.abc import Iterator
 
 import pytest
 from elevenlabs import ElevenLabs, VoiceSettings
-from elevenlabs.core import ApiError
+from elevenlabs.core import ApiError, RequestOptions
 from elevenlabs.errors import UnprocessableEntityError
+from websockets.sync.client import connect as ws_connect
 
+from devstack.testing import StackHandle, running_stack
 from tests.devstack.lb_fixtures import lb_devstack  # noqa: F401 - the shared load-balancer stack
 from tests.support import REPO_ROOT, decoded_seconds
 from worker.model_facts import builtin_audio_file
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.integration]
 
 TEXT = "Hello from F5, speaking as an ElevenLabs voice."
-F5 = {"additional_body_parameters": {"nfe_step": 4}}  # F5-TTS's own fields, as extra body fields
+F5: RequestOptions = {"additional_body_parameters": {"nfe_step": 4}}  # F5-TTS's own fields, as extra body fields
 TRANSCRIPT = "Some call me nature, others call me mother nature."  # what f5-tts's example clip says
 
 
@@ -79,7 +85,14 @@ def test_timestamps_whole_and_streamed_cover_every_character(client):
     starts, ends = whole.alignment.character_start_times_seconds, whole.alignment.character_end_times_seconds
     assert all(a <= b for a, b in itertools.pairwise(starts))
     assert starts[0] >= 0 and max(ends) <= len(audio) / 2 / 24000 + 1e-3
-    assert whole.normalized_alignment is not None
+    normalized = whole.normalized_alignment
+    assert normalized is not None and normalized.characters == list(" ".join(text.split()))  # the words as spoken
+    n_starts, n_ends = normalized.character_start_times_seconds, normalized.character_end_times_seconds
+    assert len(n_starts) == len(n_ends) == len(normalized.characters)
+    assert all(a <= b for a, b in itertools.pairwise(n_starts)) and all(
+        s <= e for s, e in zip(n_starts, n_ends, strict=True)
+    )
+    assert n_starts[0] >= 0 and max(n_ends) <= len(audio) / 2 / 24000 + 1e-3
 
     chunks = list(
         client.text_to_speech.stream_with_timestamps(
@@ -91,18 +104,25 @@ def test_timestamps_whole_and_streamed_cover_every_character(client):
     assert streamed == list(text)
 
 
-def test_voices_add_list_get_speak_delete(client):
+def test_voices_add_list_search_get_speak_delete(client):
     clip = builtin_audio_file().read_bytes()
     added = client.voices.ivc.create(
         name="Nature Clip",
         files=[("nature.wav", clip, "audio/wav")],
-        labels={"transcript": TRANSCRIPT},
+        description="The f5-tts example clip.",
+        labels={"transcript": TRANSCRIPT, "accent": "american"},
         request_options={"max_retries": 0},
     )
     assert added.voice_id == "nature-clip"
     try:
         assert "nature-clip" in [v.voice_id for v in client.voices.get_all().voices]
-        assert client.voices.get("nature-clip").labels == {"transcript": TRANSCRIPT}
+        voice = client.voices.get("nature-clip")  # as it was added: its description and labels kept
+        assert voice.labels == {"transcript": TRANSCRIPT, "accent": "american"}
+        assert voice.description == "The f5-tts example clip."
+        searched = client.voices.search(search="nature")  # GET /v2/voices
+        assert [v.voice_id for v in searched.voices] == ["nature-clip"] and searched.has_more is False
+        assert searched.voices[0].description == voice.description
+        assert [v.voice_id for v in client.voices.search(search="nobody").voices] == []
         audio = joined(client.text_to_speech.convert("nature-clip", text=TEXT, seed=1, request_options=F5))
         assert decoded_seconds(audio) > 0.3
         with pytest.raises(ApiError) as caught:
@@ -116,9 +136,15 @@ def test_voices_add_list_get_speak_delete(client):
         assert caught.value.body["detail"]["status"] == "voice_exists"
     finally:
         assert client.voices.delete("nature-clip").status == "ok"
-    with pytest.raises(ApiError) as caught:
-        client.voices.get("nature-clip")
-    assert caught.value.status_code == 404 and caught.value.body["detail"]["status"] == "voice_not_found"
+    for gone in (client.voices.get, client.voices.delete):  # GET and DELETE of a voice that is not there
+        with pytest.raises(ApiError) as caught:
+            gone("nature-clip", request_options={"max_retries": 0})
+        assert caught.value.status_code == 404
+        assert caught.value.body["detail"] | {"message": ""} == {
+            "status": "voice_not_found",
+            "message": "",
+            "param": "voice_id",
+        }
 
 
 def test_a_voice_without_its_transcript_gets_a_400_that_says_how_to_send_it(client):
@@ -177,3 +203,71 @@ def test_the_docs_example_runs_as_written(lb_devstack, tmp_path, monkeypatch):  
         if isinstance(client, ElevenLabs):
             client.voices.delete("alice-smith")
     assert decoded_seconds((tmp_path / "hello.mp3").read_bytes()) > 0.3
+
+
+# ------------------------------------------------------------------------------------------------ a guarded worker
+WORKER_KEY = "worker-own-key"
+
+
+@pytest.fixture(scope="module")
+def guarded() -> Iterator[StackHandle]:
+    """A load-balancer devstack whose worker checks its own key (F5TTS_API_KEY), has one synthesis slot that a
+    request waits 0.2 s for, and takes request bodies up to 1 MB."""
+    worker_env = {
+        "F5TTS_API_KEY": WORKER_KEY,
+        "F5TTS_CONCURRENCY": "1",
+        "F5TTS_BUSY_WAIT_S": "0.2",
+        "F5TTS_MAX_REQUEST_BYTES": str(2**20),
+    }
+    with running_stack(1, endpoint_type="load_balancer", worker_env=worker_env) as stack:
+        yield stack
+
+
+def guarded_client(stack: StackHandle, worker_key: str = WORKER_KEY) -> ElevenLabs:
+    return ElevenLabs(
+        base_url=f"{stack.base_url}/elevenlabs",
+        api_key=worker_key,  # sent as xi-api-key: the worker's own key
+        headers={"Authorization": f"Bearer {stack.api_key}"},  # RunPod's, checked by the load balancer
+        timeout=120,
+    )
+
+
+def test_a_wrong_xi_api_key_is_the_workers_own_401_in_elevenlabs_shape(guarded):
+    assert [m.model_id for m in guarded_client(guarded).models.list()] == ["f5-tts"]  # the right key passes
+    with pytest.raises(ApiError) as caught:
+        guarded_client(guarded, worker_key="wrong").models.list(request_options={"max_retries": 0})
+    assert caught.value.status_code == 401
+    assert caught.value.body["detail"]["status"] == "invalid_api_key"
+    assert "xi-api-key" in caught.value.body["detail"]["message"] and WORKER_KEY not in json.dumps(caught.value.body)
+
+
+def test_a_body_over_the_workers_cap_is_a_413_in_elevenlabs_shape(guarded):
+    clip = builtin_audio_file().read_bytes()
+    padded = clip + b"\0" * (2**20 + 1 - len(clip))  # over 1 MB, well under the load balancer's 30 MB
+    with pytest.raises(ApiError) as caught:
+        guarded_client(guarded).voices.ivc.create(
+            name="too-big", files=[("big.wav", padded, "audio/wav")], labels={"transcript": TRANSCRIPT}
+        )
+    assert caught.value.status_code == 413
+    assert (
+        caught.value.body["detail"]["status"] == "audio_too_large" and "1 MB" in caught.value.body["detail"]["message"]
+    )
+
+
+def test_with_every_slot_busy_a_request_gets_503_overloaded_with_retry_after(guarded):
+    # A realtime session holds the one slot from its first message to its close.
+    headers = {"Authorization": f"Bearer {guarded.api_key}", "xi-api-key": WORKER_KEY}
+    ws_url = guarded.base_url.replace("http://", "ws://") + "/elevenlabs/v1/text-to-speech/default/stream-input"
+    with ws_connect(ws_url, additional_headers=headers, proxy=None, open_timeout=60) as holder:
+        holder.send(json.dumps({"text": " ", "nfe_step": 4}))
+        holder.send(json.dumps({"text": TEXT, "flush": True}))
+        assert "audio" in json.loads(holder.recv(timeout=120))  # speaking: the slot is the session's
+        with pytest.raises(ApiError) as caught:
+            joined(
+                guarded_client(guarded).text_to_speech.convert("default", text=TEXT, request_options={"max_retries": 0})
+            )
+        holder.send(json.dumps({"text": ""}))
+    assert caught.value.status_code == 503
+    assert caught.value.body["detail"]["status"] == "overloaded"
+    assert caught.value.headers is not None and int(caught.value.headers["retry-after"]) > 0
+    joined(guarded_client(guarded).text_to_speech.convert("default", text=TEXT, request_options=F5))  # free again
