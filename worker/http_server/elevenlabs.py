@@ -7,7 +7,7 @@ URL. A voice here is a stored voice: its `voice_id` is its name.
 - `POST /v1/text-to-speech/{voice_id}/with-timestamps` (+ `/stream/with-timestamps`): the audio as base64 with
   the character alignment of the text (elevenlabs_alignment.py), from the word aligner.
 - `GET /v1/voices`, `GET /v2/voices`, `GET|DELETE /v1/voices/{voice_id}`, `POST /v1/voices/add` (multipart; the
-  transcript in `labels["transcript"]`).
+  transcript in `labels["transcript"]`; the description and other labels stored with the voice).
 - `GET /v1/models`: the one model.
 
 The whole audio and the stream are the same bytes. Errors have ElevenLabs' shape (`errors.elevenlabs_error`).
@@ -417,7 +417,10 @@ MAX_UPLOAD_FILES = 25  # ElevenLabs' own limit: more is refused by the form pars
                             "name": {"type": "string"},
                             "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
                             "description": {"type": "string"},
-                            "labels": {"type": "string", "description": 'JSON: {"transcript": "<what the clip says>"}'},
+                            "labels": {
+                                "type": "string",
+                                "description": 'JSON: {"transcript": "<what the clip says>", ...your own labels}',
+                            },
                             "remove_background_noise": {"type": "boolean"},
                         },
                     }
