@@ -217,22 +217,27 @@ def built_image(tag: str) -> tuple[str, float | None, float, dict[str, str]] | N
         finally:
             _cli("docker", "rm", "--force", container)
         return builder, reported, unpacked, _settings(settings)
-    # podman and buildah share their storage: podman reports the size, buildah mounts the root file system.
+    # podman and buildah share their storage: podman reports the size; the root file system is mounted by buildah
+    # where it is installed, else by podman itself (`podman mount`, as root).
+    mounter = "buildah" if shutil.which("buildah") else "podman"
     try:
         reported = (
             float(_cli("podman", "image", "inspect", "--format", "{{.Size}}", tag)) if shutil.which("podman") else None
         )
-        container = _cli("buildah", "from", "--quiet", tag).strip()
-    except subprocess.CalledProcessError:
+        if mounter == "buildah":
+            container = _cli("buildah", "from", "--quiet", tag).strip()
+        else:
+            container = _cli("podman", "create", tag).strip().splitlines()[-1]
+    except (subprocess.CalledProcessError, FileNotFoundError):
         return None
     try:
-        root = Path(_cli("buildah", "mount", container).strip())
+        root = Path(_cli(mounter, "mount", container).strip())
         settings_file = root / str(IMAGE_SETTINGS_FILE).lstrip("/")
         settings = settings_file.read_text() if settings_file.is_file() else ""
         return builder, reported, float(_du(root)), _settings(settings)
     finally:
-        subprocess.run(["buildah", "umount", container], check=False, capture_output=True)
-        subprocess.run(["buildah", "rm", container], check=False, capture_output=True)
+        subprocess.run([mounter, "umount", container], check=False, capture_output=True)
+        subprocess.run([mounter, "rm", container], check=False, capture_output=True)
 
 
 def _settings(text: str) -> dict[str, str]:
