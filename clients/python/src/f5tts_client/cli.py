@@ -5,7 +5,7 @@
     f5tts say "A long story..." --stream -o - | ffplay -nodisp -autoexit -   # play as chunks arrive
     f5tts voices list | add NAME AUDIO --text "..." | rm NAME
     f5tts health
-    f5tts playground [--port P] [--no-browser]               # a web page to listen, compare and manage voices
+    f5tts playground [--port P] [--host H [--allow-host NAME]] [--no-browser]   # a web page to hear and manage voices
 
 Configuration comes from the environment: RUNPOD_API_KEY, and F5TTS_ENDPOINT_ID or F5TTS_ENDPOINT_URL (the
 key is deliberately not a command-line option: it would land in shell history and `ps`). The synthesis options

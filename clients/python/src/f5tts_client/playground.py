@@ -141,7 +141,9 @@ class Playground:
         self.loopback = _is_loopback(bound)
         # Names for the Host header: with a loopback bind only its address and `localhost`; beyond loopback any IP
         # literal (see host_allowed), `localhost`, the name it was bound by and the names allowed.
-        self.names = {"localhost", bound} if self.loopback else {"localhost", host.lower(), *map(str.lower, allow_hosts)}
+        self.names = (
+            {"localhost", bound} if self.loopback else {"localhost", host.lower(), *map(str.lower, allow_hosts)}
+        )
         wildcard = _is_ip(bound) and ipaddress.ip_address(bound).is_unspecified
         addresses = _machine_addresses(family) if wildcard else [bound if _is_ip(host) else host]
         self.urls = [f"http://{_url_host(address)}:{self.port}/" for address in addresses]
