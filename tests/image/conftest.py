@@ -1,5 +1,6 @@
-"""One image for every in-image test: Dockerfile.runpod built once per session by `make image` (the tiny model,
-no flash-attn, the local base of scripts/base-image.sh) and removed at the end.
+"""One image for the in-image tests: Dockerfile.runpod built once per session by `make image` (the tiny model, no
+flash-attn, the local base of scripts/base-image.sh) and removed at the end. The tests of other build arguments
+(test_flash_attn_input.py, test_weights_input.py) build on its layers with `make_image` and remove what they tag.
 
 The build takes minutes and ~8 GB of disk, so it runs where it is asked for: on CI (`CI=true`, which GitHub sets)
 or with F5TTS_IMAGE_TESTS=1. Elsewhere these tests are skipped with that reason; where no builder can run, they
