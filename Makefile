@@ -78,14 +78,14 @@ typecheck: setup
 	$(PY) -m mypy
 
 # Build Dockerfile.runpod with docker, podman or buildah (the first that runs here; BUILDER= picks one), tagged
-# IMAGE. BASE_IMAGE, FLASH_ATTN, FLASH_ATTN_SHA256 and WEIGHTS are passed as the build arguments of the same names
-# when set; PIP_CONFIG_FILE and PIP_CERT from the environment as build secrets; IMAGE_BUILD_FLAGS go to the builder
-# as they are (CI: --push and a registry cache). docs/image.md.
+# IMAGE. BASE_IMAGE, FLASH_ATTN, FLASH_ATTN_SHA256, WEIGHTS and WEIGHTS_DTYPE are passed as the build arguments of
+# the same names when set; PIP_CONFIG_FILE and PIP_CERT from the environment as build secrets; IMAGE_BUILD_FLAGS go
+# to the builder as they are (CI: --push and a registry cache). docs/image.md.
 #   make image IMAGE=f5tts-runpod:test BASE_IMAGE=$$(make -s base-image) FLASH_ATTN=none WEIGHTS=tiny
 IMAGE ?= f5tts-runpod:dev
 image:
 	IMAGE='$(IMAGE)' BASE_IMAGE='$(BASE_IMAGE)' FLASH_ATTN='$(FLASH_ATTN)' FLASH_ATTN_SHA256='$(FLASH_ATTN_SHA256)' \
-	  WEIGHTS='$(WEIGHTS)' WITH_WHISPER='$(if $(filter 1 true yes,$(WITH_WHISPER)),true,)' \
+	  WEIGHTS='$(WEIGHTS)' WEIGHTS_DTYPE='$(WEIGHTS_DTYPE)' WITH_WHISPER='$(if $(filter 1 true yes,$(WITH_WHISPER)),true,)' \
 	  bash scripts/build-image.sh
 
 # Print a base image for BASE_IMAGE: python:3.11-slim-bookworm if it can be had, else a local stand-in made with

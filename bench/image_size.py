@@ -13,8 +13,8 @@ The estimate needs no container builder. Each figure says where it comes from:
 - recorded: a figure measured earlier with the same command, used when this machine cannot measure it now
   (the old set's wheels are not in uv's cache on a fresh clone).
 - built: the image itself, as its builder reports it and unpacked on disk (`du -sb` of its root file system). An
-  image built with WEIGHTS=tiny or FLASH_ATTN=none lacks the published weights or flash-attn: they are added
-  (published sizes, the flash-attn estimate) and the line says so.
+  image built with WEIGHTS=tiny or FLASH_ATTN=none lacks the weights or flash-attn: they are added (the published
+  sizes, with the checkpoint as float16 as a default build bakes it; the flash-attn estimate) and the line says so.
 The headline `image_size_gb` is today's estimated image (uncompressed, GB = 1e9 bytes); the target is <= 9;
 `built_image_size_gb` is the built image's unpacked size with whatever it lacks added.
 """
@@ -46,15 +46,19 @@ RECORDED_APT_FFMPEG = 0.48e9  # `apt-get -s` closure of ffmpeg ca-certificates c
 PUBLISHED = {
     # Docker Hub library/python: ~45 MB compressed; ~0.13 GB unpacked (Debian bookworm slim + CPython 3.11).
     "python:3.11-slim-bookworm": 0.13e9,
-    # SWivid/F5-TTS F5TTS_v1_Base/model_1250000.safetensors (1.35 GB) + vocab.txt; charactr/vocos-mel-24khz
+    # SWivid/F5-TTS F5TTS_v1_Base/model_1250000.safetensors (1.35 GB, float32) + vocab.txt; charactr/vocos-mel-24khz
     # pytorch_model.bin (54 MB) + config.yaml: file sizes listed on the Hugging Face Hub.
-    "weights": 1.35e9 + 0.054e9,
+    "checkpoint": 1.35e9,
+    "vocoder": 0.054e9,
     # openai/whisper-large-v3-turbo model.safetensors (1.62 GB) + tokenizer files, only with WITH_WHISPER=true.
     "whisper weights": 1.62e9 + 0.005e9,
     # flash_attn-2.8.3+cu12torch2.8cxx11abiTRUE-cp311 from GitHub releases (~0.26 GB wheel): unreachable here,
     # so its unpacked size is an estimate (~2x the wheel). The same in both images.
     "flash-attn": 0.5e9,
 }
+# The weights as the image bakes them (WEIGHTS_DTYPE=float16, the default): the checkpoint's float32 tensors as
+# float16, half its published size (worker.prefetch --float16); the vocoder as published.
+BAKED_WEIGHTS = PUBLISHED["checkpoint"] / 2 + PUBLISHED["vocoder"]
 # The word aligner the image bakes (worker.prefetch: torchaudio's WAV2VEC2_ASR_BASE_960H as float32 safetensors):
 # wav2vec 2.0 base with a 29-letter head, 94.4 M parameters x 4 bytes (torchaudio.models.wav2vec2_base).
 ALIGNER_BYTES = 94.4e6 * 4
@@ -217,22 +221,27 @@ def built_image(tag: str) -> tuple[str, float | None, float, dict[str, str]] | N
         finally:
             _cli("docker", "rm", "--force", container)
         return builder, reported, unpacked, _settings(settings)
-    # podman and buildah share their storage: podman reports the size, buildah mounts the root file system.
+    # podman and buildah share their storage: podman reports the size; the root file system is mounted by buildah
+    # where it is installed, else by podman itself (`podman mount`, as root).
+    mounter = "buildah" if shutil.which("buildah") else "podman"
     try:
         reported = (
             float(_cli("podman", "image", "inspect", "--format", "{{.Size}}", tag)) if shutil.which("podman") else None
         )
-        container = _cli("buildah", "from", "--quiet", tag).strip()
-    except subprocess.CalledProcessError:
+        if mounter == "buildah":
+            container = _cli("buildah", "from", "--quiet", tag).strip()
+        else:
+            container = _cli("podman", "create", tag).strip().splitlines()[-1]
+    except (subprocess.CalledProcessError, FileNotFoundError):
         return None
     try:
-        root = Path(_cli("buildah", "mount", container).strip())
+        root = Path(_cli(mounter, "mount", container).strip())
         settings_file = root / str(IMAGE_SETTINGS_FILE).lstrip("/")
         settings = settings_file.read_text() if settings_file.is_file() else ""
         return builder, reported, float(_du(root)), _settings(settings)
     finally:
-        subprocess.run(["buildah", "umount", container], check=False, capture_output=True)
-        subprocess.run(["buildah", "rm", container], check=False, capture_output=True)
+        subprocess.run([mounter, "umount", container], check=False, capture_output=True)
+        subprocess.run([mounter, "rm", container], check=False, capture_output=True)
 
 
 def _settings(text: str) -> dict[str, str]:
@@ -251,10 +260,11 @@ def print_built(tag: str, estimate: float) -> None:
     print(f"  {'unpacked on disk':34} {unpacked / GB:7.2f}  du -sb of its root file system")
     total = unpacked
     if settings.get("F5TTS_MODEL") == "F5TTS_tiny":
-        total += PUBLISHED["weights"] + ALIGNER_BYTES
+        total += BAKED_WEIGHTS + ALIGNER_BYTES
         print(
-            f"  {'+ published weights and aligner':34} {(PUBLISHED['weights'] + ALIGNER_BYTES) / GB:7.2f}  "
-            "built with WEIGHTS=tiny: published sizes added (the tiny model's 2 MB left in)"
+            f"  {'+ baked weights and aligner':34} {(BAKED_WEIGHTS + ALIGNER_BYTES) / GB:7.2f}  "
+            "built with WEIGHTS=tiny: as a default build bakes them added (float16 checkpoint; the tiny model's "
+            "2 MB left in)"
         )
     if settings.get("F5TTS_ATTN_BACKEND") == "torch":
         total += PUBLISHED["flash-attn"]
@@ -302,7 +312,12 @@ def main(argv: list[str] | None = None) -> int:
         ),
         ("  + bytecode pip compiles", old.bytecode, new.bytecode, "measured (*.pyc of the install above)"),
         ("flash-attn", PUBLISHED["flash-attn"], PUBLISHED["flash-attn"], "estimate (GitHub wheel ~0.26 GB, unpacked)"),
-        ("weights (F5TTS_v1_Base, Vocos)", PUBLISHED["weights"], PUBLISHED["weights"], "published (Hub file sizes)"),
+        (
+            "weights (F5TTS_v1_Base, Vocos)",
+            PUBLISHED["checkpoint"] + PUBLISHED["vocoder"],
+            BAKED_WEIGHTS,
+            "published (Hub file sizes); after: the checkpoint baked in float16 (WEIGHTS_DTYPE), half its float32 size",
+        ),
         ("word aligner (wav2vec 2.0 base)", 0.0, ALIGNER_BYTES, "float32 weights of its 94.4 M parameters"),
     ]
     before = sum(row[1] for row in rows)

@@ -2,7 +2,7 @@
 # Builds Dockerfile.runpod with the first container builder that can run here (scripts/container-builder.sh:
 # docker, podman, buildah). `make image` calls it with its variables in the environment:
 #   IMAGE        the tag (default f5tts-runpod:dev)
-#   BASE_IMAGE, FLASH_ATTN, FLASH_ATTN_SHA256, WEIGHTS, WITH_WHISPER
+#   BASE_IMAGE, FLASH_ATTN, FLASH_ATTN_SHA256, WEIGHTS, WEIGHTS_DTYPE, WITH_WHISPER
 #                the Dockerfile's build arguments of the same names, passed only when set (docs/image.md)
 #   PIP_CONFIG_FILE, PIP_CERT
 #                a pip configuration file and a CA bundle for the package index, passed as the build secrets
@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 builder="$(bash scripts/container-builder.sh)"
 args=(-f Dockerfile.runpod -t "${IMAGE:-f5tts-runpod:dev}")
-for name in BASE_IMAGE FLASH_ATTN FLASH_ATTN_SHA256 WEIGHTS WITH_WHISPER; do
+for name in BASE_IMAGE FLASH_ATTN FLASH_ATTN_SHA256 WEIGHTS WEIGHTS_DTYPE WITH_WHISPER; do
   if [ -n "${!name:-}" ]; then args+=(--build-arg "$name=${!name}"); fi
 done
 if [ -n "${PIP_CONFIG_FILE:-}" ]; then args+=(--secret "id=pip-conf,src=$PIP_CONFIG_FILE"); fi

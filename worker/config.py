@@ -48,7 +48,8 @@ class ModelSettings(BaseSettings):
     ckpt_file: str | None = Field(
         None,
         description="Checkpoint (.safetensors/.pt), local path or `hf://owner/repo/file`; default: the published "
-        "checkpoint of `F5TTS_MODEL` from the Hugging Face cache (baked into the image by `python -m worker.prefetch`).",
+        "checkpoint of `F5TTS_MODEL` from the Hugging Face cache. The image's settings name the float16 copy its "
+        "build baked (`python -m worker.prefetch --float16`; docs/image.md).",
     )
     vocab_file: str | None = Field(
         None, description="Vocabulary file; default: the one next to the checkpoint, else f5-tts's."
@@ -64,7 +65,9 @@ class ModelSettings(BaseSettings):
         "`model_unavailable` and the reason, never a silent CPU worker (the image sets `cuda`).",
     )
     dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
-        "auto", description="Weights dtype; `auto` is float16 on CUDA and float32 on CPU."
+        "auto",
+        description="Weights dtype; `auto` is float16 on CUDA and float32 on CPU. The image's checkpoint is baked in "
+        "float16: `float32` or `bfloat16` want an image built with `WEIGHTS_DTYPE=float32`.",
     )
     attn_backend: Literal["torch", "flash_attn"] = Field(
         "torch",

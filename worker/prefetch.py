@@ -1,6 +1,7 @@
 """Download the production weights into the Hugging Face cache at image build time; `--check` verifies them offline.
 
     python -m worker.prefetch            # Dockerfile.runpod, before HF_HUB_OFFLINE=1 is set
+    python -m worker.prefetch --float16 DIR   # the cached checkpoint, as float16 in DIR; prints its settings
     python -m worker.prefetch --check    # HEALTHCHECK: exit 0 only if every file is cached and intact
 
 `--check` reads the model settings as the worker does (the environment over the image's IMAGE_SETTINGS_FILE): local
@@ -10,6 +11,12 @@ The files are the ones f5-tts itself resolves at load time (the checkpoint and v
 SWivid's repos, the Vocos vocoder; see worker/model_facts.py), so a worker with `HF_HUB_OFFLINE=1` finds them
 where f5-tts looks. Only huggingface_hub, python-dotenv and the standard library are imported: no torch, no f5_tts; the word
 aligner's weights (torchaudio's bundle, converted to safetensors) import torch and torchaudio when they are baked.
+
+`--float16` halves the image's largest file (the published checkpoint is float32, 1.35 GB): the worker on a GPU
+runs the model in float16 (F5TTS_DTYPE=auto), and f5-tts's loader rounds each weight to float16 exactly as the
+conversion here does, so a float16 worker loads the same bits from either file (tests/worker/test_prefetch.py
+checks it). The float32 original leaves the cache; F5TTS_DTYPE=float32 or bfloat16 then run on float16-rounded
+weights, which is why the image build can keep float32 instead (Dockerfile.runpod: WEIGHTS_DTYPE).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from worker.model_facts import (
     DEFAULT_MODEL,
     IMAGE_SETTINGS_FILE,
     PUBLISHED_MODELS,
+    VOCOS_FILES,
     WHISPER_FILE_PATTERNS,
     WHISPER_REPO,
     HubFile,
@@ -142,14 +150,16 @@ def file_problem(path: Path) -> str | None:
     return None
 
 
-def check_local(env: dict[str, str]) -> list[str]:
-    """Problems with the local model files the settings name (F5TTS_CKPT_FILE, F5TTS_VOCAB_FILE, F5TTS_VOCODER_DIR)."""
+def check_local(env: dict[str, str], cache_dir: str | None = None) -> list[str]:
+    """Problems with the local model files the settings name (F5TTS_CKPT_FILE, F5TTS_VOCAB_FILE, F5TTS_VOCODER_DIR);
+    without F5TTS_VOCODER_DIR, the vocoder is the one in the Hugging Face cache, checked there."""
     paths = [Path(env["F5TTS_CKPT_FILE"])]
     if vocab := env.get("F5TTS_VOCAB_FILE"):
         paths.append(Path(vocab))
     if vocoder := env.get("F5TTS_VOCODER_DIR"):
         paths += [Path(vocoder) / "config.yaml", Path(vocoder) / "pytorch_model.bin"]
-    return [problem for problem in map(file_problem, paths) if problem]
+    problems = [problem for problem in map(file_problem, paths) if problem]
+    return problems if vocoder else problems + check_hub(VOCOS_FILES, cache_dir)
 
 
 def safetensors_intact(path: Path) -> bool:
@@ -171,11 +181,16 @@ def safetensors_intact(path: Path) -> bool:
 
 
 def check(model: str, cache_dir: str | None = None) -> list[str]:
-    """Problems with the cached weights (empty when the image is good); never touches the network."""
+    """Problems with the cached weights of `model` (empty when the image is good); never touches the network."""
+    return check_hub(required_files(model), cache_dir)
+
+
+def check_hub(hub_files: tuple[HubFile, ...], cache_dir: str | None = None) -> list[str]:
+    """Problems with `hub_files` in the Hugging Face cache (empty when each is there and intact)."""
     from huggingface_hub import try_to_load_from_cache
 
     problems = []
-    for hub_file in required_files(model):
+    for hub_file in hub_files:
         cached = try_to_load_from_cache(hub_file.repo_id, hub_file.filename, cache_dir=cache_dir)
         if not isinstance(cached, str):
             problems.append(f"{hub_file.uri}: not in the Hugging Face cache")
@@ -188,6 +203,40 @@ def check(model: str, cache_dir: str | None = None) -> list[str]:
     return problems
 
 
+def bake_float16(model: str, dest: Path, cache_dir: str | None = None) -> dict[str, str]:
+    """The cached checkpoint of `model` written to `dest` with every float32 tensor as float16 (other tensors, e.g.
+    EMA's step counter, as they are), its vocabulary next to it; the float32 file then leaves the cache. Returns the
+    settings that make the worker load them (F5TTS_CKPT_FILE, F5TTS_VOCAB_FILE). Rounds as torch's cast does
+    (to nearest, ties to even): what f5-tts's loader does when it casts the float32 weights for a float16 worker."""
+    import torch
+    from huggingface_hub import try_to_load_from_cache
+    from safetensors.torch import load_file, save_file
+
+    if problems := check(model, cache_dir):
+        raise PrefetchError("; ".join(problems))
+    published = PUBLISHED_MODELS[model]
+    source, vocab = (
+        Path(str(try_to_load_from_cache(f.repo_id, f.filename, cache_dir=cache_dir)))
+        for f in (published.checkpoint, published.vocab)
+    )
+    tensors = {
+        name: tensor.to(torch.float16) if tensor.dtype == torch.float32 else tensor
+        for name, tensor in load_file(str(source)).items()
+    }
+    dest.mkdir(parents=True, exist_ok=True)
+    checkpoint = dest / Path(published.checkpoint.filename).with_suffix(".float16.safetensors").name
+    tmp = checkpoint.with_name(f"{checkpoint.name}.{os.getpid()}.tmp")
+    save_file(tensors, str(tmp), metadata={"source": published.checkpoint.uri, "dtype": "float16"})
+    tmp.chmod(0o644)  # safetensors creates it owner-only
+    os.replace(tmp, checkpoint)
+    (dest / "vocab.txt").write_bytes(vocab.read_bytes())
+    # The cache's entry is a link to a blob: both go, or the image keeps the 1.35 GB.
+    blob = source.resolve()
+    source.unlink()
+    blob.unlink(missing_ok=True)
+    return {"F5TTS_CKPT_FILE": str(checkpoint), "F5TTS_VOCAB_FILE": str(dest / "vocab.txt")}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="verify the cached weights offline instead of downloading")
@@ -195,12 +244,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=env.get("F5TTS_MODEL", DEFAULT_MODEL), help="F5-TTS model name")
     parser.add_argument("--cache-dir", default=None, help="HF cache directory (default: HF_HOME / HF_HUB_CACHE)")
     parser.add_argument("--whisper", action="store_true", help=f"also fetch {WHISPER_REPO} (the Whisper extra)")
+    parser.add_argument(
+        "--float16",
+        metavar="DIR",
+        type=Path,
+        help="write the cached checkpoint to DIR in float16, drop the float32 one, print the settings that load it",
+    )
     args = parser.parse_args(argv)
     try:
+        if args.float16:
+            for key, value in bake_float16(args.model, args.float16, args.cache_dir).items():
+                print(f"{key}={value}")
+            return 0
         if args.check:
             ckpt = env.get("F5TTS_CKPT_FILE", "")
             local = bool(ckpt) and not ckpt.startswith("hf://")
-            model_problems = check_local(env) if local else check(args.model, args.cache_dir)
+            model_problems = check_local(env, args.cache_dir) if local else check(args.model, args.cache_dir)
             problems = model_problems + check_aligner(aligner_dir(env))
             for problem in problems:
                 print(f"prefetch: {problem}", file=sys.stderr)

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +29,12 @@ from worker.model_facts import BUILTIN_REFERENCE_TEXT, builtin_audio_file
 pytestmark = pytest.mark.timeout(600)
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SPOKEN = "The quick brown fox jumps over the lazy dog."
+# Several sentences: several chunks, streamed one after another.
+STORY = (
+    "The quick brown fox jumps over the lazy dog. It ran across the wide field before the sun went down. "
+    "Then it rested for a while under an old oak tree by the river. The birds sang, and the water flowed past "
+    "the stones until the night came."
+)
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +92,7 @@ def speak(page: Page, text: str, **settings: str) -> None:
 
 def test_speak_plays_audio_and_keeps_a_take_with_its_seed(page: Page) -> None:
     speak(page, SPOKEN, Seed="7")
-    # The live player's clock advanced: audio was playing (before the take was complete, when it streams).
+    # The live player's clock advanced: audio was playing.
     page.wait_for_function("() => Number(document.getElementById('status').dataset.played) > 0", timeout=120_000)
     take = page.get_by_role("list", name="Takes").get_by_role("listitem").first
     expect(take).to_contain_text("seed 7", timeout=120_000)
@@ -108,6 +115,30 @@ def test_speak_plays_audio_and_keeps_a_take_with_its_seed(page: Page) -> None:
     second = page.get_by_role("list", name="Takes").get_by_role("listitem")
     expect(second).to_have_count(2, timeout=120_000)
     expect(second.first).to_contain_text("seed 8", timeout=120_000)
+
+
+def test_a_streamed_take_starts_playing_before_its_last_chunk_and_lights_up_its_words(page: Page) -> None:
+    """Several sentences in wav (streamed): the page's live player began before the last chunk arrived (the page
+    records both moments on its status line), and a word is highlighted (`.now`) while the take plays."""
+    speak(page, STORY, Seed="3")
+    status = "document.getElementById('status').dataset"
+    if WORD_TIMINGS:
+        page.wait_for_selector("#takes li .words span.now", timeout=120_000)  # a word lit as it plays
+    page.wait_for_function(f"() => {status}.playingAt", timeout=120_000)
+    take = page.get_by_role("list", name="Takes").get_by_role("listitem").first
+    expect(take.locator("audio")).to_have_count(1, timeout=120_000)  # the whole take is in
+    chunks, playing_at, last_chunk_at = page.evaluate(
+        f"() => [Number({status}.chunks), Number({status}.playingAt), Number({status}.lastChunkAt)]"
+    )
+    assert chunks >= 2
+    assert playing_at < last_chunk_at, f"playback began {playing_at - last_chunk_at:.0f} ms after the last chunk"
+    expect(page.get_by_role("alert")).to_be_empty()
+    if WORD_TIMINGS:
+        words = take.locator(".words span")
+        assert words.count() == len(STORY.split())
+        page.wait_for_function(  # the live player's last frame clears the highlight
+            "() => document.querySelectorAll('#takes li .words span.now').length === 0", timeout=120_000
+        )
 
 
 def test_a_saved_voice_appears_in_the_picker_and_can_be_deleted(page: Page, playground: Playground) -> None:
@@ -217,6 +248,60 @@ def test_requests_from_another_origin_are_refused(browser: Browser, playground: 
     playground.client.voices.delete("kept")
 
 
+def _answers(pg: Playground, host: str, origin: str | None = None) -> tuple[int, int]:
+    """(status of the page, status of the voice list) asked at 127.0.0.1 with this `Host` (and `Origin`)."""
+    at = f"http://127.0.0.1:{pg.port}/"
+    page = httpx.get(at, headers={"Host": host})
+    headers = {"Host": host, "Origin": origin or f"http://{host}", TOKEN_HEADER: pg.token}
+    return page.status_code, httpx.post(at + "api/voices/list", headers=headers, json={}).status_code
+
+
+@pytest.mark.parametrize("stack", ["queue"], indirect=True)
+def test_a_wildcard_bind_answers_at_ip_addresses_and_allowed_names(stack: Any) -> None:
+    """Bound to 0.0.0.0 (as `--host 0.0.0.0`), reached through 127.0.0.1: any IP literal in `Host` is accepted (a
+    DNS-rebinding page can only send its own name), so are `localhost` and the names allowed; other names, another
+    port or an Origin that is not the Host's are refused. The URLs are addresses a person can open."""
+    with (
+        Client(api_key=stack.api_key, endpoint_url=stack.endpoint_url, timeout=60) as client,
+        Playground(client, "0.0.0.0", 0, allow_hosts=["Studio.lan"]) as pg,
+    ):
+        port = pg.port
+        assert pg.url == f"http://127.0.0.1:{port}/" and not [url for url in pg.urls if "0.0.0.0" in url]
+        for host in (f"127.0.0.1:{port}", f"192.0.2.7:{port}", f"[2001:db8::7]:{port}", f"studio.lan:{port}"):
+            assert _answers(pg, host) == (200, 200), host
+        assert _answers(pg, f"localhost:{port}") == (200, 200)
+        for host in (f"rebound.example:{port}", f"127.0.0.1:{port + 1}", "rebound.example", f"127.0.0.1.nip.io:{port}"):
+            assert _answers(pg, host) == (403, 403), host
+        assert _answers(pg, f"127.0.0.1:{port}", origin=f"http://studio.lan:{port}") == (200, 403)
+
+
+def _ipv6_loopback() -> str | None:
+    """Why this machine cannot listen on ::1, or None when it can."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError as exc:
+        return f"no IPv6 loopback here: {exc}"
+    return None
+
+
+@pytest.mark.parametrize("stack", ["queue"], indirect=True)
+def test_an_ipv6_loopback_bind_serves_the_page(stack: Any) -> None:
+    if reason := _ipv6_loopback():
+        print(reason)
+        pytest.skip(reason)
+    with (
+        Client(api_key=stack.api_key, endpoint_url=stack.endpoint_url, timeout=60) as client,
+        Playground(client, "::1", 0) as pg,
+    ):
+        assert pg.url == f"http://[::1]:{pg.port}/" and exposure_warning("::1") is None
+        assert httpx.get(pg.url).status_code == 200
+        own = {"Origin": pg.url.rstrip("/"), TOKEN_HEADER: pg.token}
+        listed = httpx.post(pg.url + "api/voices/list", headers=own, json={})
+        assert listed.status_code == 200 and "default" in [voice["name"] for voice in listed.json()["voices"]]
+        assert httpx.get(pg.url, headers={"Host": f"127.0.0.1:{pg.port}"}).status_code == 403  # not its address
+
+
 class _EvilPage(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         body = b"<!doctype html><title>another site</title>"
@@ -260,6 +345,29 @@ def test_the_command_prints_its_url_serves_the_page_and_stops_on_ctrl_c(stack: A
         _, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
     assert "WARNING" not in err
+
+
+def test_the_command_on_a_wildcard_bind_prints_urls_a_person_can_open() -> None:
+    env = {**os.environ, "RUNPOD_API_KEY": "k", "F5TTS_ENDPOINT_URL": "http://127.0.0.1:9/v2/none"}
+    command = [sys.executable, "-m", "f5tts_client.cli", "playground", "--no-browser", "--port", "0"]
+    command += ["--host", "0.0.0.0", "--allow-host", "studio.lan"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        first = re.fullmatch(r"playground (http://127\.0\.0\.1:(\d+)/)\n", process.stdout.readline())
+        assert first, "the first URL is this machine's loopback"
+        port = first.group(2)
+        page = httpx.get(first.group(1), timeout=10)
+        assert page.status_code == 200 and "Speak" in page.text
+        assert httpx.get(first.group(1), headers={"Host": f"studio.lan:{port}"}, timeout=10).status_code == 200
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert "WARNING: the playground listens on 0.0.0.0" in err
+    for line in out.splitlines():
+        if line.startswith("playground "):
+            assert re.fullmatch(rf"playground http://[^/]+:{port}/", line) and "0.0.0.0" not in line
 
 
 def test_a_bind_beyond_loopback_is_announced_loudly() -> None:

@@ -1,5 +1,6 @@
-"""One image for every in-image test: Dockerfile.runpod built once per session by `make image` (the tiny model,
-no flash-attn, the local base of scripts/base-image.sh) and removed at the end.
+"""One image for the in-image tests: Dockerfile.runpod built once per session by `make image` (the tiny model, no
+flash-attn, the local base of scripts/base-image.sh) and removed at the end. The tests of other build arguments
+(test_flash_attn_input.py, test_weights_input.py) build on its layers with `make_image` and remove what they tag.
 
 The build takes minutes and ~8 GB of disk, so it runs where it is asked for: on CI (`CI=true`, which GitHub sets)
 or with F5TTS_IMAGE_TESTS=1. Elsewhere these tests are skipped with that reason; where no builder can run, they
@@ -30,6 +31,20 @@ class BuiltImage:
     containers: Containers
     build_s: float
     log: Path
+    base: str  # the BASE_IMAGE it was built on
+
+
+def make_image(log: Path, tag: str, **build_args: str) -> subprocess.CompletedProcess[bytes]:
+    """`make image IMAGE=tag KEY=VALUE...`, its output written to `log`."""
+    with log.open("w") as out:
+        return subprocess.run(
+            ["make", "--no-print-directory", "image", f"IMAGE={tag}", *(f"{k}={v}" for k, v in build_args.items())],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=BUILD_TIMEOUT_S,
+            check=False,
+        )
 
 
 def _on_ci() -> bool:
@@ -46,28 +61,19 @@ def built_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltImage
         if _on_ci():
             pytest.fail(f"CI=true, but no container builder can run: {exc}")
         pytest.skip(f"no container builder can run here: {exc}")
-    if tag := os.environ.get("F5TTS_TEST_IMAGE"):
-        yield BuiltImage(tag, containers, 0.0, Path(os.devnull))
-        return
     base = subprocess.run(
         ["bash", str(ROOT / "scripts/base-image.sh")], capture_output=True, text=True, timeout=900, check=False
     )
     assert base.returncode == 0, f"no base image: {base.stderr[-3000:]}"
+    if tag := os.environ.get("F5TTS_TEST_IMAGE"):
+        yield BuiltImage(tag, containers, 0.0, Path(os.devnull), base.stdout.strip())
+        return
     tag = f"localhost/f5tts-runpod:test-{uuid.uuid4().hex[:8]}"
     log = tmp_path_factory.mktemp("image") / "build.log"
     started = time.monotonic()
-    with log.open("w") as out:
-        make_image = ["make", "--no-print-directory", "image", f"IMAGE={tag}", f"BASE_IMAGE={base.stdout.strip()}"]
-        built = subprocess.run(
-            [*make_image, "FLASH_ATTN=none", "WEIGHTS=tiny"],
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            timeout=BUILD_TIMEOUT_S,
-            check=False,
-        )
+    built = make_image(log, tag, BASE_IMAGE=base.stdout.strip(), FLASH_ATTN="none", WEIGHTS="tiny")
     try:
         assert built.returncode == 0, f"make image failed:\n{log.read_text()[-6000:]}"
-        yield BuiltImage(tag, containers, time.monotonic() - started, log)
+        yield BuiltImage(tag, containers, time.monotonic() - started, log, base.stdout.strip())
     finally:
         containers.remove_image(tag)

@@ -16,6 +16,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,24 +83,39 @@ class Containers:
             self.remove(name)
 
     def changes(self, name: str) -> list[str]:
-        """Paths the container added or changed on the image's file system."""
+        """Paths the container added or changed on the image's file system. A probe file is copied into the
+        container first and must be among them: changes read from the wrong place (which would list nothing, and so
+        pass any check of what the container wrote) fail here instead."""
+        probe = f"/tmp/f5tts-probe-{uuid.uuid4().hex[:8]}"
+        with tempfile.NamedTemporaryFile() as source:
+            if self.builder == "buildah":
+                self._cli("copy", "--quiet", name, source.name, probe)
+            else:
+                self._cli("cp", source.name, f"{name}:{probe}")
         if self.builder != "buildah":
             lines = self._cli("diff", name).stdout.splitlines()  # "A /path", "C /path", "D /path"
-            return [line.split(None, 1)[1] for line in lines if line[:1] in "AC"]
-        merged = Path(self._cli("mount", name).stdout.strip())
-        try:
-            upper = merged.parent / "diff"  # overlay: the container's own layer, next to its merged view
-            return sorted("/" + str(p.relative_to(upper)) for p in upper.rglob("*") if not p.is_dir())
-        finally:
-            self._cli("umount", name, check=False)
+            where = f"`{self.builder} diff {name}`"
+            changed = [line.split(None, 1)[1] for line in lines if line[:1] in "AC"]
+        else:
+            merged = Path(self._cli("mount", name).stdout.strip())
+            try:
+                upper = merged.parent / "diff"  # overlay: the container's own layer, next to its merged view
+                where = str(upper)
+                assert upper.is_dir(), f"{name}: no overlay layer at {upper} (is the storage driver overlay?)"
+                changed = sorted("/" + str(p.relative_to(upper)) for p in upper.rglob("*") if not p.is_dir())
+            finally:
+                self._cli("umount", name, check=False)
+        assert probe in changed, f"{name}: {where} lacks {probe}, copied into the container: not its changes"
+        return [path for path in changed if path != probe]
 
     def remove(self, name: str) -> None:
         args = ("rm", name) if self.builder == "buildah" else ("rm", "--force", name)
         self._cli(*args, check=False)
 
-    def remove_image(self, image: str) -> None:
+    def remove_image(self, image: str, *, prune: bool = True) -> None:
+        """Remove `image`, and with `prune` the builder's layer cache too."""
         self._cli("rmi", "--force", image, check=False)
-        if self.builder in ("buildah", "podman"):
+        if prune and self.builder in ("buildah", "podman"):
             # Their layer cache is images without a name: 7 GB on the disk. pip's download cache (a cache mount)
             # stays, so the next build installs without downloading again.
             self._cli("rmi", "--prune", check=False)

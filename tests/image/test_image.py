@@ -1,6 +1,7 @@
 """Dockerfile.runpod built for real (tests/image/conftest.py) and run: the jobs of a deploy, inside the image, as
 its own user, on the tiny model with no settings but F5TTS_DEVICE=cpu (no GPU here). RunPod's side is the
-devstack's: the queue emulator, the load-balancer emulator and the local S3, on this machine's loopback."""
+devstack's: the queue emulator, the load-balancer emulator and the local S3, on this machine's loopback. That the
+image cannot reach the Hugging Face Hub is a test of its own (with a stand-in Hub on loopback)."""
 
 from __future__ import annotations
 
@@ -35,12 +36,13 @@ def _name() -> str:
 
 @contextmanager
 def hub_that_records() -> Iterator[tuple[str, list[str]]]:
-    """A stand-in Hugging Face endpoint on loopback that counts connections: the worker must make none."""
+    """A stand-in Hugging Face endpoint on loopback that records each request and answers 404 at once."""
     seen: list[str] = []
 
     class Handler(socketserver.BaseRequestHandler):
         def handle(self) -> None:
             seen.append(self.request.recv(200).decode("latin-1"))
+            self.request.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
 
     server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
@@ -109,48 +111,79 @@ def test_the_self_check_says_the_attention_is_torchs_without_flash_attn(built_im
     assert "self-check ok   device: F5TTS_DEVICE=cpu -> cpu (CPU), dtype float32" in lines
 
 
+# A Hub download as any library in the image would make it (huggingface_hub, which f5-tts and the worker use).
+HUB_DOWNLOAD = """
+import time, huggingface_hub
+started = time.monotonic()
+try:
+    huggingface_hub.hf_hub_download("SWivid/F5-TTS", "F5TTS_v1_Base/vocab.txt")
+    outcome = "downloaded"
+except Exception as exc:
+    outcome = type(exc).__name__
+print(outcome, round(time.monotonic() - started, 2))
+"""
+
+
+def test_the_image_is_offline_for_the_hub(built_image: BuiltImage) -> None:
+    """HF_HUB_OFFLINE=1 is in the image's own environment, and holds: a Hub download attempted in the container
+    fails at once without a connection to the (stand-in) Hub, which the same download does reach with it off."""
+    env = dict(entry.split("=", 1) for entry in built_image.containers.config(built_image.tag)["Env"])
+    assert env["HF_HUB_OFFLINE"] == "1"
+    with hub_that_records() as (hub, seen):
+        offline = built_image.containers.run(
+            built_image.tag, _name(), ["python", "-c", HUB_DOWNLOAD], {"HF_ENDPOINT": hub}
+        )
+        assert offline.returncode == 0, offline.stderr
+        outcome, seconds = offline.stdout.split()
+        assert outcome == "LocalEntryNotFoundError" and float(seconds) < 5 and seen == []
+        online = built_image.containers.run(
+            built_image.tag, _name(), ["python", "-c", HUB_DOWNLOAD], {"HF_ENDPOINT": hub, "HF_HUB_OFFLINE": "0"}
+        )
+        assert online.returncode == 0, online.stderr
+        assert online.stdout.split()[0] != "downloaded"
+        assert any("/SWivid/F5-TTS/" in request for request in seen), seen  # the stand-in is reachable from inside
+
+
 def test_the_queue_worker_runs_jobs_through_runpods_loop(built_image: BuiltImage) -> None:
     name = _name()
     try:
-        with hub_that_records() as (hub, hub_requests):
-            cmd = _worker_cmd(built_image, name, {**CPU, "HF_ENDPOINT": hub})
-            with running_stack(worker_cmd=cmd, respawn=False, ready_timeout_s=600) as stack, api(stack, 120) as client:
-                spoken = client.post("runsync", json={"input": {"text": TEXT, "seed": 5}}).json()
-                assert spoken["status"] == "COMPLETED", f"{spoken}\n{stack.log_tails()}"
-                (result,) = spoken["output"]
-                assert result["audio_url"].startswith(stack.s3_endpoint)
-                audio = httpx.get(result["audio_url"], timeout=30)
-                audio.raise_for_status()
-                samples, rate = soundfile.read(io.BytesIO(audio.content), dtype="float32")
-                assert rate == result["sample_rate"] == 24000
-                assert abs(len(samples) / rate - result["duration"]) < 0.05 and np.abs(samples).max() > 0
+        cmd = _worker_cmd(built_image, name, CPU)
+        with running_stack(worker_cmd=cmd, respawn=False, ready_timeout_s=600) as stack, api(stack, 120) as client:
+            spoken = client.post("runsync", json={"input": {"text": TEXT, "seed": 5}}).json()
+            assert spoken["status"] == "COMPLETED", f"{spoken}\n{stack.log_tails()}"
+            (result,) = spoken["output"]
+            assert result["audio_url"].startswith(stack.s3_endpoint)
+            audio = httpx.get(result["audio_url"], timeout=30)
+            audio.raise_for_status()
+            samples, rate = soundfile.read(io.BytesIO(audio.content), dtype="float32")
+            assert rate == result["sample_rate"] == 24000
+            assert abs(len(samples) / rate - result["duration"]) < 0.05 and np.abs(samples).max() > 0
 
-                upload = {
-                    "action": "upload_voice",
-                    "name": "in-image",
-                    "audio": {"base64": base64.b64encode(_wav()).decode()},
-                    "text": "One two three.",
-                }
-                stored = client.post("runsync", json={"input": upload}).json()
-                assert stored["status"] == "COMPLETED", stored
-                listed = client.post("runsync", json={"input": {"action": "list_voices"}}).json()
-                assert listed["status"] == "COMPLETED", listed
-                assert "in-image" in [voice["name"] for voice in listed["output"][0]["voices"]]
+            upload = {
+                "action": "upload_voice",
+                "name": "in-image",
+                "audio": {"base64": base64.b64encode(_wav()).decode()},
+                "text": "One two three.",
+            }
+            stored = client.post("runsync", json={"input": upload}).json()
+            assert stored["status"] == "COMPLETED", stored
+            listed = client.post("runsync", json={"input": {"action": "list_voices"}}).json()
+            assert listed["status"] == "COMPLETED", listed
+            assert "in-image" in [voice["name"] for voice in listed["output"][0]["voices"]]
 
-                job = {"text": "Hello world. " * 13, "voice": "in-image", "stream": True, "format": "pcm"}
-                job_id = client.post("run", json={"input": job}).json()["id"]
-                chunks: list[dict[str, object]] = []
+            job = {"text": "Hello world. " * 13, "voice": "in-image", "stream": True, "format": "pcm"}
+            job_id = client.post("run", json={"input": job}).json()["id"]
+            chunks: list[dict[str, object]] = []
 
-                def drained() -> bool:
-                    body = client.get(f"stream/{job_id}").json()
-                    chunks.extend(entry["output"] for entry in body["stream"])
-                    return body["status"] in TERMINAL and not body["stream"]
+            def drained() -> bool:
+                body = client.get(f"stream/{job_id}").json()
+                chunks.extend(entry["output"] for entry in body["stream"])
+                return body["status"] in TERMINAL and not body["stream"]
 
-                wait_until(drained, 300, "the streamed job to end", interval=0.2)
-                final = wait_status(client, job_id, TERMINAL)
-                assert final["status"] == "COMPLETED", final
-                assert len(chunks) >= 2 and final["output"] == chunks
-            assert hub_requests == []  # HF_HUB_OFFLINE held: not one connection to the Hub
+            wait_until(drained, 300, "the streamed job to end", interval=0.2)
+            final = wait_status(client, job_id, TERMINAL)
+            assert final["status"] == "COMPLETED", final
+            assert len(chunks) >= 2 and final["output"] == chunks
         _assert_wrote_only_its_data_and_tmp(built_image, name)
     finally:
         built_image.containers.remove(name)

@@ -113,7 +113,11 @@ def test_runtime_pins_are_installed_from_the_shared_hash_pinned_file():
     # Nothing else gets installed by name from an index: the only other install is the pinned flash-attn wheel.
     others = [r for r in runs if ("pip install" in r or "image-pip.sh" in r) and r not in installs]
     assert len(others) == 1 and 'scripts/image-pip.sh install --no-deps "${wheel}"' in others[0]
-    assert 'wheel="/root/.cache/pip/downloads/${FLASH_ATTN_WHEEL}"' in others[0]
+    # A download is cached under a folder keyed by its URL; a wheel of another source is never taken for it.
+    assert (
+        'wheel="/root/.cache/pip/flash-attn/$(printf %s "${FLASH_ATTN}" | sha256sum | cut -c1-16)/${FLASH_ATTN_WHEEL}"'
+        in others[0]
+    )
     # Every install reads the pip configuration the builder passes as secrets, and pip's cache mount.
     for run in [*installs, *others]:
         assert "--mount=type=secret,id=pip-conf --mount=type=secret,id=pip-cert" in run

@@ -142,3 +142,31 @@ def test_every_secret_and_variable_the_workflows_use_is_documented():
     used.discard("GITHUB_TOKEN")  # provided by GitHub
     docs = (REPO_ROOT / "docs" / "deploy.md").read_text()
     assert used and not {name for name in used if f"`{name}`" not in docs}
+
+
+def test_deploy_refuses_to_build_before_the_flash_attn_wheel_is_pinned() -> None:
+    """The image job's first step: without a FLASH_ATTN_SHA256 variable the build would install flash-attn from its
+    URL unchecked, so the job fails there, saying how to get the value. Its script is run here as GitHub runs it."""
+    steps = _load("deploy.yml")["jobs"]["image"]["steps"]
+    first = steps[0]
+    assert first["env"] == {"FLASH_ATTN_SHA256": "${{ vars.FLASH_ATTN_SHA256 }}"}
+    assert [step.get("run", "").startswith("make image ") for step in steps].index(True) > 0
+    (build,) = [step for step in steps if step.get("run", "").startswith("make image ")]
+    assert build["env"]["FLASH_ATTN_SHA256"] == "${{ vars.FLASH_ATTN_SHA256 }}" and "FLASH_ATTN" not in build["env"]
+
+    def run(value: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", "-e", "-c", first["run"]],
+            env={"PATH": "/usr/bin:/bin", "FLASH_ATTN_SHA256": value},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+
+    for missing in ("", "not-a-sha", "A" * 64, "0" * 63):
+        refused = run(missing)
+        assert refused.returncode == 1, missing
+        assert "::error title=FLASH_ATTN_SHA256 is not set to a sha256::" in refused.stdout
+        assert "| sha256sum" in refused.stdout and "has sha256" in refused.stdout  # how to get the value
+    assert run("0123456789abcdef" * 4).returncode == 0

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from safetensors.numpy import save_file
 
 from tests.support import REPO_ROOT, hf_cache_file
 from worker import prefetch
+from worker.config import ModelSettings
 from worker.model_facts import ALIGNER_BUNDLE, PUBLISHED_MODELS, HubFile
 
 
@@ -204,3 +207,69 @@ def test_safetensors_check_catches_broken_headers(tmp_path, cut):
     assert prefetch.safetensors_intact(path)
     path.write_bytes(path.read_bytes()[:cut])
     assert not prefetch.safetensors_intact(path)
+
+
+def test_float16_bake_gives_a_float16_worker_the_same_weights_in_half_the_bytes(
+    tiny_model_env: dict[str, str], make_model_settings: Callable[..., ModelSettings], tmp_path: Path
+) -> None:
+    """`--float16` on a real checkpoint (the tiny model's, in the published layout: `ema_model.` keys, EMA's
+    `initted` and `step`), cached as huggingface_hub caches it (a snapshot link to a blob): the worker's own load
+    (Engine.load: f5-tts's load_model on the CPU in float32, then the cast to float16) gives bit for bit the same
+    model from the baked file as from the original, and `--check` accepts the settings it printed."""
+    import torch
+    from safetensors import safe_open
+
+    from worker.engine import Engine
+
+    cached = build_cache(tmp_path / "hub")
+    snapshot = cached["F5TTS_v1_Base/model_1250000.safetensors"]
+    blob = snapshot.parents[3] / "blobs" / "0123abcd"
+    blob.parent.mkdir()
+    shutil.copyfile(tiny_model_env["F5TTS_CKPT_FILE"], blob)
+    snapshot.unlink()
+    snapshot.symlink_to(blob)
+    original = tmp_path / "original.safetensors"
+    shutil.copyfile(blob, original)
+    build_aligner(tmp_path)
+
+    dest = tmp_path / "f5tts-float16"
+    baked = run_prefetch("--float16", str(dest), hf_home=tmp_path)
+    assert baked.returncode == 0, baked.stderr
+    settings = dict(line.split("=", 1) for line in baked.stdout.splitlines())
+    checkpoint = dest / "model_1250000.float16.safetensors"
+    assert settings == {"F5TTS_CKPT_FILE": str(checkpoint), "F5TTS_VOCAB_FILE": str(dest / "vocab.txt")}
+    assert not snapshot.exists() and not blob.exists()  # the float32 file left the cache, link and blob
+    assert (dest / "vocab.txt").read_bytes() == cached["F5TTS_v1_Base/vocab.txt"].read_bytes()
+    with safe_open(str(checkpoint), "pt") as baked_file, safe_open(str(original), "pt") as original_file:
+        names = set(original_file.keys())
+        assert set(baked_file.keys()) == names
+        for name in names:
+            before, after = original_file.get_tensor(name), baked_file.get_tensor(name)
+            assert after.dtype == (torch.float16 if before.dtype == torch.float32 else before.dtype), name
+    assert checkpoint.stat().st_size < 0.55 * original.stat().st_size
+
+    from_original, from_baked = (
+        Engine.load(make_model_settings(ckpt_file=str(path), dtype="float16", device="cpu")).model.state_dict()
+        for path in (original, checkpoint)
+    )
+    assert from_original.keys() == from_baked.keys()
+    for name, tensor in from_original.items():
+        assert tensor.dtype == from_baked[name].dtype, name
+        assert tensor.numpy().tobytes() == from_baked[name].numpy().tobytes(), name  # bit for bit
+
+    checked = run_prefetch("--check", hf_home=tmp_path, **settings)
+    assert checked.returncode == 0, checked.stderr
+    cached["pytorch_model.bin"].unlink()  # the vocoder stays in the Hub cache: still checked there
+    broken = run_prefetch("--check", hf_home=tmp_path, **settings)
+    assert (
+        broken.returncode == 1 and "vocos-mel-24khz/pytorch_model.bin: not in the Hugging Face cache" in broken.stderr
+    )
+
+
+def test_float16_bake_refuses_an_incomplete_cache(tmp_path: Path) -> None:
+    cached = build_cache(tmp_path / "hub")
+    checkpoint = cached["F5TTS_v1_Base/model_1250000.safetensors"]
+    checkpoint.write_bytes(checkpoint.read_bytes()[:-8])
+    baked = run_prefetch("--float16", str(tmp_path / "dest"), hf_home=tmp_path)
+    assert baked.returncode == 2 and "model_1250000.safetensors: truncated or corrupt" in baked.stderr
+    assert baked.stdout == "" and checkpoint.exists() and not (tmp_path / "dest").exists()

@@ -5,7 +5,7 @@
     f5tts say "A long story..." --stream -o - | ffplay -nodisp -autoexit -   # play as chunks arrive
     f5tts voices list | add NAME AUDIO --text "..." | rm NAME
     f5tts health
-    f5tts playground [--port P] [--no-browser]               # a web page to listen, compare and manage voices
+    f5tts playground [--port P] [--host H [--allow-host NAME]] [--no-browser]   # a web page to hear and manage voices
 
 Configuration comes from the environment: RUNPOD_API_KEY, and F5TTS_ENDPOINT_ID or F5TTS_ENDPOINT_URL (the
 key is deliberately not a command-line option: it would land in shell history and `ps`). The synthesis options
@@ -255,7 +255,7 @@ def cmd_playground(client: Client, args: argparse.Namespace, progress: Progress)
     from f5tts_client import playground
 
     try:
-        playground.run(client, args.host, args.port, open_browser=not args.no_browser)
+        playground.run(client, args.host, args.port, open_browser=not args.no_browser, allow_hosts=args.allow_host)
     except OSError as exc:  # the port is taken, or the address is not this machine's
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
     except KeyboardInterrupt:
@@ -393,6 +393,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--host",
         default="127.0.0.1",
         help="address to listen on (default 127.0.0.1; anything else lets others use your key, and says so)",
+    )
+    play.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="with --host beyond loopback: a name the page may be opened by (IP addresses always work); repeatable",
     )
     play.add_argument("--no-browser", action="store_true", help="do not open a browser; just print the URL")
     play.set_defaults(handler=cmd_playground)

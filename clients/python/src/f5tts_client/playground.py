@@ -5,8 +5,10 @@ the client is configured for (queue or load balancer) through the SDK's `Client`
 process: the page never sees it, and no request the page sends carries it.
 
 Since this server holds the key, every API call must prove it comes from the page it served:
-- the `Host` header must name this server as it was bound (a DNS-rebinding page has another name);
-- the `Origin` header must be this server's own origin (every browser sends one on a POST);
+- the `Host` header must name this server: on loopback, the address it is bound to or `localhost`; bound beyond
+  loopback, any IP address or a name the user allowed (`--allow-host`). A DNS-rebinding page reaches the server
+  under the attacker's own name, which is none of these: rebinding needs a name, never an IP literal;
+- the `Origin` header must be the origin of that same `Host` (every browser sends one on a POST);
 - the `X-Playground-Token` header must carry the random token embedded in the served page. A page of another
   origin cannot read that token, and a custom header on a cross-origin request needs a CORS preflight, which is
   never granted.
@@ -24,9 +26,10 @@ import io
 import ipaddress
 import json
 import secrets
+import socket
 import sys
 import threading
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -113,9 +116,12 @@ def page_config() -> dict[str, Any]:
 
 
 class Playground:
-    """The playground server: `start()` binds and serves in a thread, `url` is where the page is, `stop()` ends it."""
+    """The playground server: `start()` binds and serves in a thread, `url` is where the page is, `stop()` ends it.
 
-    def __init__(self, client: Client, host: str = LOOPBACK, port: int = 0) -> None:
+    `host` is any address or name to listen on, IPv4 or IPv6 (`0.0.0.0` and `::` listen on every address).
+    `allow_hosts` are further names the page may be reached by when the server listens beyond loopback."""
+
+    def __init__(self, client: Client, host: str = LOOPBACK, port: int = 0, allow_hosts: Iterable[str] = ()) -> None:
         self.client = client
         self.token = secrets.token_urlsafe(32)
         playground = self
@@ -123,23 +129,37 @@ class Playground:
         class Handler(_Handler):
             server_playground = playground
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        family = _address_family(host, port)
+
+        class Server(ThreadingHTTPServer):
+            address_family = family
+
+        self._server = Server((host, port), Handler)
         self._server.daemon_threads = True
-        bound_host, bound_port = self._server.server_address[:2]
-        self.host = host if host not in ("", "0.0.0.0", "::") else str(bound_host)
-        self.port = int(bound_port)
-        self.netloc = f"{_url_host(self.host)}:{self.port}"
-        self.allowed_hosts = {self.netloc}
-        if self.host == LOOPBACK:
-            self.allowed_hosts.add(f"localhost:{self.port}")
+        self.port = int(self._server.server_address[1])
+        bound = str(self._server.server_address[0])
+        self.loopback = _is_loopback(bound)
+        # Names for the Host header: with a loopback bind only its address and `localhost`; beyond loopback any IP
+        # literal (see host_allowed), `localhost`, the name it was bound by and the names allowed.
+        self.names = (
+            {"localhost", bound} if self.loopback else {"localhost", host.lower(), *map(str.lower, allow_hosts)}
+        )
+        wildcard = _is_ip(bound) and ipaddress.ip_address(bound).is_unspecified
+        addresses = _machine_addresses(family) if wildcard else [bound if _is_ip(host) else host]
+        self.urls = [f"http://{_url_host(address)}:{self.port}/" for address in addresses]
         self._thread: threading.Thread | None = None
+
+    def host_allowed(self, header: str) -> bool:
+        """Whether a request's `Host` header names this server (see the module's docstring)."""
+        name, port = _split_host_header(header)
+        if (80 if port is None else port) != self.port or not name:
+            return False
+        return name in self.names or (not self.loopback and _is_ip(name))
 
     @property
     def url(self) -> str:
-        return f"http://{self.netloc}/"
-
-    def origin_allowed(self, origin: str) -> bool:
-        return origin in {f"http://{host}" for host in self.allowed_hosts}
+        """The page's address for a browser on this machine (the first of `urls`)."""
+        return self.urls[0]
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._server.serve_forever, name="f5tts-playground", daemon=True)
@@ -248,6 +268,59 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_loopback(address: str) -> bool:
+    return address == "localhost" or (_is_ip(address) and ipaddress.ip_address(address).is_loopback)
+
+
+def _address_family(host: str, port: int) -> socket.AddressFamily:
+    """IPv4 or IPv6, as `host` resolves for listening (ThreadingHTTPServer alone is IPv4 only)."""
+    try:
+        return socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+    except socket.gaierror as exc:
+        raise OSError(exc.errno, f"{host!r} is no address of this machine ({exc.strerror})") from None
+
+
+def _machine_addresses(family: socket.AddressFamily) -> list[str]:
+    """Addresses a person can open for a wildcard bind: loopback first (the browser on this machine), then this
+    machine's own, as its host name resolves and as the route to the outside goes (no packet is sent)."""
+    loopback = "::1" if family == socket.AF_INET6 else LOOPBACK
+    found = [loopback]
+    with contextlib.suppress(OSError):
+        for info in socket.getaddrinfo(socket.gethostname(), None, family, socket.SOCK_STREAM):
+            found.append(str(info[4][0]))
+    with contextlib.suppress(OSError), socket.socket(family, socket.SOCK_DGRAM) as probe:
+        probe.connect(("2001:db8::1" if family == socket.AF_INET6 else "192.0.2.1", 9))  # documentation addresses
+        found.append(str(probe.getsockname()[0]))
+    own = [a for a in dict.fromkeys(found) if not _is_loopback(a) and not ipaddress.ip_address(a).is_link_local]
+    return [loopback, *own]
+
+
+def _split_host_header(header: str) -> tuple[str, int | None]:
+    """(host name or address, lowercase and without brackets; port or None) of a Host header; ("", None) if
+    unreadable."""
+    host, port = header.strip().lower(), ""
+    if host.startswith("["):  # [IPv6]:port
+        host, _, rest = host[1:].partition("]")
+        if rest and not rest.startswith(":"):
+            return "", None
+        port = rest[1:]
+    elif host.count(":") == 1:
+        host, port = host.split(":")
+    elif ":" in host:  # an IPv6 address without brackets is not a valid Host header
+        return "", None
+    if port and not port.isdigit():
+        return "", None
+    return host, int(port) if port else None
+
+
 class _Handler(BaseHTTPRequestHandler):
     server_playground: Playground
     server_version = "f5tts-playground"
@@ -310,13 +383,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def _host_allowed(self) -> bool:
-        return self.headers.get("Host", "") in self.playground.allowed_hosts
+        return self.playground.host_allowed(self.headers.get("Host", ""))
 
     def _refusal(self) -> str | None:
         """Why a POST is refused, or None: it must come from the page this server served."""
         if not self._host_allowed():
             return "This playground answers only at its own address."
-        if not self.playground.origin_allowed(self.headers.get("Origin", "")):
+        if self.headers.get("Origin", "") != f"http://{self.headers.get('Host', '')}":
             return "Requests from other web pages are refused."
         given = self.headers.get(TOKEN_HEADER, "")
         if not secrets.compare_digest(given.encode(), self.playground.token.encode()):
@@ -361,9 +434,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 def exposure_warning(host: str) -> str | None:
     """The loud words for a bind beyond loopback, or None."""
-    with contextlib.suppress(ValueError):
-        if host == "localhost" or ipaddress.ip_address(host).is_loopback:
-            return None
+    if _is_loopback(host):
+        return None
     return (
         f"WARNING: the playground listens on {host}, beyond this machine's loopback. Anyone who can reach this "
         "address and read the page can synthesize, upload and delete voices with YOUR API key and on your bill. "
@@ -371,13 +443,22 @@ def exposure_warning(host: str) -> str | None:
     )
 
 
-def run(client: Client, host: str, port: int, open_browser: bool, out: TextIO = sys.stdout) -> None:
-    """`f5tts playground`: serve until Ctrl-C."""
+def run(
+    client: Client,
+    host: str,
+    port: int,
+    open_browser: bool,
+    out: TextIO = sys.stdout,
+    allow_hosts: Iterable[str] = (),
+) -> None:
+    """`f5tts playground`: serve until Ctrl-C. One `playground <url>` line per address the page can be opened at
+    (several for a wildcard bind, this machine's loopback first)."""
     warning = exposure_warning(host)
     if warning:
         print(warning, file=sys.stderr, flush=True)
-    playground = Playground(client, host, port)
-    print(f"playground {playground.url}", file=out, flush=True)
+    playground = Playground(client, host, port, allow_hosts)
+    for url in playground.urls:
+        print(f"playground {url}", file=out, flush=True)
     if open_browser:
         import webbrowser
 
