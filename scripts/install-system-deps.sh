@@ -10,6 +10,8 @@ if ! command -v ffmpeg >/dev/null 2>&1 || ! ldconfig -p 2>/dev/null | grep -q li
   packages+=(ffmpeg libsndfile1)
 fi
 command -v chromium >/dev/null 2>&1 || packages+=(chromium)
+# ip (iproute2): the playground's wildcard-bind test runs in a network namespace of its own with only loopback up.
+PATH="$PATH:/usr/sbin:/sbin" command -v ip >/dev/null 2>&1 || packages+=(iproute2)
 if { [ "${CI:-}" = true ] || [ "${F5TTS_IMAGE_TESTS:-}" = 1 ]; } && ! docker info >/dev/null 2>&1; then
   command -v buildah >/dev/null 2>&1 || packages+=(buildah)
   command -v debootstrap >/dev/null 2>&1 || packages+=(debootstrap)
