@@ -85,14 +85,14 @@ def started_service(engine: Engine, tmp_path: Path, **worker: Any) -> WorkerServ
 def counting_chunks(service: WorkerService) -> list[object]:
     """The engine chunks the service makes from now on, as the inference thread makes them."""
     made: list[object] = []
-    original = service._on_inference
+    original = service._sampled_in_groups
 
     def counting(*args: Any, **kwargs: Any) -> Iterator[Any]:
         for item in original(*args, **kwargs):
             made.append(item)
             yield item
 
-    service._on_inference = counting  # type: ignore[method-assign]
+    service._sampled_in_groups = counting  # type: ignore[method-assign]
     return made
 
 
