@@ -37,6 +37,9 @@ class WorkerOverrides(TypedDict, total=False):
     fetch_timeout_s: float
     allow_private_urls: bool
     concurrency: int
+    max_batch: int
+    batch_frames: int
+    batch_wait_ms: float
     busy_wait_s: float
     api_key: SecretStr
 
