@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
 import io
 import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import CancelledError
 from importlib.resources import files
 from typing import Any
@@ -247,6 +248,27 @@ def held(thread: InferenceThread) -> threading.Event:
     return release
 
 
+@contextlib.contextmanager
+def gathered(chunks: int) -> Iterator[None]:
+    """Holds the process's inference thread until `chunks` chunks wait for it (at most 60 s), so that the jobs
+    started in the block share their first call however the machine schedules their threads."""
+    release = held(batcher.inference)
+
+    def release_once_queued() -> None:
+        deadline = time.monotonic() + 60
+        while len(batcher.inference._queue) < chunks and time.monotonic() < deadline:
+            time.sleep(0.01)
+        release.set()
+
+    releaser = threading.Thread(target=release_once_queued, daemon=True)
+    releaser.start()
+    try:
+        yield
+    finally:
+        release.set()
+        releaser.join(60)
+
+
 def test_pending_chunks_of_several_jobs_share_one_call_by_length(
     engine: Engine, reference: tuple[np.ndarray, int], calls: list[list[int]]
 ) -> None:
@@ -419,7 +441,8 @@ def test_queue_mode_concurrent_jobs_are_batched_and_sound_as_they_do_alone(
     def run_job(job_input: dict) -> list[dict]:
         return list(service.run(job_input))
 
-    results: list[Any] = concurrently([functools.partial(run_job, j) for j in jobs])
+    with gathered(len(jobs)):
+        results: list[Any] = concurrently([functools.partial(run_job, j) for j in jobs])
     assert max(len(c) for c in calls) > 1, calls  # at least two jobs shared a call
     for items, wave in zip(results, alone, strict=True):
         assert_same_pcm(pcm(items[0]), wave)
@@ -498,7 +521,8 @@ def test_http_mode_concurrent_requests_are_batched_and_sound_as_they_do_alone(
     ]
     alone = speak_over_http(service, bodies, together=False)
     calls.clear()
-    together = speak_over_http(service, bodies, together=True)
+    with gathered(len(bodies)):
+        together = speak_over_http(service, bodies, together=True)
     assert max(len(c) for c in calls) > 1, calls
     for batched, single in zip(together, alone, strict=True):
         assert_same_pcm(pcm16(batched), pcm16(single))
@@ -538,7 +562,8 @@ def test_queue_mode_running_out_of_memory_splits_the_shared_call_and_serves_ever
     def run_job(job_input: dict) -> list[dict]:
         return list(service.run(job_input))
 
-    results: list[Any] = concurrently([functools.partial(run_job, job(text, seed)) for seed, text in ALIKE.items()])
+    with gathered(len(ALIKE)):
+        results: list[Any] = concurrently([functools.partial(run_job, job(text, seed)) for seed, text in ALIKE.items()])
     assert_split_and_retried(calls)
     for seed, items in zip(ALIKE, results, strict=True):
         assert_same_pcm(pcm(items[0]), alone[seed])
@@ -553,7 +578,9 @@ def test_http_mode_running_out_of_memory_splits_the_shared_call_and_serves_every
     alone = speak_over_http(http_service(engine, tmp_path), bodies, together=False)
     failing_above(2, engine, calls, monkeypatch)
     calls.clear()
-    together = speak_over_http(http_service(engine, tmp_path, **ALL_THREE), bodies, together=True)
+    service = http_service(engine, tmp_path, **ALL_THREE)
+    with gathered(len(bodies)):
+        together = speak_over_http(service, bodies, together=True)
     assert_split_and_retried(calls)
     for batched, single in zip(together, alone, strict=True):
         assert_same_pcm(pcm16(batched), pcm16(single))
@@ -621,10 +648,11 @@ def test_http_mode_a_client_that_hangs_up_leaves_the_shared_calls_and_its_batch_
             kept.append(response.content)
 
         threads = [threading.Thread(target=hang_up), threading.Thread(target=listen)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(120)
+        with gathered(2):
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(120)
     assert statuses == {"gone": 200, "kept": 200}
     assert any(min(call) < 200 <= max(call) for call in calls), calls  # the two requests shared a call
     gone = [seed for call in calls for seed in call if seed < 200]
