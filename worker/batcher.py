@@ -13,8 +13,8 @@ Two kinds of task wait for it, in arrival order:
   sway_sampling_coef) and batch limits, within the limits (`BatchLimits`: items, padded frames, similar
   lengths). It waits at most `wait_s` for company, runs one call and hands each chunk its wave.
 
-A chunk's audio does not depend on its batch mates (Engine.sample), so batching changes speed, never what a
-request hears. A cancelled job's chunks leave before the call (its `cancelled` event, or its futures cancelled);
+A chunk's audio does not depend on its batch mates beyond float rounding (Engine.sample), so batching changes
+speed, never what a request hears. A cancelled job's chunks leave before the call (its `cancelled` event, or its futures cancelled);
 an out-of-memory error splits the batch in halves and retries each (without the chunks of jobs cancelled
 meanwhile), down to one chunk.
 """
