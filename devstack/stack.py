@@ -118,6 +118,11 @@ class QueueStack(LocalStack):
         """The last lines each worker wrote, for error messages."""
         return "\n".join(f"--- {w.worker_id}\n{w.log_tail(lines)}" for w in self._workers.values())
 
+    def worker_logs(self) -> str:
+        """Everything the current workers have written so far (their worker.log files), for tests that check
+        what a worker did."""
+        return "\n".join(w.log_path.read_text(errors="replace") for w in self._workers.values() if w.log_path.exists())
+
     def call(self, fn: Callable[..., T], *args: Any, timeout: float = 10.0) -> T:
         """Run `fn(*args)` on the emulator's event loop (its state is not thread-safe) and return the result."""
         return self._server.call(fn, *args, timeout=timeout)

@@ -13,9 +13,10 @@ Two kinds of task wait for it, in arrival order:
   sway_sampling_coef) and batch limits, within the limits (`BatchLimits`: items, padded frames, similar
   lengths). It waits at most `wait_s` for company, runs one call and hands each chunk its wave.
 
-A chunk's audio does not depend on its batch mates (Engine.sample), so batching changes speed, never what a
-request hears. A cancelled job's chunks leave before the call (its `cancelled` event, or its futures cancelled);
-an out-of-memory error splits the batch in halves and retries each, down to one chunk.
+A chunk's audio does not depend on its batch mates beyond float rounding (Engine.sample), so batching changes
+speed, never what a request hears. A cancelled job's chunks leave before the call (its `cancelled` event, or its futures cancelled);
+an out-of-memory error splits the batch in halves and retries each (without the chunks of jobs cancelled
+meanwhile), down to one chunk.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ import collections
 import logging
 import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -43,8 +45,8 @@ MAX_LENGTH_SPREAD = 2.0
 
 # Defaults by device. On a GPU, F5 at batch 1 is bound by kernel launches (~2,000 ops per step), so 8 chunks in
 # one pass cost little more than one; 8 reference+chunk sequences of F5's ~22 s (~2,000 frames) each fit the
-# frame budget. On a CPU the arithmetic is the bottleneck: a batch costs what its items cost in turn (0.94x
-# measured, 8 at once vs 8 in turn; bench/batching.py), so the CPU runs one chunk at a time and waits for nobody.
+# frame budget. On a CPU the arithmetic is the bottleneck and a batch costs more than its chunks in turn (the
+# figures: docs/benchmarks.md, "Batching"), so the CPU runs one chunk at a time and waits for nobody.
 GPU_MAX_BATCH = 8
 GPU_BATCH_WAIT_MS = 5.0
 
@@ -69,33 +71,20 @@ class BatchLimits:
         )
 
 
-def runs_on_gpu(device_setting: str) -> bool:
-    """Whether F5TTS_DEVICE will give a GPU (`auto`: on RunPod, or where CUDA is available)."""
-    if device_setting == "auto":
-        from worker.engine import on_runpod
-
-        if on_runpod():
-            return True
-        import torch
-
-        return torch.cuda.is_available()
-    return device_setting.startswith("cuda")
-
-
-def batch_limits(settings: Settings, device: str | None = None) -> BatchLimits:
-    """The limits F5TTS_MAX_BATCH, F5TTS_BATCH_FRAMES and F5TTS_BATCH_WAIT_MS set, defaults by device: the loaded
-    engine's `device` where known, else the one F5TTS_DEVICE will give."""
+def batch_limits(settings: Settings, device: str) -> BatchLimits:
+    """The limits F5TTS_MAX_BATCH, F5TTS_BATCH_FRAMES and F5TTS_BATCH_WAIT_MS set, with defaults for `device`:
+    the torch device the engine loaded on (not F5TTS_DEVICE: `auto` may have fallen back to the CPU)."""
     worker = settings.worker
-    gpu = device.startswith("cuda") if device is not None else runs_on_gpu(settings.model.device)
+    gpu = device.startswith("cuda")
     max_batch = worker.max_batch or (GPU_MAX_BATCH if gpu else 1)
     wait_ms = worker.batch_wait_ms if worker.batch_wait_ms is not None else (GPU_BATCH_WAIT_MS if gpu else 0.0)
     return BatchLimits(max_batch=max_batch, max_frames=worker.batch_frames, wait_s=wait_ms / 1000)
 
 
-def concurrency(settings: Settings) -> int:
-    """Jobs a worker runs at once (F5TTS_CONCURRENCY): by default as many as a batch takes, so it can fill. Known
-    before the model loads (RunPod and the http slots ask at start), so from F5TTS_DEVICE."""
-    return settings.worker.concurrency or batch_limits(settings).max_batch
+def concurrency(settings: Settings, limits: BatchLimits) -> int:
+    """Jobs a worker runs at once (F5TTS_CONCURRENCY): by default as many as a batch under `limits` takes, so
+    concurrent jobs can fill it."""
+    return settings.worker.concurrency or limits.max_batch
 
 
 def group_chunks(requests: Sequence[ChunkRequest], limits: BatchLimits) -> list[list[ChunkRequest]]:
@@ -236,34 +225,56 @@ class InferenceThread:
         return sorted(batch, key=lambda chunk: order[id(chunk)])
 
     def _sample(self, chunks: list[_Chunk]) -> None:
-        """One Engine.sample call for `chunks`; on running out of memory, each half on its own."""
+        """One Engine.sample call for `chunks` (less those whose job was cancelled meanwhile); on running out of
+        memory, each half on its own."""
+        chunks = self._still_wanted(chunks)
         if not chunks:
             return
         import torch
 
+        engine = chunks[0].engine
         started = time.perf_counter()
         try:
-            waves = chunks[0].engine.sample([chunk.request for chunk in chunks])
+            waves = engine.sample([chunk.request for chunk in chunks])
         except torch.OutOfMemoryError as exc:
+            # The failed call's frames (their locals hold its GPU tensors) are cleared now, not when the future
+            # that carries the error is dropped.
+            traceback.clear_frames(exc.__traceback__)
             if len(chunks) == 1:
                 chunks[0].future.set_exception(exc)
                 return
-            log.warning("out of memory sampling %d chunks at once; retrying them in two halves", len(chunks))
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            half = len(chunks) // 2
-            self._sample(chunks[:half])
-            self._sample(chunks[half:])
-            return
         except BaseException as exc:
             for chunk in chunks:
                 chunk.future.set_exception(exc)
             return
-        elapsed = time.perf_counter() - started
-        log.debug("sampled %d chunk(s) in one call, %.3f s", len(chunks), elapsed)
-        frames = sum(chunk.request.frames for chunk in chunks)
-        for chunk, wave in zip(chunks, waves, strict=True):
-            chunk.future.set_result(SampledChunk(wave, elapsed * chunk.request.frames / frames))
+        else:
+            elapsed = time.perf_counter() - started
+            jobs = len({id(chunk.cancelled) for chunk in chunks})
+            log.debug("sampled %d chunk(s) of %d job(s) in one call, %.3f s", len(chunks), jobs, elapsed)
+            frames = sum(chunk.request.frames for chunk in chunks)
+            for chunk, wave in zip(chunks, waves, strict=True):
+                chunk.future.set_result(SampledChunk(wave, elapsed * chunk.request.frames / frames))
+            return
+        # Out of memory: retried here, after the `except` block, so that the error (and the traceback that
+        # references the failed call) is gone and its memory is free before the halves run.
+        log.warning("out of memory sampling %d chunks at once; retrying them in two halves", len(chunks))
+        if str(engine.device).startswith("cuda"):
+            torch.cuda.empty_cache()
+        half = len(chunks) // 2
+        self._sample(chunks[:half])
+        self._sample(chunks[half:])  # checked again: a job may have been cancelled while the first half ran
+
+    @staticmethod
+    def _still_wanted(chunks: list[_Chunk]) -> list[_Chunk]:
+        """`chunks` less those of cancelled jobs; theirs (already running, so not cancellable) get CancelledError,
+        as a dropped chunk's future does."""
+        wanted = []
+        for chunk in chunks:
+            if chunk.cancelled.is_set():
+                chunk.future.set_exception(CancelledError())
+            else:
+                wanted.append(chunk)
+        return wanted
 
 
 # The process's one inference thread: every WorkerService of the process shares it (tests build many).

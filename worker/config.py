@@ -146,8 +146,8 @@ class WorkerSettings(BaseSettings):
         le=64,
         description="Most text chunks (of one job or of concurrent ones, with the same `nfe_step`, `cfg_strength` "
         "and `sway_sampling_coef`) sampled in one model call; default: 8 on a GPU (where one chunk leaves it mostly "
-        "idle), 1 on a CPU (where a batch costs what its chunks cost in turn). A chunk's audio never depends on "
-        "its batch mates.",
+        "idle), 1 on a CPU (where a batch costs more than its chunks one by one). A batch mate never changes a "
+        "chunk's words, length or voice; its samples agree within float rounding.",
     )
     batch_frames: int = Field(
         16384,

@@ -20,7 +20,7 @@ import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
-from worker import batcher, log_redaction
+from worker import log_redaction
 from worker.async_bridge import iterate_in_thread
 from worker.config import get_settings
 from worker.lean_imports import load_runpod
@@ -87,8 +87,7 @@ def main() -> None:
         asyncio.run(serve(build_service(start=False), settings))  # loads the model while /ping says 204
         return
     runpod, runpod_failure = load_runpod()  # not at module level: importers of this module (tests, devstack) need none
-    build_service(runpod_failure)
-    jobs_at_once = batcher.concurrency(settings)
+    jobs_at_once = build_service(runpod_failure).concurrency  # after the load: for the device it loaded on
     local_test = any(arg.startswith("--test_input") for arg in sys.argv[1:])
     runpod.serverless.start(
         {

@@ -9,8 +9,9 @@ floats (seconds of silence). The rules:
   hours of audio).
 - A blank line between two paragraphs is PARAGRAPH_SECONDS of silence; a single newline is not a pause (it ends
   a sentence, as before).
-- A text that starts with `<speak>` is SSML: `<break>` as above, `<p>` paragraphs PARAGRAPH_SECONDS apart, `<s>`
-  sentences; every other tag is dropped and its text kept. Its whitespace is XML's: blank lines are not pauses.
+- A text that starts with `<speak>` (after an XML declaration, if any) is SSML: `<break>` as above, `<p>`
+  paragraphs PARAGRAPH_SECONDS apart, `<s>` sentences; every other tag is dropped and its text kept. Its
+  whitespace is XML's: blank lines are not pauses.
 - Outside SSML only `<break` is markup: any other `<`, `>` or `&` is text and is spoken as before.
 
 A malformed break (unclosed, an unknown attribute, a bad time or strength, too long) or SSML that is not
@@ -47,7 +48,8 @@ _BREAK_TAG = re.compile(rf"<break((?:{_ATTRIBUTE})*)\s*/?>(?:\s*</break\s*>)?", 
 _ATTRIBUTES = re.compile(_ATTRIBUTE)
 _TIME = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s)\s*", re.IGNORECASE)
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t\r\f\v]*\n\s*")
-_SSML_START = re.compile(r"\s*<speak[\s>]", re.IGNORECASE)
+# SSML files often open with an XML declaration (`<?xml version="1.0" encoding="UTF-8"?>`) before `<speak>`.
+_SSML_START = re.compile(r"\s*(?:<\?xml\s[^>]*\?>\s*)?<speak[\s>]", re.IGNORECASE)
 
 
 class MarkupError(ValueError):
@@ -141,7 +143,7 @@ def _ssml(text: str) -> list[_Item]:
     reader = _SsmlReader()
     parser = ET.XMLParser(target=reader)
     try:
-        parser.feed(text)
+        parser.feed(text.lstrip())  # an XML declaration must be the document's very first characters
         parser.close()
     except ET.ParseError as exc:
         raise MarkupError(f"the SSML is not well-formed XML: {exc}") from None

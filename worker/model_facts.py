@@ -83,7 +83,9 @@ def builtin_audio_file() -> Path:
 # config and every reference must agree with them.
 SAMPLE_RATE = 24000
 HOP_LENGTH = 256  # samples per mel frame: a frame is ~10.7 ms
-MEL_SETTINGS = {"target_sample_rate": SAMPLE_RATE, "n_mel_channels": 100, "hop_length": HOP_LENGTH}
+N_MELS = 100
+N_FFT = 1024
+MEL_SETTINGS = {"target_sample_rate": SAMPLE_RATE, "n_mel_channels": N_MELS, "hop_length": HOP_LENGTH}
 
 
 # Settings an image build chose (Dockerfile.runpod: the attention backend that follows from FLASH_ATTN, the tiny

@@ -123,7 +123,8 @@ class WorkerService:
         self._engine_factory = engine_factory
         self.engine: Engine | None = None
         self.startup_error: str | None = None
-        self.batch_limits = batcher.batch_limits(settings)  # refined by the loaded engine's device
+        # Set for the device the engine loads on; until then (and if it fails to load) the CPU's: one at a time.
+        self.batch_limits = batcher.batch_limits(settings, "cpu")
         # The word aligner, loaded once on the inference thread (at start with F5TTS_ALIGNER_PRELOAD, else by
         # the first job that wants words); a load failure is kept: jobs then get estimated times, not errors.
         self._aligner: Aligner | None = None
@@ -132,18 +133,24 @@ class WorkerService:
         self.store: ObjectStore = open_store(settings.storage, local_root=Path(data_dir) / "store")
         self.voices = VoiceLibrary(self.store, cache_dir=Path(data_dir) / "voice-cache")
 
+    @property
+    def concurrency(self) -> int:
+        """Jobs this worker runs at once: from the same limits the batches follow (the loaded engine's device), so
+        the queue's concurrency modifier, the http slots and health agree with the batch size."""
+        return batcher.concurrency(self.settings, self.batch_limits)
+
     # ----------------------------------------------------------------------------------------------- start-up
     def start(self) -> None:
         self.voices.sweep_orphans()  # audio left by saves that crashed or lost a race (best effort)
         try:
-            self.engine = self._on_inference_thread(self._engine_factory)
+            self.engine = self._run_on_inference_thread(self._engine_factory)
             self.batch_limits = batcher.batch_limits(self.settings, str(self.engine.device))
             if self.settings.model.warmup:
                 t0 = time.perf_counter()
-                self._on_inference_thread(self.engine.warmup)
+                self._run_on_inference_thread(self.engine.warmup)
                 log.info("warm-up synthesis took %.2f s", time.perf_counter() - t0)
             if self.settings.model.aligner_preload:
-                self._on_inference_thread(self._load_aligner)
+                self._run_on_inference_thread(self._load_aligner)
         except Exception as exc:
             log.exception("model failed to load; every job will get model_unavailable")
             self.engine = None
@@ -208,7 +215,7 @@ class WorkerService:
             seed=seed,
         )
         speech = Speech(voice=reference.name, seed=seed, sample_rate=self.engine.sample_rate, pieces=iter(()))
-        speech.pieces = self._pieces(speech, self._on_inference(self.engine, requests, job, cancelled), job)
+        speech.pieces = self._pieces(speech, self._sampled_in_groups(self.engine, requests, job, cancelled), job)
         return speech
 
     def _spoken(self, chunk: GeneratedChunk, job: SynthesizeInput, sample_rate: int) -> _SpokenChunk:
@@ -219,7 +226,9 @@ class WorkerService:
         whole wave. A pause spanning a chunk join is then at most the two chunks' edges (0.5 s each), which
         keeps the rule "no pause over 1 s"."""
         wave = audio.remove_silences(chunk.samples, sample_rate) if job.remove_silence else chunk.samples
-        words = self._on_inference_thread(self._time_words, wave, sample_rate, chunk.text) if job.wants_words else None
+        words = (
+            self._run_on_inference_thread(self._time_words, wave, sample_rate, chunk.text) if job.wants_words else None
+        )
         return _SpokenChunk(chunk, wave, words)
 
     def _load_aligner(self) -> Aligner | None:
@@ -283,7 +292,7 @@ class WorkerService:
                 last=chunk.index == chunk.count - 1,
             )
 
-    def _on_inference(
+    def _sampled_in_groups(
         self, engine: Engine, requests: list[ChunkRequest], job: SynthesizeInput, cancelled: threading.Event
     ) -> Iterator[_SpokenChunk]:
         """The speech's chunks, sampled on the inference thread in the groups `batcher.group_chunks` makes (the
@@ -417,12 +426,12 @@ class WorkerService:
         if prepared.text:
             return prepared, prepared.text
         assert self.engine is not None  # jobs run only once the engine has loaded (`handle` checks)
-        text = self._on_inference_thread(self.engine.transcribe, prepared.samples, prepared.sample_rate).strip()
+        text = self._run_on_inference_thread(self.engine.transcribe, prepared.samples, prepared.sample_rate).strip()
         if not text:
             raise ContractError(ErrorCode.audio_unreadable, "no speech was recognised in the reference audio", field)
         return prepared, text
 
-    def _on_inference_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+    def _run_on_inference_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         """`fn(*args)` on the inference thread, after whatever is queued there; its exception is raised here."""
         return batcher.inference.call(fn, *args).result()
 
@@ -487,7 +496,7 @@ class WorkerService:
             attn_backend=engine.attn_backend,
             storage=self.store.kind,
             sample_rate=engine.sample_rate,
-            concurrency=batcher.concurrency(self.settings),
+            concurrency=self.concurrency,
             max_batch=self.batch_limits.max_batch,
             batch_frames=self.batch_limits.max_frames,
             batch_wait_ms=round(self.batch_limits.wait_s * 1000, 3),

@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 import yaml
 
+from worker.model_facts import HOP_LENGTH, N_FFT, N_MELS, SAMPLE_RATE
+
 MODEL_NAME = "F5TTS_tiny"
 SEED = 1234
 # Bumped when what is built changes, so an old directory is rebuilt instead of reused.
@@ -37,21 +39,39 @@ TINY_ARCH = {
     "attn_mask_enabled": False,
     "checkpoint_activations": False,
 }
-# The layout of charactr/vocos-mel-24khz's config.yaml with a one-layer, 64-wide backbone.
-TINY_VOCOS = {
-    "feature_extractor": {
-        "class_path": "vocos.feature_extractors.MelSpectrogramFeatures",
-        "init_args": {"sample_rate": 24000, "n_fft": 1024, "hop_length": 256, "n_mels": 100, "padding": "center"},
-    },
-    "backbone": {
-        "class_path": "vocos.models.VocosBackbone",
-        "init_args": {"input_channels": 100, "dim": 64, "intermediate_dim": 128, "num_layers": 1},
-    },
-    "head": {
-        "class_path": "vocos.heads.ISTFTHead",
-        "init_args": {"dim": 64, "n_fft": 1024, "hop_length": 256, "padding": "same"},
-    },
-}
+
+
+def vocos_config(dim: int, intermediate_dim: int, num_layers: int) -> dict:
+    """A Vocos configuration in the layout of charactr/vocos-mel-24khz's config.yaml (the vocoder f5-tts uses, on
+    F5's mel settings), with a backbone of the given size."""
+    return {
+        "feature_extractor": {
+            "class_path": "vocos.feature_extractors.MelSpectrogramFeatures",
+            "init_args": {
+                "sample_rate": SAMPLE_RATE,
+                "n_fft": N_FFT,
+                "hop_length": HOP_LENGTH,
+                "n_mels": N_MELS,
+                "padding": "center",
+            },
+        },
+        "backbone": {
+            "class_path": "vocos.models.VocosBackbone",
+            "init_args": {
+                "input_channels": N_MELS,
+                "dim": dim,
+                "intermediate_dim": intermediate_dim,
+                "num_layers": num_layers,
+            },
+        },
+        "head": {
+            "class_path": "vocos.heads.ISTFTHead",
+            "init_args": {"dim": dim, "n_fft": N_FFT, "hop_length": HOP_LENGTH, "padding": "same"},
+        },
+    }
+
+
+TINY_VOCOS = vocos_config(dim=64, intermediate_dim=128, num_layers=1)  # one layer, 64 wide
 
 # A wav2vec 2.0 of the production aligner's family (torchaudio.models.wav2vec2_model) with the same feature
 # extractor strides (so the same 20 ms frames) and the same 29 letter labels, but 32 channels and one layer.

@@ -1,11 +1,14 @@
 """Queue mode batching through the real `runpod.serverless.start` loop (devstack emulator, one real
-`python -m worker.handler` on the tiny model): jobs taken together through the concurrency modifier and batched
-sound as they do one at a time, and health reports the batching settings."""
+`python -m worker.handler` on the tiny model): jobs taken together through the concurrency modifier share model
+calls (the worker's debug log says so for each call) and sound as they do one at a time, and health reports the
+batching settings."""
 
 from __future__ import annotations
 
 import base64
 import io
+import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -24,7 +27,26 @@ TEXTS = [
     "The seasons turn without asking anyone.",
     "The tides follow the moon all night long.",
 ]
-BATCHING = {"F5TTS_CONCURRENCY": "4", "F5TTS_MAX_BATCH": "4", "F5TTS_BATCH_WAIT_MS": "300"}
+BATCHING = {
+    "F5TTS_CONCURRENCY": "4",
+    "F5TTS_MAX_BATCH": "4",
+    "F5TTS_BATCH_WAIT_MS": "300",
+    "F5TTS_LOG_LEVEL": "DEBUG",  # worker.batcher logs each model call with its chunks and jobs
+    "RUNPOD_LOG_LEVEL": "INFO",  # the runpod SDK's own debug output is not needed
+}
+# worker.batcher's line for each Engine.sample call.
+SAMPLED = re.compile(r"sampled (\d+) chunk\(s\) of (\d+) job\(s\) in one call")
+
+
+def logged_calls(stack: Any, chunks: int) -> list[tuple[int, int]]:
+    """(chunks, jobs) of each model call the worker has logged, once the calls hold `chunks` chunks in all (the
+    log reaches its file a moment after the jobs complete)."""
+    deadline = time.monotonic() + 30
+    while True:
+        calls = [(int(n), int(jobs)) for n, jobs in SAMPLED.findall(stack.worker_logs())]
+        if sum(n for n, _ in calls) >= chunks or time.monotonic() > deadline:
+            return calls
+        time.sleep(0.1)
 
 
 def pcm(output: list[dict[str, Any]]) -> np.ndarray:
@@ -48,9 +70,13 @@ def test_jobs_taken_together_are_batched_and_sound_as_they_do_one_at_a_time() ->
             assert done["status"] == "COMPLETED", done
             return pcm(done["output"])
 
-        alone = [run(job) for job in jobs]
+        alone = [run(job) for job in jobs]  # each text is one chunk
+        assert logged_calls(stack, len(jobs)) == [(1, 1)] * len(jobs)  # one at a time: a call each
         with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
             together = list(pool.map(run, jobs))
+        together_calls = logged_calls(stack, 2 * len(jobs))[len(jobs) :]
+    assert sum(n for n, _ in together_calls) == len(jobs), together_calls
+    assert max(jobs for _, jobs in together_calls) > 1, together_calls  # jobs taken together shared a model call
     for batched, single in zip(together, alone, strict=True):
         assert batched.shape == single.shape
         assert np.abs(batched - single).max() <= 2 / 32768  # 16-bit WAV: float noise may flip the last bit

@@ -45,6 +45,9 @@ class WorkerOverrides(TypedDict, total=False):
     fetch_timeout_s: float
     allow_private_urls: bool
     concurrency: int
+    max_batch: int
+    batch_frames: int
+    batch_wait_ms: float
     busy_wait_s: float
     api_key: SecretStr
 
@@ -99,12 +102,12 @@ def serving(app: FastAPI) -> Iterator[int]:
 def counting_chunks(service: WorkerService) -> list[object]:
     """The engine chunks the service makes from now on, as the inference thread makes them."""
     made: list[object] = []
-    original = service._on_inference
+    original = service._sampled_in_groups
 
     def counting(*args: Any, **kwargs: Any) -> Iterator[Any]:
         for item in original(*args, **kwargs):
             made.append(item)
             yield item
 
-    service._on_inference = counting  # type: ignore[method-assign]
+    service._sampled_in_groups = counting  # type: ignore[method-assign]
     return made

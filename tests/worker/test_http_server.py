@@ -403,14 +403,14 @@ def test_a_client_that_goes_away_mid_stream_frees_its_slot_and_stops_its_job(eng
     service = WorkerService(settings, engine_factory=lambda: engine)
     service.start()
     chunks_made = []
-    original = service._on_inference  # engine chunks, as the inference thread makes them
+    original = service._sampled_in_groups  # engine chunks, as the inference thread makes them
 
     def counting(*args, **kwargs):
         for chunk in original(*args, **kwargs):
             chunks_made.append(chunk)
             yield chunk
 
-    monkeypatch.setattr(service, "_on_inference", counting)
+    monkeypatch.setattr(service, "_sampled_in_groups", counting)
     text = " ".join(["The fox runs far away into the forest to hide from the dog."] * 20)  # ten text chunks
     with serving(create_app(service, settings, start_service=False)) as url:
         with httpx.stream("POST", f"{url}/v1/audio/speech", json=speech_body(input=text, response_format="pcm")) as r:

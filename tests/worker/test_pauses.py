@@ -8,14 +8,18 @@ from __future__ import annotations
 import base64
 import io
 import json
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+from tests.worker.helpers import make_service
 from tests.worker.test_chunk_plan import DEFAULT_VOICE, DIT_MAX_FRAMES
 from tests.worker.test_http_server import app_client, assert_openai_error
 from worker.chunk_plan import PlannedChunk, plan_speech
+from worker.config import StorageSettings
+from worker.engine import ChunkRequest, Engine
 from worker.markup import BREAK_STRENGTHS, MAX_BREAK_SECONDS, PARAGRAPH_SECONDS, MarkupError, parse
 from worker.schema import ContractError, ErrorBody, ErrorCode
 from worker.service import WorkerService
@@ -52,6 +56,12 @@ PAUSES_S = [0.7, PARAGRAPH_SECONDS, BREAK_STRENGTHS["strong"]]
             "<speak><p>One.</p>\n\n<p><s>Two</s><s>Three</s></p></speak>",
             ["One.", PARAGRAPH_SECONDS, "\nTwo\n\nThree\n"],
         ),
+        ('<?xml version="1.0"?><speak>One.<break time="300ms"/>Two.</speak>', ["One.", 0.3, "Two."]),
+        (
+            ' <?xml version="1.0" encoding="UTF-8"?>\n<speak version="1.1" xmlns="http://www.w3.org/2001/10/synthesis">'
+            'Tom &amp; Jerry.<break strength="weak"/>Done.</speak>',
+            ["Tom & Jerry.", BREAK_STRENGTHS["weak"], "Done."],
+        ),
     ],
 )
 def test_texts_read_as_speech_and_silences(text: str, segments: list) -> None:
@@ -72,6 +82,7 @@ def test_texts_read_as_speech_and_silences(text: str, segments: list) -> None:
         ('Wait <break pause="1s"/>', "only `time` and `strength`"),
         ("<speak>Unclosed <emphasis>tag</speak>", "not well-formed"),
         ("<speak>One</speak> and after", "not well-formed"),
+        ('<?xml version="1.0"?><speak>Unclosed <emphasis>tag</speak>', "not well-formed"),
         ('<speak><!DOCTYPE x [<!ENTITY a "aaaa">]>&a;</speak>', "no <!DOCTYPE>"),
         ('<speak>Long <break time="9s"/></speak>', f"at most {MAX_BREAK_SECONDS:g} s"),
         ('Many <break time="5s"/>' * 25, "add up to 125 s"),
@@ -143,6 +154,31 @@ def test_breaks_are_silence_of_their_length_streamed_and_whole(local_service: Wo
         [(start, length)] = silences(pcm16(piece["audio_base64"]))
         assert length == pytest.approx(pause, abs=TOLERANCE_S)
         assert start + length == pytest.approx(piece["duration"], abs=1e-3)
+    assert np.array_equal(np.concatenate([pcm16(p["audio_base64"]) for p in pieces]), samples)
+
+
+def test_pauses_stand_between_chunks_sampled_in_one_call(engine: Engine, tmp_path, monkeypatch) -> None:
+    """With batching on (F5TTS_MAX_BATCH 4): the passages after the first are sampled in one model call, and each
+    pause is still silence of its length, the stream still the whole result sample for sample."""
+    service = make_service(engine, StorageSettings(_env_file=None), tmp_path, max_batch=4, batch_wait_ms=50.0)
+    sizes: list[int] = []
+    real = engine.sample
+
+    def counted(requests: Sequence[ChunkRequest]) -> list[np.ndarray]:
+        sizes.append(len(requests))
+        return real(requests)
+
+    monkeypatch.setattr(engine, "sample", counted)
+    [whole] = list(service.run({"text": PAUSED, **FAST}))
+    *pieces, end = list(service.run({"text": PAUSED, "stream": True, **FAST}))
+    assert sizes == [1, 2, 1, 2]  # per job: the first chunk alone, then the two passages after it together
+    samples = pcm16(whole["audio_base64"])
+    assert_pauses(samples, PAUSES_S)
+    assert whole["duration"] == end["duration"] == pytest.approx(samples.size / RATE, abs=1e-3)
+    for piece, pause in zip(pieces, PAUSES_S, strict=True):
+        [(start, length)] = silences(pcm16(piece["audio_base64"]))
+        assert length == pytest.approx(pause, abs=TOLERANCE_S)
+        assert start + length == pytest.approx(piece["duration"], abs=1e-3)  # each piece ends in its pause
     assert np.array_equal(np.concatenate([pcm16(p["audio_base64"]) for p in pieces]), samples)
 
 

@@ -13,7 +13,6 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from worker import batcher
 from worker.config import Settings
 from worker.http_server import elevenlabs, elevenlabs_realtime, native, openai
 from worker.http_server.body_limit import BodyLimitMiddleware
@@ -43,7 +42,7 @@ def create_app(service: WorkerService, settings: Settings, *, start_service: boo
     state = HttpState(
         service=service,
         settings=settings,
-        slots=SynthesisSlots(batcher.concurrency(settings), settings.worker.busy_wait_s),
+        slots=SynthesisSlots(service.concurrency, settings.worker.busy_wait_s),
         loading=start_service and service.engine is None and service.startup_error is None,
     )
 
@@ -82,6 +81,8 @@ def create_app(service: WorkerService, settings: Settings, *, start_service: boo
 async def _load(state: HttpState) -> None:
     try:
         await asyncio.to_thread(state.service.start)  # keeps its failure in service.startup_error
+        # As many slots as the loaded engine's device batches (requests during the load are refused anyway).
+        state.slots = SynthesisSlots(state.service.concurrency, state.settings.worker.busy_wait_s)
     finally:
         state.loading = False
 
