@@ -11,9 +11,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from safetensors.numpy import save_file
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from devstack.paths import REPO_ROOT as REPO_ROOT  # the tests' import of it; devstack/paths.py is its one home
+from worker.model_facts import DEFAULT_MODEL, baked_files
+
 # Settings a developer's shell may carry that would reach a worker child process.
 WORKER_ENV_PREFIXES = ("F5TTS_", "BUCKET_", "RUNPOD_", "HF_")
 HF_COMMIT = "0123456789abcdef0123456789abcdef01234567"  # the revision every fake cache entry is filed under
@@ -67,3 +71,17 @@ def hf_cache_file(hub: Path, repo_id: str, filename: str) -> Path:
     path = repo / "snapshots" / HF_COMMIT / filename
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def fill_model_cache(hub: Path, model: str = DEFAULT_MODEL) -> dict[str, Path]:
+    """A Hugging Face cache under `hub` holding every file the image bakes for `model` (checkpoint, vocabulary,
+    Vocos): the checkpoint a small intact safetensors file, the others a few bytes. By filename in its repository."""
+    paths = {}
+    for hub_file in baked_files(model):
+        path = hf_cache_file(hub, hub_file.repo_id, hub_file.filename)
+        if path.suffix == ".safetensors":
+            save_file({"w": np.zeros((4, 4), dtype=np.float32)}, str(path))
+        else:
+            path.write_bytes(b"x" * 16)
+        paths[hub_file.filename] = path
+    return paths

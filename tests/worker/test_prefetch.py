@@ -12,21 +12,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from tests.support import REPO_ROOT, hf_cache_file
+from tests.support import REPO_ROOT, fill_model_cache, hf_cache_file
 from worker import prefetch
 from worker.model_facts import ALIGNER_BUNDLE, PUBLISHED_MODELS, HubFile
-
-
-def build_cache(hub: Path) -> dict[str, Path]:
-    paths = {}
-    for hub_file in prefetch.required_files("F5TTS_v1_Base"):
-        path = hf_cache_file(hub, hub_file.repo_id, hub_file.filename)
-        if path.suffix == ".safetensors":
-            save_file({"w": np.zeros((4, 4), dtype=np.float32)}, str(path))
-        else:
-            path.write_bytes(b"x" * 16)
-        paths[hub_file.filename] = path
-    return paths
 
 
 def build_aligner(hf_home: Path) -> Path:
@@ -81,7 +69,7 @@ def test_unknown_models_have_no_required_files():
 
 
 def test_check_passes_on_a_complete_cache(tmp_path):
-    build_cache(tmp_path / "hub")
+    fill_model_cache(tmp_path / "hub")
     build_aligner(tmp_path)
     result = run_prefetch("--check", hf_home=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -89,7 +77,7 @@ def test_check_passes_on_a_complete_cache(tmp_path):
 
 
 def test_check_names_a_missing_or_truncated_aligner(tmp_path):
-    build_cache(tmp_path / "hub")
+    fill_model_cache(tmp_path / "hub")
     weights = build_aligner(tmp_path) / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-64])
     result = run_prefetch("--check", hf_home=tmp_path)
@@ -99,7 +87,7 @@ def test_check_names_a_missing_or_truncated_aligner(tmp_path):
 
 
 def test_check_fails_naming_what_is_missing_or_truncated(tmp_path):
-    paths = build_cache(tmp_path / "hub")
+    paths = fill_model_cache(tmp_path / "hub")
     paths["pytorch_model.bin"].unlink()
     checkpoint = paths["F5TTS_v1_Base/model_1250000.safetensors"]
     checkpoint.write_bytes(checkpoint.read_bytes()[:-8])  # an interrupted download
@@ -146,7 +134,7 @@ def test_check_of_an_empty_cache_and_an_unknown_model(tmp_path):
 
 
 def test_prefetch_check_imports_neither_torch_nor_f5_tts(tmp_path):
-    build_cache(tmp_path / "hub")
+    fill_model_cache(tmp_path / "hub")
     aligner = build_aligner(tmp_path)
     code = (
         "import sys; from worker import prefetch; "
