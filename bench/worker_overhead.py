@@ -194,7 +194,7 @@ def _bare_child(
         return wave
 
     def steps(runs: int) -> list:
-        def load():
+        def load() -> object:
             return torchaudio.load(ref_file)
 
         load()
