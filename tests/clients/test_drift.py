@@ -8,6 +8,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from clients.codegen import CONTRACT, DOCS, GENERATED_DIRS, PACKAGE, differences, generate, generate_docs
 from tests.support import REPO_ROOT
 from worker.schema import contract_json
@@ -19,6 +21,7 @@ def test_contract_json_matches_the_worker_schema():
     assert CONTRACT.read_text() == contract_json(), f"clients/schema/contract.json is stale: {FIX}"
 
 
+@pytest.mark.integration  # starts a Python process
 def test_generated_files_match_a_fresh_generation_in_a_temp_dir(tmp_path):
     fresh = tmp_path / "f5tts_client"
     shutil.copytree(PACKAGE, fresh, ignore=shutil.ignore_patterns("__pycache__", *GENERATED_DIRS))
@@ -40,6 +43,7 @@ def test_generated_files_match_a_fresh_generation_in_a_temp_dir(tmp_path):
     )
 
 
+@pytest.mark.integration  # starts a Python process
 def test_check_mode_fails_on_a_hand_edited_generated_file(tmp_path):
     package = tmp_path / "f5tts_client"
     shutil.copytree(PACKAGE, package, ignore=shutil.ignore_patterns("__pycache__"))

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from f5tts_infra.b2_bucket import B2BucketProvider, B2KeyProvider
 from f5tts_infra.runpod_endpoint import (
     ContainerRegistryProvider,
@@ -37,6 +38,7 @@ print(sorted({m.split(".")[0] for m in sys.modules} & {"worker", "torch", "f5_tt
 """
 
 
+@pytest.mark.integration  # starts a Python process
 def test_pickled_providers_load_in_the_provider_host_from_the_program_directory():
     blobs = [
         serialize_provider(cls())

@@ -68,6 +68,7 @@ def test_hub_hardware_is_the_declared_service():
     assert config["containerDiskInGb"] == SERVICE.disk_gb
 
 
+@pytest.mark.integration  # starts a Python process
 @pytest.mark.timeout(300)
 def test_hub_handler_runs_the_worker_entry_point(tiny_model_env, tmp_path):
     """`.runpod/handler.py` (what the Hub looks for) is the worker's own main(): its self-check passes."""

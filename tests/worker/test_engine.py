@@ -246,6 +246,7 @@ print(json.dumps({"loaded": loaded, "usable": usable, "asr": asr, "einx": einx_c
 """
 
 
+@pytest.mark.integration  # starts a Python process
 def test_importing_the_engine_skips_training_asr_and_plotting_stacks() -> None:
     # A fresh interpreter: what `import worker.engine` plus loading f5-tts's inference module pulls in.
     result = subprocess.run(
@@ -265,6 +266,7 @@ def test_importing_the_engine_skips_training_asr_and_plotting_stacks() -> None:
     assert report["einx"].startswith("einx")
 
 
+@pytest.mark.integration  # starts a Python process
 def test_tiny_checkpoint_is_reused_and_deterministic(tiny_model_env: dict[str, str], tmp_path: Path) -> None:
     ckpt = Path(tiny_model_env["F5TTS_CKPT_FILE"])
     before = ckpt.stat().st_mtime_ns

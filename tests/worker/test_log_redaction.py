@@ -74,6 +74,7 @@ CHILD = (
 )
 
 
+@pytest.mark.integration  # starts a Python process
 @pytest.mark.parametrize("level", ["DEBUG", "INFO"])
 def test_a_worker_process_logs_no_planted_secret(level: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RUNPOD_LOG_LEVEL", raising=False)

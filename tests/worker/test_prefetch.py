@@ -68,6 +68,7 @@ def test_unknown_models_have_no_required_files():
         prefetch.required_files("E3TTS")
 
 
+@pytest.mark.integration  # starts a Python process
 def test_check_passes_on_a_complete_cache(tmp_path):
     fill_model_cache(tmp_path / "hub")
     build_aligner(tmp_path)
@@ -76,6 +77,7 @@ def test_check_passes_on_a_complete_cache(tmp_path):
     assert "cached" in result.stdout
 
 
+@pytest.mark.integration  # starts a Python process
 def test_check_names_a_missing_or_truncated_aligner(tmp_path):
     fill_model_cache(tmp_path / "hub")
     weights = build_aligner(tmp_path) / "model.safetensors"
@@ -86,6 +88,7 @@ def test_check_names_a_missing_or_truncated_aligner(tmp_path):
     assert elsewhere.returncode == 1 and "nowhere/config.json" in elsewhere.stderr
 
 
+@pytest.mark.integration  # starts a Python process
 def test_check_fails_naming_what_is_missing_or_truncated(tmp_path):
     paths = fill_model_cache(tmp_path / "hub")
     paths["pytorch_model.bin"].unlink()
@@ -99,6 +102,7 @@ def test_check_fails_naming_what_is_missing_or_truncated(tmp_path):
     assert "vocab.txt" not in result.stderr
 
 
+@pytest.mark.integration  # starts a Python process
 def test_check_of_local_model_files_checks_them_where_the_settings_name_them(tmp_path: Path) -> None:
     """F5TTS_CKPT_FILE and friends (an image built with WEIGHTS=tiny sets them): no Hub cache is looked at."""
     model = tmp_path / "model"
@@ -127,12 +131,14 @@ def test_check_of_local_model_files_checks_them_where_the_settings_name_them(tmp
     assert "Hugging Face cache" not in broken.stderr
 
 
+@pytest.mark.integration  # starts a Python process
 def test_check_of_an_empty_cache_and_an_unknown_model(tmp_path):
     assert run_prefetch("--check", hf_home=tmp_path).returncode == 1
     unknown = run_prefetch("--check", "--model", "E3TTS", hf_home=tmp_path)
     assert unknown.returncode == 2 and "F5TTS_v1_Base" in unknown.stderr
 
 
+@pytest.mark.integration  # starts a Python process
 def test_prefetch_check_imports_neither_torch_nor_f5_tts(tmp_path):
     fill_model_cache(tmp_path / "hub")
     aligner = build_aligner(tmp_path)

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.timeout(300)
 NO_GPU = not torch.cuda.is_available()
 
 
+@pytest.mark.integration  # starts a Python process
 def test_self_check_passes_through_the_real_entry_point(tiny_model_env, tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "worker.handler", "--self-check"],
@@ -119,6 +120,7 @@ except StandInError as exc:
 """
 
 
+@pytest.mark.integration  # starts a Python process
 def test_a_broken_stand_in_names_the_module_attribute_and_versions():
     done = subprocess.run(
         [sys.executable, "-c", STAND_IN_PROBE], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=True
@@ -154,6 +156,7 @@ handler.main()
 """
 
 
+@pytest.mark.integration  # starts a Python process
 def test_a_runpod_import_failure_is_kept_and_every_job_gets_model_unavailable(tiny_model_env, tmp_path):
     done = subprocess.run(
         [sys.executable, "-c", RUNPOD_BROKEN_MAIN],
@@ -170,6 +173,7 @@ def test_a_runpod_import_failure_is_kept_and_every_job_gets_model_unavailable(ti
     assert "runpod's import failed: StandInError" in error["message"] and "cpuinfo.new_probe" in error["message"]
 
 
+@pytest.mark.integration  # starts a Python process
 @pytest.mark.skipif(not NO_GPU, reason="needs a machine without a usable GPU")
 @pytest.mark.parametrize(("device", "extra"), [("cuda", {}), ("auto", {"RUNPOD_POD_ID": "pod-123"})])
 def test_no_gpu_means_model_unavailable_with_the_reason_never_a_cpu_worker(tiny_model_env, tmp_path, device, extra):
