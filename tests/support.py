@@ -1,5 +1,5 @@
-"""Helpers shared by the test folders: the repository root, a worker child process's environment and
-`python -m worker.handler --test_input`, a fake Hugging Face cache, and the tiny model's environment (a session
+"""Helpers shared by the test folders: the repository root, a Python child process, a worker child process's
+environment and `python -m worker.handler --test_input`, a fake Hugging Face cache, and the tiny model's environment (a session
 fixture, registered for every folder by tests/conftest.py)."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,29 @@ def worker_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
     return env
 
 
+def run_python(
+    *args: str, cwd: Path = REPO_ROOT, env: Mapping[str, str] | None = None, timeout: float = 240, check: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """`python <args>` with this interpreter in a child process, its output captured as text. A test that calls
+    it is an integration test (`@pytest.mark.integration`: `make unit` starts no Python child)."""
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        env=None if env is None else dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=check,
+    )
+
+
+def ffmpeg_decode(data: bytes, sample_rate: int = 24000, sample_format: str = "f32le") -> bytes:
+    """Audio of any format as the FFmpeg CLI decodes it (it reads from a pipe: no file name to go by), mono at
+    `sample_rate`, raw samples of `sample_format` (`f32le`, `s16le`)."""
+    command = ["ffmpeg", "-v", "error", "-i", "pipe:0", "-f", sample_format, "-ac", "1", "-ar", str(sample_rate)]
+    return subprocess.run([*command, "pipe:1"], input=data, capture_output=True, check=True, timeout=60).stdout
+
+
 def run_handler(
     tmp_path: Path, env_overrides: dict[str, str], job_input: dict[str, Any]
 ) -> subprocess.CompletedProcess[str]:
@@ -51,15 +75,7 @@ def run_handler(
         RUNPOD_SKIP_GPU_CHECK="true",
         **env_overrides,
     )
-    return subprocess.run(
-        [sys.executable, "-m", "worker.handler", "--test_input", json.dumps({"input": job_input})],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
+    return run_python("-m", "worker.handler", "--test_input", json.dumps({"input": job_input}), cwd=tmp_path, env=env)
 
 
 def hf_cache_file(hub: Path, repo_id: str, filename: str) -> Path:
@@ -75,13 +91,18 @@ def hf_cache_file(hub: Path, repo_id: str, filename: str) -> Path:
 
 def fill_model_cache(hub: Path, model: str = DEFAULT_MODEL) -> dict[str, Path]:
     """A Hugging Face cache under `hub` holding every file the image bakes for `model` (checkpoint, vocabulary,
-    Vocos): the checkpoint a small intact safetensors file, the others a few bytes. By filename in its repository."""
-    paths = {}
-    for hub_file in baked_files(model):
-        path = hf_cache_file(hub, hub_file.repo_id, hub_file.filename)
-        if path.suffix == ".safetensors":
-            save_file({"w": np.zeros((4, 4), dtype=np.float32)}, str(path))
-        else:
-            path.write_bytes(b"x" * 16)
-        paths[hub_file.filename] = path
-    return paths
+    Vocos; `fake_hub_file`), by filename in its repository."""
+    return {
+        hub_file.filename: fake_hub_file(hub, hub_file.repo_id, hub_file.filename) for hub_file in baked_files(model)
+    }
+
+
+def fake_hub_file(hub: Path, repo_id: str, filename: str) -> Path:
+    """`filename` of `repo_id` in the cache under `hub` as a download leaves it (what a faked `hf_hub_download`
+    writes): a safetensors file small but intact, any other file a few bytes."""
+    path = hf_cache_file(hub, repo_id, filename)
+    if path.suffix == ".safetensors":
+        save_file({"w": np.zeros((4, 4), dtype=np.float32)}, str(path))
+    else:
+        path.write_bytes(b"x" * 16)
+    return path

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import os
 import subprocess
-import sys
 
 import f5tts_client as f5
 import pytest
@@ -16,6 +15,7 @@ from f5tts_client import cli
 from f5tts_client._config import LOAD_BALANCER, QUEUE, detect_endpoint_type
 
 from tests.clients.helpers import FAST, collect, resolve
+from tests.support import run_python
 from worker.model_facts import BUILTIN_REFERENCE_TEXT, builtin_audio_file
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(600)]
@@ -90,16 +90,8 @@ def test_cli_against_the_load_balancer(lb_devstack, tmp_path):
     env.pop("F5TTS_ENDPOINT_ID", None)
     env.pop("F5TTS_ENDPOINT_TYPE", None)
 
-    def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "f5tts_client.cli", *args],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
-        )
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_python("-m", "f5tts_client.cli", *args, cwd=tmp_path, env=env, timeout=180)
 
     said = run("say", "Hello from the shell.", "-o", "hello.mp3", "--nfe-step", "4", "--seed", "3")
     assert said.returncode == 0, said.stderr

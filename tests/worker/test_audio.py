@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from tests.support import ffmpeg_decode
 from worker import audio
 from worker.schema import AudioFormat, ContractError, ErrorCode
 
@@ -35,15 +36,8 @@ def wav_bytes(samples: np.ndarray, sample_rate: int = SR, subtype: str = "PCM_16
     return buffer.getvalue()
 
 
-def ffmpeg_decode(data: bytes, sample_rate: int = SR) -> np.ndarray:
-    out = subprocess.run(
-        ["ffmpeg", "-v", "error", "-i", "pipe:0", "-f", "f32le", "-ac", "1", "-ar", str(sample_rate), "pipe:1"],
-        input=data,
-        capture_output=True,
-        check=True,
-        timeout=60,
-    ).stdout
-    return np.frombuffer(out, dtype="<f4")
+def ffmpeg_samples(data: bytes, sample_rate: int = SR) -> np.ndarray:
+    return np.frombuffer(ffmpeg_decode(data, sample_rate), dtype="<f4")
 
 
 def code_of(excinfo: pytest.ExceptionInfo[ContractError]) -> ErrorCode:
@@ -71,7 +65,7 @@ def test_every_format_round_trips_with_its_duration(encoder: str, fmt: str) -> N
 
     by_soundfile, rate = sf.read(io.BytesIO(data), dtype="float32")
     assert abs(len(by_soundfile) / rate - expected) < 0.05
-    by_ffmpeg = ffmpeg_decode(data)
+    by_ffmpeg = ffmpeg_samples(data)
     assert abs(by_ffmpeg.size / SR - expected) < 0.05
     decoded, decoded_rate = audio.decode_audio(data)
     assert abs(decoded.size / decoded_rate - expected) < 0.05

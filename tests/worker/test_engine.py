@@ -7,8 +7,6 @@ import hashlib
 import importlib.util
 import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +15,7 @@ import soundfile as sf
 import torch
 from safetensors.torch import load_file
 
-from tests.support import REPO_ROOT
+from tests.support import run_python
 from worker.config import ModelSettings, Settings, StorageSettings, WorkerSettings
 from worker.engine import Engine
 from worker.model_facts import BUILTIN_REFERENCE_TEXT, builtin_audio_file
@@ -249,14 +247,7 @@ print(json.dumps({"loaded": loaded, "usable": usable, "asr": asr, "einx": einx_c
 @pytest.mark.integration  # starts a Python process
 def test_importing_the_engine_skips_training_asr_and_plotting_stacks() -> None:
     # A fresh interpreter: what `import worker.engine` plus loading f5-tts's inference module pulls in.
-    result = subprocess.run(
-        [sys.executable, "-c", LEAN_IMPORT_PROBE],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=True,
-    )
+    result = run_python("-c", LEAN_IMPORT_PROBE, check=True)
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["loaded"] == [] and report["usable"]
     if importlib.util.find_spec("transformers") is None:
@@ -274,14 +265,7 @@ def test_tiny_checkpoint_is_reused_and_deterministic(tiny_model_env: dict[str, s
     assert ckpt.stat().st_mtime_ns == before  # reused, not rebuilt
 
     # The command line builds the same weights elsewhere and prints the environment.
-    result = subprocess.run(
-        [sys.executable, "-m", "worker.tiny", str(tmp_path / "again")],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=True,
-    )
+    result = run_python("-m", "worker.tiny", str(tmp_path / "again"), check=True)
     printed = dict(line.split("=", 1) for line in result.stdout.strip().splitlines())
     assert set(printed) == set(tiny_model_env) and printed["F5TTS_DEVICE"] == "cpu"
 

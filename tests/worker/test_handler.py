@@ -14,7 +14,7 @@ import time
 import httpx
 import pytest
 
-from tests.support import REPO_ROOT, run_handler, worker_env
+from tests.support import run_handler, run_python, worker_env
 
 
 @pytest.mark.integration  # starts a Python process
@@ -54,14 +54,7 @@ print(json.dumps({
 
 @pytest.mark.integration  # starts a Python process
 def test_runpod_is_imported_without_its_cpu_probe_subprocess_or_ssh_stack():
-    done = subprocess.run(
-        [sys.executable, "-c", RUNPOD_IMPORT_PROBE],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
+    done = run_python("-c", RUNPOD_IMPORT_PROBE, timeout=120, check=True)
     probe = json.loads(done.stdout.strip().splitlines()[-1])
     assert probe["serverless"] is True
     assert probe["paramiko_loaded"] is False

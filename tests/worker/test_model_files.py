@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
-import sys
 from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
@@ -17,7 +15,7 @@ import huggingface_hub.constants
 import pytest
 import yaml
 
-from tests.support import REPO_ROOT, fill_model_cache, worker_env
+from tests.support import fill_model_cache, run_python, worker_env
 from worker.config import ModelSettings
 from worker.model_facts import DEFAULT_MODEL, MEL_SETTINGS, PUBLISHED_MODELS, VOCOS_FILES
 from worker.model_files import EngineLoadError, read_model_config, resolve_file, resolve_model_files
@@ -218,15 +216,7 @@ def test_resolution_and_the_self_checks_file_check_run_without_torch(tmp_path: P
     checkpoint = cached[PUBLISHED_MODELS[DEFAULT_MODEL].checkpoint.filename]
     if truncated:
         checkpoint.write_bytes(checkpoint.read_bytes()[:-8])  # an interrupted download
-    result = subprocess.run(
-        [sys.executable, "-c", TORCH_FREE_PROBE],
-        cwd=tmp_path,
-        env=worker_env(tmp_path, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO_ROOT)),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_python("-c", TORCH_FREE_PROBE, cwd=tmp_path, env=worker_env(tmp_path, HF_HUB_OFFLINE="1"))
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["ckpt"] == str(checkpoint)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from importlib.resources import files
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from tests.support import REPO_ROOT, fill_model_cache, hf_cache_file
+from tests.support import fake_hub_file, fill_model_cache, run_python
 from worker import prefetch
 from worker.model_facts import ALIGNER_BUNDLE, PUBLISHED_MODELS, HubFile
 
@@ -28,15 +27,7 @@ def build_aligner(hf_home: Path) -> Path:
 def run_prefetch(*args: str, hf_home: Path, **extra_env: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "F5TTS_"))}
     env.update(HF_HOME=str(hf_home), HF_HUB_OFFLINE="1", **extra_env)
-    return subprocess.run(
-        [sys.executable, "-m", "worker.prefetch", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_python("-m", "worker.prefetch", *args, env=env, timeout=60)
 
 
 @pytest.mark.parametrize("model", list(PUBLISHED_MODELS))
@@ -148,9 +139,7 @@ def test_prefetch_check_imports_neither_torch_nor_f5_tts(tmp_path):
         f"assert prefetch.check_aligner(__import__('pathlib').Path({str(aligner)!r})) == []; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'f5_tts', 'torchaudio', 'vocos')))"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO_ROOT, check=False, capture_output=True, text=True, timeout=60
-    )
+    result = run_python("-c", code, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 
@@ -163,12 +152,7 @@ def test_download_fetches_each_file_into_the_given_cache(tmp_path, monkeypatch):
 
     def fake_download(repo_id, filename, cache_dir=None):
         calls.append((repo_id, filename, cache_dir))
-        path = hf_cache_file(Path(cache_dir), repo_id, filename)
-        if filename.endswith(".safetensors"):
-            save_file({"w": np.ones(2, dtype=np.float32)}, str(path))
-        else:
-            path.write_text("ok")
-        return str(path)
+        return str(fake_hub_file(Path(cache_dir), repo_id, filename))
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
     # torchaudio's bundle download replaced too: a model of the bundle's family, random, instead of 360 MB.
