@@ -35,7 +35,7 @@ test: setup
 	$(PY) -m mypy
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The tests that start no processes (no devstack, browser or image build): a quick loop while changing code.
+# The tests that start none of the project's own processes (tests/conftest.py: the `integration` mark): a quick loop.
 unit: setup
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
 

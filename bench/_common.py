@@ -78,8 +78,12 @@ def _cell(value: object) -> str:
     return str(value)
 
 
+# The columns of a timing_row, in seconds (a caller that scales its rows names its own unit).
+TIMING_HEADERS = ("contender", "median s", "min s", "max s", "runs")
+
+
 def timing_row(name: str, values: Sequence[float], scale: float = 1.0) -> list[object]:
-    """name, median, min, max (seconds times `scale`) and the number of runs."""
+    """name, median, min, max (seconds times `scale`) and the number of runs: the columns of TIMING_HEADERS."""
     return [name, median(values) * scale, min(values) * scale, max(values) * scale, len(values)]
 
 

@@ -20,6 +20,7 @@ from f5tts_client import Client
 
 from bench._common import (
     BENCH_TEXT,
+    TIMING_HEADERS,
     headline,
     interleaved,
     machine_line,
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> float:
 
     ratio = median(times["client"]) / median(times["raw"])
     print_table(
-        ["contender", "median s", "min s", "max s", "runs"],
+        TIMING_HEADERS,
         [
             timing_row("client: synthesize + read()", times["client"]),
             timing_row("raw: httpx runsync + GET audio_url", times["raw"]),

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 from bench._common import (
+    TIMING_HEADERS,
     headline,
     interleaved,
     machine_line,
@@ -237,7 +238,7 @@ def main(argv: list[str] | None = None) -> float:
 
     ratio = median(times["worker"]) / median(times["bare"])
     print_table(
-        ["contender", "median s", "min s", "max s", "runs"],
+        TIMING_HEADERS,
         [
             timing_row("worker: start -> first job request", times["worker"]),
             timing_row("bare: torch + weights loaded", times["bare"]),

@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from bench._common import quiet_aws_env
 from devstack.model import tiny_model_env
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         [saved] = service.run({"action": "upload_voice", "name": STORED_VOICE, "audio": stored, "text": "A voice."})
         assert "error" not in saved, saved
 
-        def read(key):
+        def read(key: str) -> bytes:
             return bucket.client.get_object(Bucket=bucket.name, Key=key)["Body"].read()
 
         @settings(
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             suppress_health_check=list(HealthCheck),
         )
         @given(world.strategies())
-        def run_one(job_input):
+        def run_one(job_input: dict[str, Any]) -> None:
             before = bucket.keys()
             last_traceback[0] = ""
             try:

@@ -37,6 +37,7 @@ from typing import Any
 
 from bench._common import (
     BENCH_TEXT,
+    TIMING_HEADERS,
     headline,
     interleaved,
     machine_line,
@@ -194,7 +195,7 @@ def _bare_child(
         return wave
 
     def steps(runs: int) -> list:
-        def load():
+        def load() -> object:
             return torchaudio.load(ref_file)
 
         load()
@@ -359,7 +360,7 @@ def main(argv: list[str] | None = None) -> float:
 
     ratio = median(times["worker"]) / median(times["bare"])
     print_table(
-        ["contender", "median s", "min s", "max s", "runs", "worker / it"],
+        [*TIMING_HEADERS, "worker / it"],
         [
             [
                 *timing_row(CONTENDERS[kind], times[kind]),

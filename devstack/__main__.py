@@ -81,7 +81,7 @@ def _up(args: argparse.Namespace) -> int:
     try:
         model = None if args.model == "none" else choose_model(args.model)
     except (ModelChoiceError, KeyboardInterrupt) as exc:
-        print(f"devstack: {exc or 'interrupted'}", file=sys.stderr)
+        print(f"devstack: {str(exc) or 'interrupted'}", file=sys.stderr)
         return 1
     if model is not None:
         announce_model(model, sys.stderr)

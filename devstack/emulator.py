@@ -24,6 +24,7 @@ import contextlib
 import json
 import logging
 import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,7 +149,7 @@ def create_app(queue: JobQueue, config: EmulatorConfig, faults: FaultInjector | 
     faults = faults or FaultInjector()
 
     @contextlib.asynccontextmanager
-    async def lifespan(_app: FastAPI):
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         sweeper = asyncio.create_task(queue.run_sweeper())
         try:
             yield
@@ -164,7 +165,7 @@ def create_app(queue: JobQueue, config: EmulatorConfig, faults: FaultInjector | 
         return JSONResponse({"error": exc.message}, status_code=exc.status)
 
     @app.middleware("http")
-    async def _gate(request: Request, call_next):
+    async def _gate(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         """Unknown endpoint → 404; then, for the public API, injected faults before anything else."""
         parts = request.url.path.strip("/").split("/")
         if len(parts) < 3 or parts[0] != "v2" or parts[1] != config.endpoint_id:

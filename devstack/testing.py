@@ -37,7 +37,7 @@ def _split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
     if unknown:
         raise TypeError(f"running_stack() got unknown options: {', '.join(sorted(unknown))}")
 
-    def pick(names):
+    def pick(names: set[str]) -> dict[str, Any]:
         return {k: v for k, v in options.items() if k in names}
 
     return pick(queue_names), pick(config_names), pick(stack_names)

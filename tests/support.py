@@ -1,6 +1,6 @@
-"""Helpers shared by the test folders: the repository root, a worker child process's environment and
-`python -m worker.handler --test_input`, a fake Hugging Face cache, FFmpeg's reading of any audio, and the tiny
-model's environment (a session fixture, registered for every folder by tests/conftest.py)."""
+"""Helpers shared by the test folders: the repository root, a Python child process, a worker child process's
+environment and `python -m worker.handler --test_input`, a fake Hugging Face cache, FFmpeg's reading of any audio,
+and the tiny model's environment (a session fixture, registered for every folder by tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,17 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from safetensors.numpy import save_file
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from devstack.paths import REPO_ROOT as REPO_ROOT  # the tests' import of it; devstack/paths.py is its one home
+from worker.model_facts import DEFAULT_MODEL, baked_files
+
 # Settings a developer's shell may carry that would reach a worker child process.
 WORKER_ENV_PREFIXES = ("F5TTS_", "BUCKET_", "RUNPOD_", "HF_")
 HF_COMMIT = "0123456789abcdef0123456789abcdef01234567"  # the revision every fake cache entry is filed under
@@ -37,6 +41,22 @@ def worker_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
     return env
 
 
+def run_python(
+    *args: str, cwd: Path = REPO_ROOT, env: Mapping[str, str] | None = None, timeout: float = 240, check: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """`python <args>` with this interpreter in a child process, its output captured as text. A test that calls
+    it is an integration test (`@pytest.mark.integration`: `make unit` starts no Python child)."""
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        env=None if env is None else dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=check,
+    )
+
+
 def run_handler(
     tmp_path: Path, env_overrides: dict[str, str], job_input: dict[str, Any]
 ) -> subprocess.CompletedProcess[str]:
@@ -48,15 +68,7 @@ def run_handler(
         RUNPOD_SKIP_GPU_CHECK="true",
         **env_overrides,
     )
-    return subprocess.run(
-        [sys.executable, "-m", "worker.handler", "--test_input", json.dumps({"input": job_input})],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
+    return run_python("-m", "worker.handler", "--test_input", json.dumps({"input": job_input}), cwd=tmp_path, env=env)
 
 
 def hf_cache_file(hub: Path, repo_id: str, filename: str) -> Path:
@@ -70,18 +82,16 @@ def hf_cache_file(hub: Path, repo_id: str, filename: str) -> Path:
     return path
 
 
-def ffmpeg_decode(data: bytes, sample_rate: int = 24000, *, quiet: bool = False) -> np.ndarray:
-    """Any audio FFmpeg reads, as float32 mono samples at `sample_rate`. `quiet`: it must read it without a
-    complaint (nothing on stderr)."""
-    result = subprocess.run(
-        ["ffmpeg", "-v", "error", "-i", "pipe:0", "-f", "f32le", "-ac", "1", "-ar", str(sample_rate), "pipe:1"],
-        input=data,
-        capture_output=True,
-        check=True,
-        timeout=60,
-    )
+def ffmpeg_decode(
+    data: bytes, sample_rate: int = 24000, sample_format: str = "f32le", *, quiet: bool = False
+) -> np.ndarray:
+    """Audio of any format as the FFmpeg CLI decodes it (from a pipe: no file name to go by), mono at `sample_rate`,
+    as samples of `sample_format` (`f32le`: float32, `s16le`: int16). `quiet`: it must read it without a complaint
+    (nothing on stderr)."""
+    command = ["ffmpeg", "-v", "error", "-i", "pipe:0", "-f", sample_format, "-ac", "1", "-ar", str(sample_rate)]
+    result = subprocess.run([*command, "pipe:1"], input=data, capture_output=True, check=True, timeout=60)
     assert not quiet or result.stderr == b"", result.stderr.decode(errors="replace")
-    return np.frombuffer(result.stdout, dtype="<f4")
+    return np.frombuffer(result.stdout, dtype={"f32le": "<f4", "s16le": "<i2"}[sample_format])
 
 
 def decoded_seconds(data: bytes) -> float:
@@ -89,3 +99,22 @@ def decoded_seconds(data: bytes) -> float:
     samples = ffmpeg_decode(data)
     assert np.abs(samples).max() > 0.01
     return len(samples) / 24000
+
+
+def fill_model_cache(hub: Path, model: str = DEFAULT_MODEL) -> dict[str, Path]:
+    """A Hugging Face cache under `hub` holding every file the image bakes for `model` (checkpoint, vocabulary,
+    Vocos; `fake_hub_file`), by filename in its repository."""
+    return {
+        hub_file.filename: fake_hub_file(hub, hub_file.repo_id, hub_file.filename) for hub_file in baked_files(model)
+    }
+
+
+def fake_hub_file(hub: Path, repo_id: str, filename: str) -> Path:
+    """`filename` of `repo_id` in the cache under `hub` as a download leaves it (what a faked `hf_hub_download`
+    writes): a safetensors file small but intact, any other file a few bytes."""
+    path = hf_cache_file(hub, repo_id, filename)
+    if path.suffix == ".safetensors":
+        save_file({"w": np.zeros((4, 4), dtype=np.float32)}, str(path))
+    else:
+        path.write_bytes(b"x" * 16)
+    return path

@@ -18,13 +18,16 @@ import logging
 import sys
 import threading
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from worker import log_redaction
 from worker.async_bridge import iterate_in_thread
 from worker.config import get_settings
 from worker.lean_imports import load_runpod
 from worker.service import WorkerService
+
+if TYPE_CHECKING:  # imported when a worker loads the model, not with this module (torch)
+    from worker.engine import Engine
 
 log = logging.getLogger("worker")
 
@@ -41,7 +44,7 @@ def build_service(startup_failure: str | None = None, *, start: bool = True) -> 
     if _service is None:
         settings = get_settings()
 
-        def load_engine():
+        def load_engine() -> Engine:
             if startup_failure is not None:
                 raise RuntimeError(startup_failure)
             from worker.engine import Engine

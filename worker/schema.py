@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -71,7 +72,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _exactly_one_of(*names: str):
+def _exactly_one_of(*names: str) -> Callable[[dict[str, Any]], None]:
     """JSON Schema for "exactly one of these keys, as a non-null value" (what the model validator enforces)."""
 
     def edit(schema: dict[str, Any]) -> None:

@@ -6,9 +6,9 @@ every request and response against it; a test regenerates it and fails when the 
 
     python infra/runpod_schema/extract.py                      # write runpod-rest-v2.json next to this file
     python infra/runpod_schema/extract.py --check              # exit 1 when the committed file is stale
-    python infra/runpod_schema/extract.py --reference PATH     # default: ../shared/reference/runpod-rest-v2/openapi.json
+    python infra/runpod_schema/extract.py --reference PATH     # default: shared/reference/runpod-rest-v2/openapi.json
 
-The default reference path is relative to the project root (runpod/docs `api-reference-v2/openapi.json`).
+The default reference (runpod/docs `api-reference-v2/openapi.json`) is in the `shared/` folder beside this clone.
 """
 
 from __future__ import annotations
@@ -20,9 +20,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-OUTPUT = Path(__file__).with_name("runpod-rest-v2.json")
-DEFAULT_REFERENCE = Path("..") / "shared" / "reference" / "runpod-rest-v2" / "openapi.json"
+HERE = Path(__file__).resolve().parent
+OUTPUT = HERE / "runpod-rest-v2.json"
+# Located from this file, not from devstack.paths.REPO_ROOT (the repository root's one home): this is a
+# stdlib-only script, run by its path and loaded by its path in tests/infra/test_runpod_schema.py, and infra/
+# (the Pulumi program) does not depend on the local dev stack. HERE is <clone>/infra/runpod_schema.
+DEFAULT_REFERENCE = HERE.parents[2] / "shared" / "reference" / "runpod-rest-v2" / "openapi.json"
 # Where the reference comes from; bump with the reference.
 SOURCE = "runpod/docs api-reference-v2/openapi.json, commit a900806e (2026-08-20)"
 # The operations the providers call (infra/f5tts_infra/runpod_rest.py).
@@ -108,8 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference", type=Path, default=DEFAULT_REFERENCE, help="RunPod's openapi.json")
     parser.add_argument("--check", action="store_true", help="fail when the committed extract is stale")
     args = parser.parse_args(argv)
-    reference = args.reference if args.reference.is_absolute() else ROOT / args.reference
-    fresh = render(reference)
+    fresh = render(args.reference)  # a relative --reference: from the current directory, as any path argument
     if args.check:
         if OUTPUT.read_text() != fresh:
             print(f"{OUTPUT.name} is stale: run python infra/runpod_schema/extract.py", file=sys.stderr)

@@ -12,9 +12,9 @@ import httpx
 import pytest
 from f5tts_client import AsyncClient, Client, cli
 
+from devstack.testing import StackHandle
 from tests.clients.fake_runpod import API_KEY, ENDPOINT_URL, FakeRunPod
 from tests.clients.helpers import FAST
-from tests.devstack.fixtures import devstack  # noqa: F401 - the shared real-worker stack (session)
 
 
 @pytest.fixture
@@ -76,7 +76,7 @@ class StackClient:
 
 
 @pytest.fixture
-async def stack_client(devstack, flavour: str) -> AsyncIterator[Callable[..., StackClient]]:  # noqa: F811
+async def stack_client(devstack: StackHandle, flavour: str) -> AsyncIterator[Callable[..., StackClient]]:
     """`stack_client(**options)`: a Client or AsyncClient (per `flavour`) of the shared devstack."""
     opened: list[httpx.Client | httpx.AsyncClient] = []
 

@@ -6,10 +6,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
-import sys
 
-from tests.support import REPO_ROOT
+from tests.support import REPO_ROOT, run_python
 from worker.model_facts import builtin_audio_file
 
 DOCS = REPO_ROOT / "docs" / "client.md"
@@ -24,15 +22,7 @@ def test_every_python_example_in_the_docs_runs(devstack, tmp_path):
     for number, block in enumerate(BLOCKS):
         script = tmp_path / f"example_{number}.py"
         script.write_text(block)
-        run = subprocess.run(
-            [sys.executable, script.name],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
-        )
+        run = run_python(script.name, cwd=tmp_path, env=env, timeout=180)
         assert run.returncode == 0, f"example {number} failed:\n{block}\n{run.stderr}"
     for produced in ("hello.mp3", "alice-hi.wav", "line-2.wav", "video.srt", "story.mp3"):
         assert (tmp_path / produced).stat().st_size > 0, produced

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import os
 import subprocess
-import sys
 
 import f5tts_client as f5
 import pytest
@@ -16,7 +15,7 @@ from f5tts_client import cli
 from f5tts_client._config import LOAD_BALANCER, QUEUE, detect_endpoint_type
 
 from tests.clients.helpers import FAST, collect, resolve
-from tests.devstack.lb_fixtures import lb_devstack  # noqa: F401 - the shared load-balancer stack
+from tests.support import run_python
 from worker.model_facts import BUILTIN_REFERENCE_TEXT, builtin_audio_file
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(600)]
@@ -26,7 +25,7 @@ TWO_CHUNKS = " ".join(["The fox runs far away into the forest to hide from the d
 
 
 @pytest.fixture(params=["sync", "async"])
-def lb_client(request, lb_devstack):  # noqa: F811
+def lb_client(request, lb_devstack):
     cls = f5.Client if request.param == "sync" else f5.AsyncClient
     return cls(api_key=lb_devstack.api_key, endpoint_url=lb_devstack.base_url, **FAST)
 
@@ -74,7 +73,7 @@ async def test_streaming_over_the_load_balancer_gives_every_chunk_in_order(lb_cl
     assert all(sf.info(io.BytesIO(c.audio)).frames > 0 for c in chunks)
 
 
-async def test_errors_over_the_load_balancer_are_the_same_typed_exceptions(lb_client, lb_devstack):  # noqa: F811
+async def test_errors_over_the_load_balancer_are_the_same_typed_exceptions(lb_client, lb_devstack):
     with pytest.raises(f5.VoiceNotFound) as caught:
         await resolve(lb_client.synthesize("Hi.", voice="nobody-here", **QUICK))
     assert caught.value.field == "voice"
@@ -86,21 +85,13 @@ async def test_errors_over_the_load_balancer_are_the_same_typed_exceptions(lb_cl
     assert "not-the-key" not in str(denied.value)
 
 
-def test_cli_against_the_load_balancer(lb_devstack, tmp_path):  # noqa: F811
+def test_cli_against_the_load_balancer(lb_devstack, tmp_path):
     env = {**os.environ, "RUNPOD_API_KEY": lb_devstack.api_key, "F5TTS_ENDPOINT_URL": lb_devstack.base_url}
     env.pop("F5TTS_ENDPOINT_ID", None)
     env.pop("F5TTS_ENDPOINT_TYPE", None)
 
-    def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "f5tts_client.cli", *args],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
-        )
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_python("-m", "f5tts_client.cli", *args, cwd=tmp_path, env=env, timeout=180)
 
     said = run("say", "Hello from the shell.", "-o", "hello.mp3", "--nfe-step", "4", "--seed", "3")
     assert said.returncode == 0, said.stderr

@@ -1,11 +1,8 @@
 """Shared pytest fixtures of the local stack.
 
-Other test areas use them from their conftest.py:
-
-    from tests.devstack.fixtures import devstack  # noqa: F401
-
-`devstack` is one stack with one real worker (`python -m worker.handler` on the tiny random-weight model, local S3,
-queue emulator), started once per session however many conftest files import it, and stopped at the end.
+tests/conftest.py registers this module for every test folder (`pytest_plugins`): a test asks for `devstack` by
+name and imports nothing. `devstack` is one stack with one real worker (`python -m worker.handler` on the tiny
+random-weight model, local S3, queue emulator), started once per session, and stopped at the end.
 `shared_stack(kind, **options)` is the body of such a fixture for any kind of stack (lb_fixtures.py uses it).
 """
 
@@ -38,7 +35,7 @@ _shared: dict[str, _SharedStack] = {}  # by kind of stack
 def shared_stack(kind: str, **options: Any) -> Iterator[StackHandle]:
     """The body of a session fixture: one `running_stack(**options)` per `kind`, started by its first user and
     stopped when its last user is done."""
-    # A fixture imported into two conftest files is two fixtures to pytest; sharing one stack between them
+    # A fixture also imported into a test module is a second fixture to pytest; sharing one stack between them
     # saves a worker start-up (model load and warm-up) per extra importer.
     with _lock:
         entry = _shared.setdefault(kind, _SharedStack())

@@ -1,8 +1,6 @@
 """`lb_devstack`: one load-balancer devstack (RunPod's load balancer emulated in front of one real worker in http
 mode, `python -m worker.handler` with `F5TTS_SERVE=http` on the tiny model, local S3), started once per session
-however many test modules import it, and stopped when the last one is done.
-
-    from tests.devstack.lb_fixtures import lb_devstack  # noqa: F401
+and stopped when the last user is done. Registered for every test folder by tests/conftest.py (`pytest_plugins`).
 """
 
 from __future__ import annotations

@@ -11,13 +11,11 @@ import socket
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from safetensors.numpy import save_file
 
 from devstack import model as devstack_model
 from devstack.model import ModelChoiceError, choose_model, find_real_weights, hub_unreachable_reason
-from tests.support import hf_cache_file
+from tests.support import fake_hub_file, hf_cache_file
 
 
 def _cache_file(hub: Path, repo: str, filename: str) -> None:
@@ -108,12 +106,7 @@ def test_demo_mode_with_a_reachable_hub_fetches_the_real_weights_once(hub, monke
 
     def fake_download(repo_id, filename, cache_dir=None):
         fetched.append(f"{repo_id}/{filename}")
-        path = hf_cache_file(Path(cache_dir), repo_id, filename)
-        if filename.endswith(".safetensors"):
-            save_file({"w": np.zeros(4, dtype=np.float32)}, str(path))
-        else:
-            path.write_text("x")
-        return str(path)
+        return str(fake_hub_file(Path(cache_dir), repo_id, filename))
 
     monkeypatch.setattr(devstack_model, "hub_unreachable_reason", lambda: None)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)

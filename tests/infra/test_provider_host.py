@@ -7,9 +7,8 @@ unpickles it, started by the engine in the program directory (`infra/`) with not
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
+import pytest
 from f5tts_infra.b2_bucket import B2BucketProvider, B2KeyProvider
 from f5tts_infra.runpod_endpoint import (
     ContainerRegistryProvider,
@@ -18,7 +17,7 @@ from f5tts_infra.runpod_endpoint import (
 )
 from pulumi.dynamic.dynamic import serialize_provider
 
-from tests.support import REPO_ROOT
+from tests.support import REPO_ROOT, run_python
 
 HOST = """
 import base64, sys, dill
@@ -37,6 +36,7 @@ print(sorted({m.split(".")[0] for m in sys.modules} & {"worker", "torch", "f5_tt
 """
 
 
+@pytest.mark.integration  # starts a Python process
 def test_pickled_providers_load_in_the_provider_host_from_the_program_directory():
     blobs = [
         serialize_provider(cls())
@@ -49,15 +49,7 @@ def test_pickled_providers_load_in_the_provider_host_from_the_program_directory(
         )
     ]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    result = subprocess.run(
-        [sys.executable, "-c", HOST, *blobs],
-        cwd=REPO_ROOT / "infra",
-        env=env,
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_python("-c", HOST, *blobs, cwd=REPO_ROOT / "infra", env=env, timeout=60)
     assert result.returncode == 0, result.stderr
     # Each provider tells a change from no change, in a process that has only the program directory to import from.
     assert result.stdout.split("\n")[:6] == [

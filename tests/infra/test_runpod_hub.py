@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 from f5tts_infra.deployment_spec import SERVICE
 from f5tts_infra.worker_env import validate_worker_env, worker_env_fields
 
-from tests.support import REPO_ROOT, worker_env
+from tests.support import REPO_ROOT, run_python, worker_env
 from worker.schema import parse_job_input
 
 HUB = json.loads((REPO_ROOT / ".runpod" / "hub.json").read_text())
@@ -68,17 +66,11 @@ def test_hub_hardware_is_the_declared_service():
     assert config["containerDiskInGb"] == SERVICE.disk_gb
 
 
+@pytest.mark.integration  # starts a Python process
 @pytest.mark.timeout(300)
 def test_hub_handler_runs_the_worker_entry_point(tiny_model_env, tmp_path):
     """`.runpod/handler.py` (what the Hub looks for) is the worker's own main(): its self-check passes."""
-    done = subprocess.run(
-        [sys.executable, str(REPO_ROOT / ".runpod" / "handler.py"), "--self-check"],
-        cwd=tmp_path,
-        env=worker_env(tmp_path, **tiny_model_env),
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
+    hub_handler = str(REPO_ROOT / ".runpod" / "handler.py")
+    done = run_python(hub_handler, "--self-check", cwd=tmp_path, env=worker_env(tmp_path, **tiny_model_env))
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]
     assert done.stdout.splitlines()[-1].startswith("self-check passed")

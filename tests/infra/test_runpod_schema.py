@@ -18,7 +18,7 @@ _spec = importlib.util.spec_from_file_location("extract", REPO_ROOT / "infra" / 
 assert _spec is not None and _spec.loader is not None
 extract = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(extract)
-REFERENCE = REPO_ROOT / extract.DEFAULT_REFERENCE
+REFERENCE = extract.DEFAULT_REFERENCE
 
 
 @pytest.mark.skipif(

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import io
-import subprocess
 import wave
 from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
 
+from tests.support import ffmpeg_decode
 from worker.audio_stream import PCM_SAMPLE_RATE, encode_stream, pcm16
 
 RNG = np.random.default_rng(3)
@@ -57,14 +57,8 @@ def test_flac_through_ffmpeg_is_lossless() -> None:
     data = b"".join(encoded(PIECES, PCM_SAMPLE_RATE, "flac"))
     assert data.startswith(b"fLaC")
     # Decoded by FFmpeg: a streamed FLAC's header leaves its length unknown, which libsndfile refuses.
-    decoded = subprocess.run(
-        ["ffmpeg", "-v", "error", "-i", "pipe:0", "-f", "s16le", "-ac", "1", "-ar", str(PCM_SAMPLE_RATE), "pipe:1"],
-        input=data,
-        capture_output=True,
-        check=True,
-        timeout=60,
-    ).stdout
-    assert decoded == b"".join(pcm16(piece) for piece in PIECES)
+    decoded = ffmpeg_decode(data, PCM_SAMPLE_RATE, "s16le")
+    assert decoded.tobytes() == b"".join(pcm16(piece) for piece in PIECES)
 
 
 @pytest.mark.parametrize("fmt", ["mp3", "opus", "aac"])

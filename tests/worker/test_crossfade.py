@@ -50,3 +50,8 @@ def test_wave_start_is_where_each_pushed_wave_begins_on_the_joined_timeline() ->
         fader.push(np.zeros(size, np.float32))
         starts.append(fader.wave_start)
     assert starts == [0, 900, 1350]  # each overlaps the one before by the fade (the last by its own 50 samples)
+
+
+def test_no_waves_join_to_nothing() -> None:
+    joined = cross_fade([], RATE, 0.15)
+    assert joined.size == 0 and joined.dtype == np.float32

@@ -7,9 +7,6 @@ import hashlib
 import importlib.util
 import io
 import json
-import subprocess
-import sys
-from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +15,11 @@ import soundfile as sf
 import torch
 from safetensors.torch import load_file
 
-from tests.support import REPO_ROOT
-from worker import model_files
+from tests.support import run_python
 from worker.config import ModelSettings, Settings, StorageSettings, WorkerSettings
-from worker.crossfade import cross_fade
 from worker.engine import Engine
-from worker.model_facts import BUILTIN_REFERENCE_AUDIO, BUILTIN_REFERENCE_TEXT
-from worker.model_files import EngineLoadError, read_model_config
+from worker.model_facts import BUILTIN_REFERENCE_TEXT, builtin_audio_file
+from worker.model_files import EngineLoadError
 from worker.schema import ContractError, ErrorBody, ErrorCode
 from worker.service import WorkerService
 from worker.tiny import build_tiny_checkpoint
@@ -49,7 +44,7 @@ FAST = {"nfe_step": 4}  # flow-matching steps: few suffice to exercise the path
 @pytest.fixture(scope="module")
 def reference() -> tuple[np.ndarray, int]:
     """f5-tts's example reference clip (24 kHz mono, ~5.3 s); its transcript is REF_TEXT."""
-    samples, rate = sf.read(str(files("f5_tts").joinpath(BUILTIN_REFERENCE_AUDIO)), dtype="float32")
+    samples, rate = sf.read(builtin_audio_file(), dtype="float32")
     return samples, rate
 
 
@@ -187,20 +182,7 @@ def test_transcription_without_the_whisper_extra_is_a_coded_error(engine: Engine
     assert "ref_text" in error.message
 
 
-def test_cross_fade_matches_f5() -> None:
-    a, b = np.ones(1000, dtype=np.float32), np.zeros(800, dtype=np.float32)
-    assert np.array_equal(cross_fade([a], 1000, 0.15), a)
-    joined = cross_fade([a, b], 1000, 0.1)  # 100 samples of overlap
-    assert joined.size == 1700 and joined.dtype == np.float32
-    assert np.allclose(joined[900:1000], np.linspace(1, 0, 100))
-    assert cross_fade([a, b], 1000, 0.0).size == 1800
-    assert cross_fade([a, b[:10]], 1000, 0.5).size == 1000  # overlap capped by the shorter wave
-    assert cross_fade([], 24000, 0.15).size == 0
-
-
-def test_flash_attn_setting_reaches_the_model(make_model_settings, tiny_model_env: dict[str, str]) -> None:
-    _, arch = read_model_config(Path(tiny_model_env["F5TTS_MODEL_CFG"]), "flash_attn")
-    assert arch["attn_backend"] == "flash_attn"
+def test_flash_attn_setting_reaches_the_model(make_model_settings) -> None:
     settings = make_model_settings(attn_backend="flash_attn")
     try:
         import flash_attn  # noqa: F401
@@ -230,21 +212,14 @@ def test_dtype_setting_is_applied(make_model_settings, reference: tuple[np.ndarr
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
+        # File resolution's own failures: tests/worker/test_model_files.py.
         ({"ckpt_file": "no/such/model.safetensors"}, "checkpoint not found"),
-        ({"model": "NoSuchModel", "model_cfg": None, "ckpt_file": None}, "model config not found"),
-        ({"ckpt_file": "hf://owner-only"}, "hf://owner/repo/path"),
         ({"device": "tpu"}, "F5TTS_DEVICE"),
     ],
 )
 def test_load_failures_are_clear(make_model_settings, overrides: dict, message: str) -> None:
     with pytest.raises(EngineLoadError, match=message):
         Engine.load(make_model_settings(**overrides))
-
-
-def test_hub_file_offline_and_not_cached_fails_without_download(monkeypatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(EngineLoadError, match="HF_HUB_OFFLINE=1"):
-        model_files.resolve_file("hf://example-owner/not-a-repo/model.safetensors", "checkpoint")
 
 
 LEAN_IMPORT_PROBE = """
@@ -269,16 +244,10 @@ print(json.dumps({"loaded": loaded, "usable": usable, "asr": asr, "einx": einx_c
 """
 
 
+@pytest.mark.integration  # starts a Python process
 def test_importing_the_engine_skips_training_asr_and_plotting_stacks() -> None:
     # A fresh interpreter: what `import worker.engine` plus loading f5-tts's inference module pulls in.
-    result = subprocess.run(
-        [sys.executable, "-c", LEAN_IMPORT_PROBE],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=True,
-    )
+    result = run_python("-c", LEAN_IMPORT_PROBE, check=True)
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["loaded"] == [] and report["usable"]
     if importlib.util.find_spec("transformers") is None:
@@ -288,6 +257,7 @@ def test_importing_the_engine_skips_training_asr_and_plotting_stacks() -> None:
     assert report["einx"].startswith("einx")
 
 
+@pytest.mark.integration  # starts a Python process
 def test_tiny_checkpoint_is_reused_and_deterministic(tiny_model_env: dict[str, str], tmp_path: Path) -> None:
     ckpt = Path(tiny_model_env["F5TTS_CKPT_FILE"])
     before = ckpt.stat().st_mtime_ns
@@ -295,14 +265,7 @@ def test_tiny_checkpoint_is_reused_and_deterministic(tiny_model_env: dict[str, s
     assert ckpt.stat().st_mtime_ns == before  # reused, not rebuilt
 
     # The command line builds the same weights elsewhere and prints the environment.
-    result = subprocess.run(
-        [sys.executable, "-m", "worker.tiny", str(tmp_path / "again")],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=True,
-    )
+    result = run_python("-m", "worker.tiny", str(tmp_path / "again"), check=True)
     printed = dict(line.split("=", 1) for line in result.stdout.strip().splitlines())
     assert set(printed) == set(tiny_model_env) and printed["F5TTS_DEVICE"] == "cpu"
 

@@ -14,9 +14,10 @@ import time
 import httpx
 import pytest
 
-from tests.support import REPO_ROOT, run_handler, worker_env
+from tests.support import run_handler, run_python, worker_env
 
 
+@pytest.mark.integration  # starts a Python process
 @pytest.mark.timeout(300)
 def test_test_input_runs_one_job_through_the_real_entry_point(tiny_model_env, tmp_path):
     done = run_handler(
@@ -27,6 +28,7 @@ def test_test_input_runs_one_job_through_the_real_entry_point(tiny_model_env, tm
     assert "'seed': 5" in done.stdout and "'audio_base64': 'UklGR" in done.stdout  # RIFF header, base64
 
 
+@pytest.mark.integration  # starts a Python process
 @pytest.mark.timeout(300)
 def test_a_model_that_cannot_load_fails_jobs_with_model_unavailable_instead_of_crashing(tiny_model_env, tmp_path):
     broken = {**tiny_model_env, "F5TTS_CKPT_FILE": str(tmp_path / "missing.safetensors")}
@@ -50,15 +52,9 @@ print(json.dumps({
 """
 
 
+@pytest.mark.integration  # starts a Python process
 def test_runpod_is_imported_without_its_cpu_probe_subprocess_or_ssh_stack():
-    done = subprocess.run(
-        [sys.executable, "-c", RUNPOD_IMPORT_PROBE],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
+    done = run_python("-c", RUNPOD_IMPORT_PROBE, timeout=120, check=True)
     probe = json.loads(done.stdout.strip().splitlines()[-1])
     assert probe["serverless"] is True
     assert probe["paramiko_loaded"] is False
@@ -72,6 +68,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.mark.integration  # starts a Python process
 @pytest.mark.timeout(300)
 def test_http_mode_serves_the_health_check_on_its_own_port_too(tiny_model_env, tmp_path):
     port, health_port = _free_port(), _free_port()

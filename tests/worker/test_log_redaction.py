@@ -3,12 +3,11 @@ F5TTS_LOG_LEVEL. Checked by planting secrets and grepping what a worker process 
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
+from tests.support import run_python
 from worker.log_redaction import redact_urls
 
 PASSWORD, SIGNATURE = "PLANTED-PASSWORD-1234", "PLANTED-SIGNATURE-5678"
@@ -74,13 +73,12 @@ CHILD = (
 )
 
 
+@pytest.mark.integration  # starts a Python process
 @pytest.mark.parametrize("level", ["DEBUG", "INFO"])
 def test_a_worker_process_logs_no_planted_secret(level: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RUNPOD_LOG_LEVEL", raising=False)
     monkeypatch.delenv("RUNPOD_DEBUG_LEVEL", raising=False)
-    result = subprocess.run(
-        [sys.executable, "-c", CHILD, level], capture_output=True, text=True, timeout=120, check=True
-    )
+    result = run_python("-c", CHILD, level, timeout=120, check=True)
     output = result.stdout + result.stderr
     assert "HTTP Request: GET http://127.0.0.1:" in output, output  # httpx logged the fetch, redacted
     assert "Traceback" in output and "a failure naming http://127.0.0.1:" in output

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
@@ -14,22 +13,10 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from tests.support import REPO_ROOT, hf_cache_file
+from tests.support import fake_hub_file, fill_model_cache, run_python
 from worker import prefetch
 from worker.config import ModelSettings
 from worker.model_facts import ALIGNER_BUNDLE, PUBLISHED_MODELS, HubFile
-
-
-def build_cache(hub: Path) -> dict[str, Path]:
-    paths = {}
-    for hub_file in prefetch.required_files("F5TTS_v1_Base"):
-        path = hf_cache_file(hub, hub_file.repo_id, hub_file.filename)
-        if path.suffix == ".safetensors":
-            save_file({"w": np.zeros((4, 4), dtype=np.float32)}, str(path))
-        else:
-            path.write_bytes(b"x" * 16)
-        paths[hub_file.filename] = path
-    return paths
 
 
 def build_aligner(hf_home: Path) -> Path:
@@ -43,15 +30,7 @@ def build_aligner(hf_home: Path) -> Path:
 def run_prefetch(*args: str, hf_home: Path, **extra_env: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "F5TTS_"))}
     env.update(HF_HOME=str(hf_home), HF_HUB_OFFLINE="1", **extra_env)
-    return subprocess.run(
-        [sys.executable, "-m", "worker.prefetch", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_python("-m", "worker.prefetch", *args, env=env, timeout=60)
 
 
 @pytest.mark.parametrize("model", list(PUBLISHED_MODELS))
@@ -83,16 +62,18 @@ def test_unknown_models_have_no_required_files():
         prefetch.required_files("E3TTS")
 
 
+@pytest.mark.integration  # starts a Python process
 def test_check_passes_on_a_complete_cache(tmp_path):
-    build_cache(tmp_path / "hub")
+    fill_model_cache(tmp_path / "hub")
     build_aligner(tmp_path)
     result = run_prefetch("--check", hf_home=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "cached" in result.stdout
 
 
+@pytest.mark.integration  # starts a Python process
 def test_check_names_a_missing_or_truncated_aligner(tmp_path):
-    build_cache(tmp_path / "hub")
+    fill_model_cache(tmp_path / "hub")
     weights = build_aligner(tmp_path) / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-64])
     result = run_prefetch("--check", hf_home=tmp_path)
@@ -101,8 +82,9 @@ def test_check_names_a_missing_or_truncated_aligner(tmp_path):
     assert elsewhere.returncode == 1 and "nowhere/config.json" in elsewhere.stderr
 
 
+@pytest.mark.integration  # starts a Python process
 def test_check_fails_naming_what_is_missing_or_truncated(tmp_path):
-    paths = build_cache(tmp_path / "hub")
+    paths = fill_model_cache(tmp_path / "hub")
     paths["pytorch_model.bin"].unlink()
     checkpoint = paths["F5TTS_v1_Base/model_1250000.safetensors"]
     checkpoint.write_bytes(checkpoint.read_bytes()[:-8])  # an interrupted download
@@ -114,6 +96,7 @@ def test_check_fails_naming_what_is_missing_or_truncated(tmp_path):
     assert "vocab.txt" not in result.stderr
 
 
+@pytest.mark.integration  # starts a Python process
 def test_check_of_local_model_files_checks_them_where_the_settings_name_them(tmp_path: Path) -> None:
     """F5TTS_CKPT_FILE and friends (an image built with WEIGHTS=tiny sets them): no Hub cache is looked at."""
     model = tmp_path / "model"
@@ -142,14 +125,16 @@ def test_check_of_local_model_files_checks_them_where_the_settings_name_them(tmp
     assert "Hugging Face cache" not in broken.stderr
 
 
+@pytest.mark.integration  # starts a Python process
 def test_check_of_an_empty_cache_and_an_unknown_model(tmp_path):
     assert run_prefetch("--check", hf_home=tmp_path).returncode == 1
     unknown = run_prefetch("--check", "--model", "E3TTS", hf_home=tmp_path)
     assert unknown.returncode == 2 and "F5TTS_v1_Base" in unknown.stderr
 
 
+@pytest.mark.integration  # starts a Python process
 def test_prefetch_check_imports_neither_torch_nor_f5_tts(tmp_path):
-    build_cache(tmp_path / "hub")
+    fill_model_cache(tmp_path / "hub")
     aligner = build_aligner(tmp_path)
     code = (
         "import sys; from worker import prefetch; "
@@ -157,9 +142,7 @@ def test_prefetch_check_imports_neither_torch_nor_f5_tts(tmp_path):
         f"assert prefetch.check_aligner(__import__('pathlib').Path({str(aligner)!r})) == []; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'f5_tts', 'torchaudio', 'vocos')))"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO_ROOT, check=False, capture_output=True, text=True, timeout=60
-    )
+    result = run_python("-c", code, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 
@@ -172,12 +155,7 @@ def test_download_fetches_each_file_into_the_given_cache(tmp_path, monkeypatch):
 
     def fake_download(repo_id, filename, cache_dir=None):
         calls.append((repo_id, filename, cache_dir))
-        path = hf_cache_file(Path(cache_dir), repo_id, filename)
-        if filename.endswith(".safetensors"):
-            save_file({"w": np.ones(2, dtype=np.float32)}, str(path))
-        else:
-            path.write_text("ok")
-        return str(path)
+        return str(fake_hub_file(Path(cache_dir), repo_id, filename))
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
     # torchaudio's bundle download replaced too: a model of the bundle's family, random, instead of 360 MB.
@@ -221,7 +199,7 @@ def test_float16_bake_gives_a_float16_worker_the_same_weights_in_half_the_bytes(
 
     from worker.engine import Engine
 
-    cached = build_cache(tmp_path / "hub")
+    cached = fill_model_cache(tmp_path / "hub")
     snapshot = cached["F5TTS_v1_Base/model_1250000.safetensors"]
     blob = snapshot.parents[3] / "blobs" / "0123abcd"
     blob.parent.mkdir()
@@ -267,7 +245,7 @@ def test_float16_bake_gives_a_float16_worker_the_same_weights_in_half_the_bytes(
 
 
 def test_float16_bake_refuses_an_incomplete_cache(tmp_path: Path) -> None:
-    cached = build_cache(tmp_path / "hub")
+    cached = fill_model_cache(tmp_path / "hub")
     checkpoint = cached["F5TTS_v1_Base/model_1250000.safetensors"]
     checkpoint.write_bytes(checkpoint.read_bytes()[:-8])
     baked = run_prefetch("--float16", str(tmp_path / "dest"), hf_home=tmp_path)

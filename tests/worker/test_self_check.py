@@ -7,14 +7,12 @@ import contextlib
 import io
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.support import REPO_ROOT, run_handler, worker_env
+from tests.support import REPO_ROOT, run_handler, run_python, worker_env
 from worker.config import Settings
 from worker.engine import cuda_unusable_reason
 from worker.self_check import main as self_check_main
@@ -25,16 +23,9 @@ pytestmark = pytest.mark.timeout(300)
 NO_GPU = not torch.cuda.is_available()
 
 
+@pytest.mark.integration  # starts a Python process
 def test_self_check_passes_through_the_real_entry_point(tiny_model_env, tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-m", "worker.handler", "--self-check"],
-        cwd=tmp_path,
-        env=worker_env(tmp_path, **tiny_model_env),
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
+    done = run_python("-m", "worker.handler", "--self-check", cwd=tmp_path, env=worker_env(tmp_path, **tiny_model_env))
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]
     lines = [line for line in done.stdout.splitlines() if line.startswith("self-check ok")]
     names = [line.removeprefix("self-check ok").strip().partition(":")[0] for line in lines]
@@ -119,10 +110,9 @@ except StandInError as exc:
 """
 
 
+@pytest.mark.integration  # starts a Python process
 def test_a_broken_stand_in_names_the_module_attribute_and_versions():
-    done = subprocess.run(
-        [sys.executable, "-c", STAND_IN_PROBE], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=True
-    )
+    done = run_python("-c", STAND_IN_PROBE, timeout=120, check=True)
     from importlib.metadata import version
 
     message = done.stdout.strip()
@@ -154,22 +144,17 @@ handler.main()
 """
 
 
+@pytest.mark.integration  # starts a Python process
 def test_a_runpod_import_failure_is_kept_and_every_job_gets_model_unavailable(tiny_model_env, tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-c", RUNPOD_BROKEN_MAIN],
-        cwd=tmp_path,
-        env=worker_env(tmp_path, **tiny_model_env, F5TTS_DATA_DIR=str(tmp_path / "data"), RUNPOD_SKIP_GPU_CHECK="true"),
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
+    env = worker_env(tmp_path, **tiny_model_env, F5TTS_DATA_DIR=str(tmp_path / "data"), RUNPOD_SKIP_GPU_CHECK="true")
+    done = run_python("-c", RUNPOD_BROKEN_MAIN, cwd=tmp_path, env=env)
     assert done.returncode == 1, done.stdout + done.stderr[-2000:]  # runpod's --test_input code for a failed job
     error = json.loads(done.stdout.split("failed with error: ")[1].splitlines()[0])
     assert error["code"] == "model_unavailable"
     assert "runpod's import failed: StandInError" in error["message"] and "cpuinfo.new_probe" in error["message"]
 
 
+@pytest.mark.integration  # starts a Python process
 @pytest.mark.skipif(not NO_GPU, reason="needs a machine without a usable GPU")
 @pytest.mark.parametrize(("device", "extra"), [("cuda", {}), ("auto", {"RUNPOD_POD_ID": "pod-123"})])
 def test_no_gpu_means_model_unavailable_with_the_reason_never_a_cpu_worker(tiny_model_env, tmp_path, device, extra):

@@ -1,1 +1,0 @@
-from tests.devstack.fixtures import devstack  # noqa: F401 - the shared real-worker stack
