@@ -20,7 +20,6 @@ from elevenlabs.errors import UnprocessableEntityError
 from websockets.sync.client import connect as ws_connect
 
 from devstack.testing import StackHandle, running_stack
-from tests.devstack.lb_fixtures import lb_devstack  # noqa: F401 - the shared load-balancer stack
 from tests.support import REPO_ROOT, decoded_seconds
 from worker.model_facts import builtin_audio_file
 
@@ -32,7 +31,7 @@ TRANSCRIPT = "Some call me nature, others call me mother nature."  # what f5-tts
 
 
 @pytest.fixture(scope="module")
-def client(lb_devstack) -> ElevenLabs:  # noqa: F811
+def client(lb_devstack) -> ElevenLabs:
     # On RunPod the load balancer checks `Authorization: Bearer <RunPod key>`; the SDK's own `xi-api-key` header
     # (its api_key) is what a worker with F5TTS_API_KEY checks instead.
     return ElevenLabs(
@@ -156,7 +155,7 @@ def test_a_voice_without_its_transcript_gets_a_400_that_says_how_to_send_it(clie
     assert 'labels={"transcript"' in detail["message"]
 
 
-def test_errors_have_elevenlabs_shape_with_our_codes(client, lb_devstack):  # noqa: F811
+def test_errors_have_elevenlabs_shape_with_our_codes(client, lb_devstack):
     with pytest.raises(ApiError) as caught:
         joined(client.text_to_speech.convert("nobody", text=TEXT))
     assert caught.value.status_code == 404
@@ -185,7 +184,7 @@ def test_the_models_list_has_the_one_tts_model(client):
     assert [m.model_id for m in models] == ["f5-tts"] and models[0].can_do_text_to_speech
 
 
-def test_the_docs_example_runs_as_written(lb_devstack, tmp_path, monkeypatch):  # noqa: F811
+def test_the_docs_example_runs_as_written(lb_devstack, tmp_path, monkeypatch):
     """docs/http.md's ElevenLabs example, against the devstack: its URL and key are the devstack's."""
     docs = (REPO_ROOT / "docs" / "http.md").read_text()
     section = docs[docs.index("## ElevenLabs SDK and apps") :]

@@ -31,7 +31,6 @@ from websockets.sync.client import ClientConnection, connect
 
 from devstack.load_balancer import Backend, LoadBalancer, LoadBalancerConfig
 from devstack.serving import LoopbackServer
-from tests.devstack.lb_fixtures import lb_devstack  # noqa: F401 - the shared load-balancer stack
 from tests.support import REPO_ROOT
 
 pytestmark = pytest.mark.timeout(600)
@@ -57,7 +56,7 @@ def until_close(ws: ClientConnection) -> tuple[list[dict[str, Any]], int | None]
     return messages, ws.close_code
 
 
-def test_the_protocol_through_the_load_balancer(lb_devstack):  # noqa: F811
+def test_the_protocol_through_the_load_balancer(lb_devstack):
     with open_session(lb_devstack) as ws:
         ws.send(json.dumps({"text": " ", "voice_settings": {"speed": 1.0}, "nfe_step": 4, "seed": 5}))
         for word in SENTENCES[0].split(" "):  # as an LLM writes: word by word
@@ -77,7 +76,7 @@ def test_the_protocol_through_the_load_balancer(lb_devstack):  # noqa: F811
         assert samples.size > 0 and last_ms <= samples.size / 24 + 1  # times within the message's own audio
 
 
-def test_errors_and_refusals_pass_through_the_load_balancer(lb_devstack):  # noqa: F811
+def test_errors_and_refusals_pass_through_the_load_balancer(lb_devstack):
     with open_session(lb_devstack, voice="no-such-voice") as ws:
         ws.send(json.dumps({"text": " "}))
         messages, code = until_close(ws)
@@ -114,7 +113,7 @@ def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def tls_base_url(lb_devstack, tmp_path_factory) -> Iterator[str]:  # noqa: F811
+def tls_base_url(lb_devstack, tmp_path_factory) -> Iterator[str]:
     """A second load-balancer emulator over TLS, in front of the devstack's worker; SSL_CERT_FILE trusts it."""
     cert_file, key_file = self_signed_certificate(tmp_path_factory.mktemp("tls"))
     backends = lb_devstack._call(lambda: list(lb_devstack.balancer.backends.values()))
@@ -133,7 +132,7 @@ def tls_base_url(lb_devstack, tmp_path_factory) -> Iterator[str]:  # noqa: F811
     server.stop()
 
 
-def sdk(tls_base_url: str, lb_devstack: Any) -> ElevenLabs:  # noqa: F811
+def sdk(tls_base_url: str, lb_devstack: Any) -> ElevenLabs:
     return ElevenLabs(
         api_key="app-key",
         base_url=f"{tls_base_url}/elevenlabs",
@@ -146,14 +145,14 @@ def llm_output() -> Iterator[str]:
         yield from (word + " " for word in sentence.split())
 
 
-def test_the_sdks_convert_realtime_through_the_load_balancer(tls_base_url, lb_devstack):  # noqa: F811
+def test_the_sdks_convert_realtime_through_the_load_balancer(tls_base_url, lb_devstack):
     client = sdk(tls_base_url, lb_devstack)
     chunks = list(client.text_to_speech.convert_realtime("default", text=llm_output(), output_format="pcm_16000"))
     audio = np.frombuffer(b"".join(chunks), dtype="<i2")
     assert len(chunks) >= 2 and audio.size / 16000 > 0.5 and np.abs(audio).max() > 0
 
 
-def test_the_sdk_raises_its_api_error_with_our_message(tls_base_url, lb_devstack):  # noqa: F811
+def test_the_sdk_raises_its_api_error_with_our_message(tls_base_url, lb_devstack):
     client = sdk(tls_base_url, lb_devstack)
     with pytest.raises(ApiError) as raised:
         list(client.text_to_speech.convert_realtime("no-such-voice", text=llm_output()))
@@ -164,7 +163,7 @@ def test_the_sdk_raises_its_api_error_with_our_message(tls_base_url, lb_devstack
     assert said.startswith("voice_not_found: ") and "no-such-voice" in said
 
 
-def test_the_docs_example_runs_as_written(tls_base_url, lb_devstack):  # noqa: F811
+def test_the_docs_example_runs_as_written(tls_base_url, lb_devstack):
     """docs/http.md's realtime example, against the devstack (through the TLS emulator)."""
     docs = (REPO_ROOT / "docs" / "http.md").read_text()
     section = docs[docs.index("## ElevenLabs realtime input") :]

@@ -8,7 +8,6 @@ import time
 import openai
 import pytest
 
-from tests.devstack.lb_fixtures import lb_devstack  # noqa: F401 - the shared load-balancer stack
 from tests.support import decoded_seconds
 
 pytestmark = pytest.mark.timeout(600)
@@ -19,7 +18,7 @@ LONG_TEXT = " ".join(["The fox runs far away into the forest to hide from the do
 
 
 @pytest.fixture(scope="module")
-def client(lb_devstack) -> openai.OpenAI:  # noqa: F811
+def client(lb_devstack) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{lb_devstack.base_url}/v1", api_key=lb_devstack.api_key, max_retries=0, timeout=120)
 
 
@@ -89,7 +88,7 @@ def test_empty_input_raises_bad_request(client):
     assert caught.value.code == "invalid_input" and caught.value.param == "input"
 
 
-def test_a_wrong_key_raises_authentication_error(lb_devstack):  # noqa: F811
+def test_a_wrong_key_raises_authentication_error(lb_devstack):
     wrong = openai.OpenAI(base_url=f"{lb_devstack.base_url}/v1", api_key="not-the-key", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         wrong.audio.speech.create(model="tts-1", voice="default", input="Hi.")

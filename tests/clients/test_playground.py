@@ -22,8 +22,6 @@ from f5tts_client import Client
 from f5tts_client.playground import TOKEN_HEADER, WORD_TIMINGS, Playground, exposure_warning
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.devstack.fixtures import devstack  # noqa: F401 - the shared queue stack
-from tests.devstack.lb_fixtures import lb_devstack  # noqa: F401 - the shared load-balancer stack
 from worker.model_facts import BUILTIN_REFERENCE_TEXT, builtin_audio_file
 
 pytestmark = pytest.mark.timeout(600)

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.image.containers import ROOT, Containers, NoBuilder, find_builder
+from tests.image.containers import Containers, NoBuilder, find_builder
+from tests.support import REPO_ROOT
 
 BUILD_TIMEOUT_S = 3600  # a cold build on a 2-core machine: pip installs 6 GB of wheels
 
@@ -39,7 +40,7 @@ def make_image(log: Path, tag: str, **build_args: str) -> subprocess.CompletedPr
     with log.open("w") as out:
         return subprocess.run(
             ["make", "--no-print-directory", "image", f"IMAGE={tag}", *(f"{k}={v}" for k, v in build_args.items())],
-            cwd=ROOT,
+            cwd=REPO_ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
             timeout=BUILD_TIMEOUT_S,
@@ -62,7 +63,7 @@ def built_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltImage
             pytest.fail(f"CI=true, but no container builder can run: {exc}")
         pytest.skip(f"no container builder can run here: {exc}")
     base = subprocess.run(
-        ["bash", str(ROOT / "scripts/base-image.sh")], capture_output=True, text=True, timeout=900, check=False
+        ["bash", str(REPO_ROOT / "scripts/base-image.sh")], capture_output=True, text=True, timeout=900, check=False
     )
     assert base.returncode == 0, f"no base image: {base.stderr[-3000:]}"
     if tag := os.environ.get("F5TTS_TEST_IMAGE"):

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import REPO_ROOT
+
 # The variables a RunPod worker's container gets from the platform or the endpoint's template: forwarded from the
 # devstack's worker environment into the container. Nothing else of this machine's environment goes in.
 FORWARDED_PREFIXES = ("RUNPOD_", "BUCKET_")
@@ -36,7 +37,11 @@ class NoBuilder(RuntimeError):
 def find_builder() -> str:
     """scripts/container-builder.sh's answer (the one `make image` uses), or NoBuilder with its reason."""
     found = subprocess.run(
-        ["bash", str(ROOT / "scripts/container-builder.sh")], capture_output=True, text=True, timeout=60, check=False
+        ["bash", str(REPO_ROOT / "scripts/container-builder.sh")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     if found.returncode != 0:
         raise NoBuilder(found.stderr.strip())

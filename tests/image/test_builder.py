@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.image.containers import ROOT
+from tests.support import REPO_ROOT
 
 
 def _run(argv: list[str], **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
 
 
 def test_no_builder_found_says_what_to_install(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from tests.image.conftest import BUILD_TIMEOUT_S, BuiltImage, make_image
-from tests.image.containers import ROOT
+from tests.support import REPO_ROOT
 
 pytestmark = pytest.mark.timeout(BUILD_TIMEOUT_S + 1800)  # the first test waits for the session's build
 # The Dockerfile's FLASH_ATTN_WHEEL: the cached download is stored under this name.
@@ -89,7 +89,7 @@ def test_the_flash_attn_wheel_is_checked_by_sha256_from_a_file_or_a_url(
     if built_image.build_s == 0.0:
         pytest.skip("F5TTS_TEST_IMAGE names a prebuilt image: these builds need the session's layers")
     first, second = stand_in_wheel("first"), stand_in_wheel("second")
-    inputs = ROOT / "image-inputs" / f"test-{uuid.uuid4().hex[:8]}"
+    inputs = REPO_ROOT / "image-inputs" / f"test-{uuid.uuid4().hex[:8]}"
     inputs.mkdir()
     (inputs / WHEEL).write_bytes(first)
     tag = f"localhost/f5tts-runpod:test-flash-attn-{uuid.uuid4().hex[:8]}"
@@ -99,7 +99,7 @@ def test_the_flash_attn_wheel_is_checked_by_sha256_from_a_file_or_a_url(
     try:
         # A file in the build context, pinned to another sha256: refused, naming the one it has.
         log = tmp_path / "file.log"
-        local = f"{inputs.relative_to(ROOT)}/{WHEEL}"
+        local = f"{inputs.relative_to(REPO_ROOT)}/{WHEEL}"
         built = make_image(log, tag, FLASH_ATTN=local, FLASH_ATTN_SHA256=_sha256(second), **common)
         text = log.read_text()
         assert built.returncode != 0, text[-3000:]

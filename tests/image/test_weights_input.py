@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.image.conftest import BUILD_TIMEOUT_S, BuiltImage, make_image
-from tests.image.containers import ROOT
-from tests.support import hf_cache_file
+from tests.support import REPO_ROOT, hf_cache_file
 from worker.model_facts import ALIGNER_BUNDLE, PUBLISHED_MODELS, VOCOS_FILES
 
 pytestmark = pytest.mark.timeout(BUILD_TIMEOUT_S + 900)  # the first test waits for the session's build
@@ -58,10 +57,10 @@ def test_local_weights_are_baked_in_float16_and_checked(
 ) -> None:
     if built_image.build_s == 0.0:
         pytest.skip("F5TTS_TEST_IMAGE names a prebuilt image: this build needs the session's layers")
-    inputs = ROOT / "image-inputs" / f"test-{uuid.uuid4().hex[:8]}"
+    inputs = REPO_ROOT / "image-inputs" / f"test-{uuid.uuid4().hex[:8]}"
     _hf_home(inputs / "hf", tiny_model_env)
     tag = f"localhost/f5tts-runpod:test-weights-{uuid.uuid4().hex[:8]}"
-    common = {"BASE_IMAGE": built_image.base, "FLASH_ATTN": "none", "WEIGHTS": f"{inputs.relative_to(ROOT)}/hf"}
+    common = {"BASE_IMAGE": built_image.base, "FLASH_ATTN": "none", "WEIGHTS": f"{inputs.relative_to(REPO_ROOT)}/hf"}
     if built_image.containers.builder != "docker":
         common["IMAGE_BUILD_FLAGS"] = "--force-rm"
     try:

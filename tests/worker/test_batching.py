@@ -15,7 +15,6 @@ import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import CancelledError
-from importlib.resources import files
 from typing import Any
 
 import httpx
@@ -24,14 +23,13 @@ import pytest
 import soundfile as sf
 import torch
 
-from tests.worker.helpers import make_service
-from tests.worker.test_http_server import serving
+from tests.worker.helpers import make_service, serving
 from worker import batcher, handler
 from worker.batcher import BatchLimits, InferenceThread, group_chunks
 from worker.config import ModelSettings, Settings, StorageSettings, WorkerSettings
 from worker.engine import TARGET_RMS, ChunkRequest, Engine, seed_everything
 from worker.http_server import create_app
-from worker.model_facts import BUILTIN_REFERENCE_AUDIO, BUILTIN_REFERENCE_TEXT
+from worker.model_facts import BUILTIN_REFERENCE_TEXT, builtin_audio_file
 from worker.service import WorkerService
 
 pytestmark = pytest.mark.timeout(300)
@@ -58,7 +56,7 @@ WIDE = BatchLimits(max_batch=8, max_frames=1_000_000, wait_s=0.0)
 
 @pytest.fixture(scope="module")
 def reference() -> tuple[np.ndarray, int]:
-    samples, rate = sf.read(str(files("f5_tts").joinpath(BUILTIN_REFERENCE_AUDIO)), dtype="float32")
+    samples, rate = sf.read(str(builtin_audio_file()), dtype="float32")
     return samples, rate
 
 
@@ -628,7 +626,8 @@ def test_http_mode_a_client_that_hangs_up_leaves_the_shared_calls_and_its_batch_
     text = " ".join(["The fox runs far away into the forest to hide from the dog."] * 20)  # ten chunks or more
     statuses: dict[str, int] = {}
     kept: list[bytes] = []
-    with serving(create_app(service, service.settings, start_service=False)) as url:
+    with serving(create_app(service, service.settings, start_service=False)) as port:
+        url = f"http://127.0.0.1:{port}"
         alone = httpx.post(f"{url}/v1/audio/speech", json=speech(text, 200), timeout=120).content
         chunks = sum(len(call) for call in calls)
         assert chunks >= 10 and max(len(call) for call in calls) == 2

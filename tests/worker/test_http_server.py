@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
-import socket
 import threading
 import time
 from typing import Unpack
@@ -22,7 +20,7 @@ import pytest
 from pydantic import SecretStr
 
 from tests.support import ffmpeg_decode
-from tests.worker.helpers import WorkerOverrides, worker_settings
+from tests.worker.helpers import WorkerOverrides, serving, worker_settings
 from worker.config import HttpSettings, ModelSettings, Settings, StorageSettings
 from worker.http_server import create_app
 from worker.http_server.errors import MAX_MESSAGE_CHARS, HttpError
@@ -376,28 +374,6 @@ def _operations(schema):
 
 
 # ------------------------------------------------------------------------------------------------ a real server
-@contextlib.contextmanager
-def serving(app):
-    """The app under uvicorn on a free loopback port, in a thread, stopped on exit."""
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        for _ in range(200):
-            if server.started:
-                break
-            time.sleep(0.02)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-
-
 def test_a_client_that_goes_away_mid_stream_frees_its_slot_and_stops_its_job(engine, tmp_path, monkeypatch):
     settings = settings_for(tmp_path, concurrency=1, busy_wait_s=0.1)
     service = WorkerService(settings, engine_factory=lambda: engine)
@@ -412,7 +388,8 @@ def test_a_client_that_goes_away_mid_stream_frees_its_slot_and_stops_its_job(eng
 
     monkeypatch.setattr(service, "_sampled_in_groups", counting)
     text = " ".join(["The fox runs far away into the forest to hide from the dog."] * 20)  # ten text chunks
-    with serving(create_app(service, settings, start_service=False)) as url:
+    with serving(create_app(service, settings, start_service=False)) as port:
+        url = f"http://127.0.0.1:{port}"
         with httpx.stream("POST", f"{url}/v1/audio/speech", json=speech_body(input=text, response_format="pcm")) as r:
             assert r.status_code == 200
             next(r.iter_raw())  # the first chunk's audio, then the client hangs up
