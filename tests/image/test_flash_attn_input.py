@@ -11,18 +11,16 @@ from __future__ import annotations
 import hashlib
 import io
 import shutil
-import threading
 import uuid
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.image.conftest import BUILD_TIMEOUT_S, BuiltImage, make_image
+from tests.loopback_http import serve_get
 from tests.support import REPO_ROOT
 
 pytestmark = pytest.mark.timeout(BUILD_TIMEOUT_S + 1800)  # the first test waits for the session's build
@@ -57,30 +55,24 @@ def wheel_server(wheels: dict[str, bytes]) -> Iterator[tuple[str, list[str]]]:
     A chroot-isolated build shares this machine's network, so the build's curl reaches it."""
     asked: list[str] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            asked.append(self.path)
-            folder, _, name = self.path.strip("/").partition("/")
-            body = wheels.get(folder) if name == WHEEL.replace("+", "%2B") or name == WHEEL else None
-            self.send_response(200 if body else 404)
-            self.send_header("Content-Length", str(len(body or b"")))
-            self.end_headers()
-            self.wfile.write(body or b"")
+    def respond(path: str) -> tuple[int, bytes]:
+        asked.append(path)
+        folder, _, name = path.strip("/").partition("/")
+        body = wheels.get(folder) if name in (WHEEL.replace("+", "%2B"), WHEEL) else None
+        return (200, body) if body else (404, b"")
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", asked
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_get(respond) as base_url:
+        yield base_url, asked
 
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _build(log: Path, tag: str, **args: str) -> tuple[int, str]:
+    """`make image` with these arguments: (its exit status, its log)."""
+    built = make_image(log, tag, **args)
+    return built.returncode, log.read_text()
 
 
 def test_the_flash_attn_wheel_is_checked_by_sha256_from_a_file_or_a_url(
@@ -98,21 +90,17 @@ def test_the_flash_attn_wheel_is_checked_by_sha256_from_a_file_or_a_url(
         common["IMAGE_BUILD_FLAGS"] = "--force-rm"  # a failed build leaves no working container behind
     try:
         # A file in the build context, pinned to another sha256: refused, naming the one it has.
-        log = tmp_path / "file.log"
         local = f"{inputs.relative_to(REPO_ROOT)}/{WHEEL}"
-        built = make_image(log, tag, FLASH_ATTN=local, FLASH_ATTN_SHA256=_sha256(second), **common)
-        text = log.read_text()
-        assert built.returncode != 0, text[-3000:]
+        status, text = _build(tmp_path / "file.log", tag, FLASH_ATTN=local, FLASH_ATTN_SHA256=_sha256(second), **common)
+        assert status != 0, text[-3000:]
         assert f"flash-attn: {local} has sha256 {_sha256(first)}" in text, text[-3000:]
         assert f"flash-attn: expected sha256 {_sha256(second)}: refusing the wheel" in text
 
         with wheel_server({"first": first, "second": second}) as (server, asked):
             # From a URL, pinned right: installed, and the image's settings say the DiT runs on flash-attn.
-            log = tmp_path / "url.log"
             url = f"{server}/first/{WHEEL}"
-            built = make_image(log, tag, FLASH_ATTN=url, FLASH_ATTN_SHA256=_sha256(first), **common)
-            text = log.read_text()
-            assert built.returncode == 0, text[-6000:]
+            status, text = _build(tmp_path / "url.log", tag, FLASH_ATTN=url, FLASH_ATTN_SHA256=_sha256(first), **common)
+            assert status == 0, text[-6000:]
             assert f"flash-attn: {url} has sha256 {_sha256(first)}" in text
             assert len(asked) == 1
             probe = "import flash_attn; print(flash_attn.MARKER); print(open('/opt/f5tts/image.env').read())"
@@ -122,11 +110,11 @@ def test_the_flash_attn_wheel_is_checked_by_sha256_from_a_file_or_a_url(
 
             # Another URL, whose wheel has the same file name: downloaded (the cached one is another URL's), so
             # the pin of the first wheel refuses it.
-            log = tmp_path / "other-url.log"
             other = f"{server}/second/{WHEEL}"
-            built = make_image(log, tag, FLASH_ATTN=other, FLASH_ATTN_SHA256=_sha256(first), **common)
-            text = log.read_text()
-            assert built.returncode != 0, text[-3000:]
+            status, text = _build(
+                tmp_path / "other-url.log", tag, FLASH_ATTN=other, FLASH_ATTN_SHA256=_sha256(first), **common
+            )
+            assert status != 0, text[-3000:]
             assert f"flash-attn: {other} has sha256 {_sha256(second)}" in text, text[-3000:]
             assert len(asked) == 2 and asked[1].startswith("/second/")
     finally:
