@@ -144,8 +144,8 @@ class Playground:
         self.names = (
             {"localhost", bound} if self.loopback else {"localhost", host.lower(), *map(str.lower, allow_hosts)}
         )
-        wildcard = _is_ip(bound) and ipaddress.ip_address(bound).is_unspecified
-        addresses = _machine_addresses(family) if wildcard else [bound if _is_ip(host) else host]
+        wildcard = (bound_ip := _ip(bound)) is not None and bound_ip.is_unspecified
+        addresses = _machine_addresses(family) if wildcard else [bound if _ip(host) is not None else host]
         self.urls = [f"http://{_url_host(address)}:{self.port}/" for address in addresses]
         self._thread: threading.Thread | None = None
 
@@ -154,7 +154,7 @@ class Playground:
         name, port = _split_host_header(header)
         if (80 if port is None else port) != self.port or not name:
             return False
-        return name in self.names or (not self.loopback and _is_ip(name))
+        return name in self.names or (not self.loopback and _ip(name) is not None)
 
     @property
     def url(self) -> str:
@@ -268,16 +268,16 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _is_ip(text: str) -> bool:
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """`text` as an IP address, or None when it is a name."""
     try:
-        ipaddress.ip_address(text)
+        return ipaddress.ip_address(text)
     except ValueError:
-        return False
-    return True
+        return None
 
 
 def _is_loopback(address: str) -> bool:
-    return address == "localhost" or (_is_ip(address) and ipaddress.ip_address(address).is_loopback)
+    return address == "localhost" or ((ip := _ip(address)) is not None and ip.is_loopback)
 
 
 def _address_family(host: str, port: int) -> socket.AddressFamily:
