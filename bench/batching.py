@@ -56,20 +56,12 @@ MODES = ("sequential", "batched")
 
 
 def load_engine(model: str, device: str, dtype: str, attn_backend: str) -> Any:
-    from worker.config import ModelSettings
-    from worker.engine import Engine
+    """The tiny model or random full-size F5TTS_v1_Base weights, loaded as bench/gpu_rtf.py loads them."""
+    from bench.gpu_rtf import load_engine as load_from_env
+    from bench.gpu_rtf import model_env
 
-    if model == "tiny":
-        from devstack.model import tiny_model_env
-
-        env = tiny_model_env()
-    else:
-        from bench.gpu_rtf import RANDOM_BASE_DIR, build_random_base
-
-        env, _ = build_random_base(RANDOM_BASE_DIR)
-    values: dict[str, Any] = {key.removeprefix("F5TTS_").lower(): value for key, value in env.items()}
-    values.update(device=device, dtype=dtype, attn_backend=attn_backend)
-    return Engine.load(ModelSettings(_env_file=None, **values))
+    env, _ = model_env(tiny=model == "tiny")
+    return load_from_env(env, device, dtype, attn_backend)
 
 
 def make_service(engine: Any, data_dir: Path, max_batch: int, concurrency: int, wait_ms: float) -> Any:
@@ -148,15 +140,8 @@ class Measured:
         return percentile(self.latencies, 95)
 
     def row(self) -> list[object]:
-        return [
-            self.concurrency,
-            self.mode,
-            self.jobs_per_s,
-            self.audio_per_s,
-            self.p50,
-            self.p95,
-            statistics.mean(self.batch_sizes),
-        ]
+        """The table's row: concurrency, mode, then the summary's figures in its order."""
+        return [self.concurrency, self.mode, *self.summary().values()]
 
     def summary(self) -> dict[str, float]:
         return {
